@@ -1,0 +1,351 @@
+"""PKU-MMD Phase I (untrimmed, detection) and Phase II (trimmed clips, recognition).
+
+Formats and quirks: ../shared/DETECTION.md and the sample folder's README. Skeleton files hold one
+frame per line (150 values: person 1's 25 joints then person 2's, x y z); label files one instance
+per line ``label,start,end,confidence`` with start 0-based and end exclusive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from usdrl.data.classes import PKUMMD_CLASS_NAMES
+from usdrl.data.errors import DataError
+from usdrl.data.normalize import PREPROCESSING_VERSION, normalize_batch
+from usdrl.data.store import (DatasetWriter, finish_dataset, input_fingerprint, is_up_to_date, write_sequences)
+from usdrl.skeleton import ntu25_layout
+
+VALUES_PER_FRAME = 150  # 2 persons x 25 joints x 3
+CLIP_FRAMES = 300
+VIEWS = ("L", "M", "R")
+SPLIT_FILES = {
+    "pku1": {"xsub": "cross-subject.txt", "xview": "cross-view.txt"},
+    "pku2": {"xsub": "cross_subject_v2.txt", "xview": "cross_view_v2.txt"},
+}
+
+
+@dataclass(frozen=True)
+class Instance:
+    label: int  # 1-based action id
+    start: int  # 0-based
+    end: int  # exclusive
+    confidence: int
+
+
+def read_pku_skeleton(path: str | Path) -> np.ndarray:
+    """A skeleton file as (C=3, T, V=25, M=2) float32."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot be read ({error})") from error
+    lines = [line for line in text.split("\n")]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise DataError(f"{path}: empty skeleton file")
+    try:
+        values = np.array(text.split(), dtype=np.float32)
+    except ValueError:
+        values = None
+    if values is None or values.size != len(lines) * VALUES_PER_FRAME or not np.all(np.isfinite(values)):
+        for index, line in enumerate(lines):
+            fields = line.split()
+            if len(fields) != VALUES_PER_FRAME:
+                raise DataError(f"{path}:{index + 1}: a frame line needs {VALUES_PER_FRAME} values, found {len(fields)}")
+            try:
+                row = np.array(fields, dtype=np.float32)
+            except ValueError:
+                raise DataError(f"{path}:{index + 1}: text where a number belongs: {line[:60]!r}") from None
+            if not np.all(np.isfinite(row)):
+                raise DataError(f"{path}:{index + 1}: NaN or inf in a frame line")
+        raise DataError(f"{path}: could not be parsed")
+    return values.reshape(len(lines), 2, 25, 3).transpose(3, 0, 2, 1).copy()
+
+
+def read_pku_labels(path: str | Path) -> tuple[list[Instance], list[str]]:
+    """Instances of a label file and notes on the quirks met (a reversed instance is swapped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"label file {path} does not exist; pass --labels the folder of PKU-MMD label files")
+    instances, notes = [], []
+    for index, line in enumerate(path.read_text().splitlines()):
+        if not line.strip():
+            continue
+        fields = [field.strip() for field in line.strip().rstrip(",").split(",")]
+        if len(fields) != 4:
+            raise DataError(f"{path}:{index + 1}: a label line needs 4 values (label,start,end,confidence), "
+                            f"found {len(fields)}: {line.strip()[:60]!r}")
+        try:
+            label, start, end, confidence = (int(float(field)) for field in fields)
+        except ValueError:
+            raise DataError(f"{path}:{index + 1}: text where a number belongs: {line.strip()[:60]!r}") from None
+        if not 1 <= label <= len(PKUMMD_CLASS_NAMES):
+            raise DataError(f"{path}:{index + 1}: label {label} is outside 1..{len(PKUMMD_CLASS_NAMES)}")
+        if start > end:
+            notes.append(f"{path.name}:{index + 1}: start {start} > end {end}, swapped")
+            start, end = end, start
+        instances.append(Instance(label, start, end, confidence))
+    return instances, notes
+
+
+def read_split_file(path: str | Path) -> tuple[list[str], list[str]]:
+    """(training videos, test videos) of an official split list (4 lines, comma lists, trailing comma)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"split list {path} does not exist; pass --splits the folder of the official split files")
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if len(lines) < 4:
+        raise DataError(f"{path}: expected 4 lines (header, training ids, header, test ids), found {len(lines)}")
+
+    def names(line: str) -> list[str]:
+        return [name.strip() for name in line.split(",") if name.strip()]
+
+    return names(lines[1]), names(lines[3])
+
+
+def _find_split_files(splits_dir: Path, phase: str) -> dict[str, Path]:
+    found = {}
+    for benchmark, filename in SPLIT_FILES[phase].items():
+        candidates = [splits_dir / filename, splits_dir / "phase2" / filename, splits_dir / "split" / filename]
+        match = next((c for c in candidates if c.is_file()), None)
+        if match is None:
+            raise DataError(f"{splits_dir} has no {filename}; pass --splits the folder of the official split lists")
+        found[benchmark] = match
+    return found
+
+
+def _video_splits(names: list[str], split_files: dict[str, Path]) -> dict[tuple[str, str], np.ndarray]:
+    position = {name: index for index, name in enumerate(names)}
+    splits = {}
+    for benchmark, path in split_files.items():
+        train, test = read_split_file(path)
+        for split, videos in (("train", train), ("test", test)):
+            splits[(benchmark, split)] = np.array(sorted(position[v] for v in videos if v in position), dtype=np.int64)
+    return splits
+
+
+def _clip_names_splits(video_of_clip: list[str], split_files: dict[str, Path]) -> dict[tuple[str, str], np.ndarray]:
+    splits = {}
+    for benchmark, path in split_files.items():
+        train, test = read_split_file(path)
+        for split, videos in (("train", set(train)), ("test", set(test))):
+            splits[(benchmark, split)] = np.array([i for i, v in enumerate(video_of_clip) if v in videos], dtype=np.int64)
+    return splits
+
+
+def _pair_files(raw_dir: Path, labels_dir: Path) -> list[tuple[str, Path, Path]]:
+    if not raw_dir.is_dir():
+        raise DataError(f"skeleton directory {raw_dir} does not exist; pass --raw the folder of PKU-MMD skeleton .txt files")
+    if not labels_dir.is_dir():
+        raise DataError(f"label directory {labels_dir} does not exist; pass --labels the folder of PKU-MMD label files")
+    pairs = []
+    for path in sorted(raw_dir.glob("*.txt")):
+        label_path = labels_dir / path.name
+        if not label_path.is_file():
+            raise DataError(f"{path}: no label file {label_path}; add it or remove the skeleton file")
+        pairs.append((path.stem, path, label_path))
+    if not pairs:
+        raise DataError(f"{raw_dir} holds no skeleton .txt files")
+    return pairs
+
+
+def _load_video(pair: tuple[str, Path, Path], skip_bad: bool) -> tuple[str, np.ndarray | None, list[Instance], list[str], str]:
+    """Worker: read, normalise (no padding: untrimmed), and read labels of one video."""
+    name, skeleton_path, label_path = pair
+    try:
+        digest = hashlib.sha256(skeleton_path.read_bytes()).hexdigest()
+        sequence = read_pku_skeleton(skeleton_path)
+        instances, notes = read_pku_labels(label_path)
+    except DataError as error:
+        if not skip_bad:
+            raise
+        return name, None, [], [str(error)], ""
+    layout = ntu25_layout()
+    sequence = normalize_batch(sequence[None], layout.center_joint, layout.shoulder_pair, pad_frames=False)[0]
+    length = sequence.shape[1]
+    for instance in instances:
+        if instance.end > length:
+            notes.append(f"{label_path.name}: instance {instance} ends after the last frame {length}, clipped")
+    return name, sequence, instances, notes, digest
+
+
+def _videos(pairs: list[tuple[str, Path, Path]], skip_bad: bool, workers: int, progress: bool, description: str) -> Iterator:
+    work = partial(_load_video, skip_bad=skip_bad)
+    bar = tqdm(total=len(pairs), unit="video", desc=description, disable=not progress)
+    if workers <= 1:
+        for pair in pairs:
+            yield work(pair)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for result in pool.map(work, pairs, chunksize=4):
+                yield result
+                bar.update()
+    bar.close()
+
+
+def _default_workers(count: int) -> int:
+    import os
+
+    return max(1, min(8, os.cpu_count() or 1, count // 8))
+
+
+def _video_ids(names: list[str]) -> dict[str, np.ndarray]:
+    views = np.array([VIEWS.index(n.rsplit("-", 1)[1]) + 1 if "-" in n and n.rsplit("-", 1)[1] in VIEWS else 0
+                      for n in names], dtype=np.int32)
+    return {"view": views}
+
+
+def prepare_pku1(raw_dir: str | Path, labels_dir: str | Path, splits_dir: str | Path, out_dir: str | Path,
+                 skip_bad: bool = False, workers: int | None = None, progress: bool = True) -> dict:
+    """Phase I: untrimmed sequences with per-frame labels (0 background) and the instance table."""
+    raw_dir, labels_dir, splits_dir = Path(raw_dir), Path(labels_dir), Path(splits_dir)
+    pairs = _pair_files(raw_dir, labels_dir)
+    split_files = _find_split_files(splits_dir, "pku1")
+    options = {"phase": 1, "skip_bad": skip_bad, "preprocessing_version": PREPROCESSING_VERSION}
+    fingerprint = input_fingerprint([p for _, s, l in pairs for p in (s, l)] + list(split_files.values()), options)
+    if is_up_to_date(Path(out_dir), fingerprint):
+        return {"up_to_date": True, "out": str(out_dir)}
+    frame_bound = sum(path.stat().st_size for _, path, _ in pairs) // (2 * VALUES_PER_FRAME) + len(pairs)
+    layout = ntu25_layout()
+    names, num_frames, instance_rows, notes, skipped, checksums = [], [], [], [], [], {}
+
+    def sequences() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        chosen_workers = _default_workers(len(pairs)) if workers is None else workers
+        for name, sequence, instances, video_notes, digest in _videos(pairs, skip_bad, chosen_workers, progress,
+                                                                      "prepare pku1"):
+            if sequence is None:
+                skipped.append({"name": name, "reason": video_notes[0]})
+                continue
+            length = sequence.shape[1]
+            frame_labels = np.zeros(length, dtype=np.int16)
+            row = len(names)
+            for instance in instances:
+                frame_labels[instance.start:min(instance.end, length)] = instance.label
+                instance_rows.append((row, instance.label, instance.start, min(instance.end, length), instance.confidence))
+            names.append(name)
+            num_frames.append(length)
+            notes.extend(video_notes)
+            checksums[name] = digest
+            yield sequence, frame_labels
+
+    with DatasetWriter(out_dir) as writer:
+        write_sequences(writer, sequences(), frame_bound, (3, layout.num_joints, layout.num_persons))
+        writer.save("instances", np.array(instance_rows, dtype=np.int64).reshape(-1, 5))
+        # A sequence's label: its first instance's class (used only for per-class counts).
+        first_label = {}
+        for row, label, *_ in instance_rows:
+            first_label.setdefault(row, label - 1)
+        label = np.array([first_label.get(i, 0) for i in range(len(names))], dtype=np.int64)
+        finish_dataset(
+            writer, kind="untrimmed", layout=layout, class_names=list(PKUMMD_CLASS_NAMES), label=label,
+            num_frames=np.array(num_frames), names=names, ids=_video_ids(names),
+            splits=_video_splits(names, split_files),
+            details={
+                "dataset": "pku1",
+                "sources": {"raw_dir": str(raw_dir.resolve()), "labels_dir": str(labels_dir.resolve()),
+                            "split_files": {k: str(v) for k, v in split_files.items()}, "sha256": checksums},
+                "instances": len(instance_rows),
+                "label_notes": notes,
+                "skipped": skipped,
+                "excluded": [],
+                "sequence_label": "first instance's class (sequences are untrimmed; use frame_labels / instances)",
+                "preprocessing": {"version": PREPROCESSING_VERSION,
+                                  "steps": ["subtract joint 2 of body 1 per frame",
+                                            "rotate first-frame shoulders 5->9 of body 1 onto +x",
+                                            "no padding (untrimmed)"],
+                                  "frame_labels": "0 background, c = action c (1-based); end exclusive"},
+                "input_fingerprint": fingerprint,
+            },
+        )
+    return {"up_to_date": False, "out": str(out_dir), "sequences": len(names), "instances": len(instance_rows),
+            "skipped": len(skipped), "notes": len(notes)}
+
+
+def resample_clip(clip: np.ndarray, max_frames: int = CLIP_FRAMES) -> np.ndarray:
+    """(C, L, V, M) -> (C, max_frames, V, M): zero-padded, or uniformly subsampled when longer."""
+    length = clip.shape[1]
+    if length > max_frames:
+        clip = clip[:, np.linspace(0, length - 1, max_frames).round().astype(int)]
+    out = np.zeros((clip.shape[0], max_frames, *clip.shape[2:]), dtype=np.float32)
+    out[:, :clip.shape[1]] = clip
+    return out
+
+
+def prepare_pku2(raw_dir: str | Path, labels_dir: str | Path, splits_dir: str | Path, out_dir: str | Path,
+                 skip_bad: bool = False, workers: int | None = None, progress: bool = True) -> dict:
+    """Phase II: trimmed instance clips, normalised as NTU (with padding), labels mapped to 0..K-1."""
+    raw_dir, labels_dir, splits_dir = Path(raw_dir), Path(labels_dir), Path(splits_dir)
+    pairs = _pair_files(raw_dir, labels_dir)
+    split_files = _find_split_files(splits_dir, "pku2")
+    options = {"phase": 2, "skip_bad": skip_bad, "clip_frames": CLIP_FRAMES, "preprocessing_version": PREPROCESSING_VERSION}
+    fingerprint = input_fingerprint([p for _, s, l in pairs for p in (s, l)] + list(split_files.values()), options)
+    if is_up_to_date(Path(out_dir), fingerprint):
+        return {"up_to_date": True, "out": str(out_dir)}
+    layout = ntu25_layout()
+    clips, clip_names, clip_videos, clip_labels, clip_frames, notes, skipped, longer = [], [], [], [], [], [], [], 0
+    for pair in tqdm(pairs, unit="video", desc="prepare pku2", disable=not progress):
+        name, skeleton_path, label_path = pair
+        try:
+            sequence = read_pku_skeleton(skeleton_path)  # raw, normalised per clip below
+            instances, video_notes = read_pku_labels(label_path)
+        except DataError as error:
+            if not skip_bad:
+                raise
+            skipped.append({"name": name, "reason": str(error)})
+            continue
+        notes.extend(video_notes)
+        for number, instance in enumerate(instances):
+            clip = sequence[:, instance.start:min(instance.end, sequence.shape[1])]
+            if clip.shape[1] == 0 or not np.any(clip):
+                skipped.append({"name": f"{name}_{number}", "reason": "empty clip (no frames or no skeleton)"})
+                continue
+            longer += clip.shape[1] > CLIP_FRAMES
+            clip_frames.append(min(clip.shape[1], CLIP_FRAMES))
+            clips.append(resample_clip(clip))
+            clip_names.append(f"{name}_{number:03d}")
+            clip_videos.append(name)
+            clip_labels.append(instance.label)
+    if not clips:
+        raise DataError(f"{raw_dir}: no clips could be cut")
+    present_labels = sorted(set(clip_labels))
+    label_index = {label: index for index, label in enumerate(present_labels)}
+    with DatasetWriter(out_dir) as writer:
+        x = writer.open_array("x", (len(clips), 3, CLIP_FRAMES, layout.num_joints, layout.num_persons))
+        for start in range(0, len(clips), 256):
+            batch = np.stack(clips[start:start + 256])
+            x[start:start + len(batch)] = normalize_batch(batch, layout.center_joint, layout.shoulder_pair)
+        x.flush()
+        del x
+        finish_dataset(
+            writer, kind="trimmed", layout=layout,
+            class_names=[PKUMMD_CLASS_NAMES[label - 1] for label in present_labels],
+            label=np.array([label_index[label] for label in clip_labels]), num_frames=np.array(clip_frames),
+            names=clip_names, ids=_video_ids(clip_videos), splits=_clip_names_splits(clip_videos, split_files),
+            details={
+                "dataset": "pku2",
+                "original_action_ids": present_labels,
+                "sources": {"raw_dir": str(raw_dir.resolve()), "labels_dir": str(labels_dir.resolve()),
+                            "split_files": {k: str(v) for k, v in split_files.items()}},
+                "label_notes": notes,
+                "skipped": skipped,
+                "excluded": [],
+                "clips_longer_than_max": int(longer),
+                "preprocessing": {"version": PREPROCESSING_VERSION, "max_frames": CLIP_FRAMES,
+                                  "steps": ["cut instance [start, end)", f"longer clips subsampled uniformly to {CLIP_FRAMES}",
+                                            "zero-pad", "pad null frames (move to front, repeat)",
+                                            "subtract joint 2 of body 1 per frame",
+                                            "rotate first-frame shoulders 5->9 of body 1 onto +x"]},
+                "input_fingerprint": fingerprint,
+            },
+        )
+    return {"up_to_date": False, "out": str(out_dir), "clips": len(clips), "skipped": len(skipped)}

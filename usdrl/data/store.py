@@ -1,0 +1,364 @@
+"""The canonical on-disk form of a dataset, written atomically and read memory-mapped.
+
+One directory per dataset::
+
+    manifest.json            layout, classes, counts, sources, exclusions, preprocessing
+    x.npy                    float32 (N, C, T, V, M)   trimmed datasets, zero-padded to T
+    num_frames.npy           int32 (N,)                valid frames of each sample
+    frames.npy               float32 (F, C, V, M)      untrimmed datasets: all sequences' frames, concatenated
+    offsets.npy              int64 (N + 1,)            sequence i is frames[offsets[i]:offsets[i + 1]]
+    frame_labels.npy         int16 (F,)                0 background, c = action c (1-based class)
+    instances.npy            int64 (K, 5)              sequence, label (1-based), start, end (exclusive), confidence
+    label.npy                int64 (N,)                0-based class
+    names.json               sample names
+    ids.npz                  per-sample ids (subject, camera, setup, replication, view, ...)
+    splits/<benchmark>_<split>.npy   int64 indices into the samples, never copies
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from usdrl.data.errors import DataError
+from usdrl.skeleton import SkeletonLayout, layout_from_dict
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+def file_sha256(path: Path, chunk_size: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def input_fingerprint(paths: Iterable[Path], options: dict[str, Any]) -> str:
+    """A digest of the input files' names, sizes and modification times, and the options."""
+    digest = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode())
+    for path in sorted(Path(p) for p in paths):
+        stat = path.stat()
+        digest.update(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def is_up_to_date(out_dir: Path, fingerprint: str) -> bool:
+    """True when out_dir holds a complete dataset made from the same inputs and options."""
+    manifest_path = Path(out_dir) / MANIFEST_NAME
+    if not manifest_path.is_file():
+        return False
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError:
+        return False
+    return manifest.get("input_fingerprint") == fingerprint and manifest.get("format_version") == FORMAT_VERSION
+
+
+def shrink_leading_dimension(path: Path, rows: int) -> None:
+    """Cut an .npy file to its first ``rows`` rows in place (header rewritten at the same length)."""
+    with open(path, "r+b") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(handle)
+        header_end = handle.tell()
+        if fortran_order:
+            raise ValueError("cannot shrink a Fortran-ordered array")
+        new_shape = (rows, *shape[1:])
+        header = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": new_shape})
+        prefix_length = 10 if version == (1, 0) else 12
+        room = header_end - prefix_length
+        header = header.ljust(room - 1) + "\n"
+        if len(header) != room:
+            raise ValueError("npy header does not fit")
+        handle.seek(prefix_length)
+        handle.write(header.encode("latin1"))
+        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        handle.truncate(header_end + rows * row_bytes)
+
+
+class DatasetWriter:
+    """Writes a dataset into ``<out>.tmp-<pid>`` and renames it to ``out`` only when complete.
+
+    Used as a context manager: an exception leaves no partial dataset under ``out``.
+    """
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out_dir = Path(out_dir)
+        self.work_dir = self.out_dir.with_name(f"{self.out_dir.name}.tmp-{os.getpid()}")
+
+    def __enter__(self) -> "DatasetWriter":
+        if self.work_dir.exists():
+            shutil.rmtree(self.work_dir)
+        (self.work_dir / "splits").mkdir(parents=True)
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        if error_type is not None:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def path(self, name: str) -> Path:
+        return self.work_dir / name
+
+    def save(self, name: str, array: np.ndarray) -> None:
+        np.save(self.work_dir / f"{name}.npy", array)
+
+    def open_array(self, name: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.memmap:
+        return np.lib.format.open_memmap(self.work_dir / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+
+    def save_split(self, benchmark: str, split: str, indices: np.ndarray) -> None:
+        indices = np.asarray(indices, dtype=np.int64)
+        np.save(self.work_dir / "splits" / f"{benchmark}_{split}.npy", indices)
+
+    def finish(self, manifest: dict[str, Any]) -> Path:
+        """Write the manifest last, then move the directory into place."""
+        manifest = {"format_version": FORMAT_VERSION, **manifest}
+        (self.work_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, default=_json_default))
+        if self.out_dir.exists():
+            old = self.out_dir.with_name(f"{self.out_dir.name}.old-{os.getpid()}")
+            self.out_dir.rename(old)
+            self.work_dir.rename(self.out_dir)
+            shutil.rmtree(old)
+        else:
+            self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+            self.work_dir.rename(self.out_dir)
+        return self.out_dir
+
+
+def finish_dataset(
+    writer: DatasetWriter,
+    *,
+    kind: str,
+    layout: SkeletonLayout,
+    class_names: list[str],
+    label: np.ndarray,
+    num_frames: np.ndarray,
+    names: list[str],
+    ids: dict[str, np.ndarray],
+    splits: dict[tuple[str, str], np.ndarray],
+    details: dict[str, Any],
+) -> Path:
+    """Save the per-sample arrays and split indices beside x/frames, write the manifest, move into place."""
+    label = np.asarray(label, dtype=np.int64)
+    if len(label) == 0:
+        raise DataError(f"no samples to write to {writer.out_dir}: every input was excluded or skipped")
+    if label.min() < 0 or label.max() >= len(class_names):
+        raise DataError(f"labels must lie in 0..{len(class_names) - 1}; found {label.min()}..{label.max()}")
+    writer.save("label", label)
+    writer.save("num_frames", np.asarray(num_frames, dtype=np.int32))
+    writer.path("names.json").write_text(json.dumps(list(names)))
+    if ids:
+        np.savez(writer.path("ids.npz"), **{key: np.asarray(value) for key, value in ids.items()})
+    for (benchmark, split), indices in splits.items():
+        writer.save_split(benchmark, split, indices)
+    empty = [f"{benchmark}/{split}" for (benchmark, split), indices in splits.items() if len(indices) == 0]
+    manifest = {
+        "kind": kind,
+        "layout": layout.to_dict(),
+        "class_names": list(class_names),
+        "num_samples": int(len(label)),
+        "counts": split_counts(label, {f"{b}/{s}": idx for (b, s), idx in splits.items()}, len(class_names)),
+        "empty_splits": empty,
+        **details,
+    }
+    return writer.finish(manifest)
+
+
+def write_sequences(
+    writer: DatasetWriter,
+    sequences: Iterable[tuple[np.ndarray, np.ndarray]],
+    frame_bound: int,
+    sample_shape: tuple[int, int, int],
+) -> np.ndarray:
+    """Append untrimmed sequences ((C, L, V, M), frame labels (L,)) to frames.npy / frame_labels.npy.
+
+    ``frame_bound`` is an upper bound on the total frames (the files are cut to size at the end).
+    Returns offsets (N + 1,), also saved as offsets.npy.
+    """
+    coordinates, joints, persons = sample_shape
+    frames = writer.open_array("frames", (frame_bound, coordinates, joints, persons))  # (F, C, V, M)
+    frame_labels = writer.open_array("frame_labels", (frame_bound,), np.int16)
+    offsets = [0]
+    for sequence, labels in sequences:
+        length = sequence.shape[1]
+        start = offsets[-1]
+        if start + length > frame_bound:
+            raise ValueError("frame_bound is smaller than the frames written")
+        frames[start:start + length] = sequence.transpose(1, 0, 2, 3)
+        frame_labels[start:start + length] = labels
+        offsets.append(start + length)
+    frames.flush()
+    frame_labels.flush()
+    del frames, frame_labels
+    shrink_leading_dimension(writer.path("frames.npy"), offsets[-1])
+    shrink_leading_dimension(writer.path("frame_labels.npy"), offsets[-1])
+    offsets_array = np.asarray(offsets, dtype=np.int64)
+    writer.save("offsets", offsets_array)
+    return offsets_array
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def split_counts(labels: np.ndarray, splits: dict[str, np.ndarray], num_classes: int) -> dict[str, Any]:
+    """{"benchmark/split": {"total": n, "per_class": [...]}} for the manifest."""
+    counts = {}
+    for key, indices in splits.items():
+        per_class = np.bincount(labels[indices], minlength=num_classes)
+        counts[key] = {"total": int(len(indices)), "per_class": per_class.tolist()}
+    return counts
+
+
+def read_manifest(root: str | Path) -> dict[str, Any]:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"dataset directory {root} does not exist; prepare it first (usdrl prepare ... --out {root})")
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        raise DataError(f"{root} has no {MANIFEST_NAME}: it is not a prepared dataset, or its preparation did not "
+                        f"finish; run usdrl prepare/import again with --out {root}")
+    return json.loads(path.read_text())
+
+
+@dataclass
+class SkeletonSplit:
+    """One split of a prepared dataset. Arrays are memory-mapped; samples are read on access.
+
+    Trimmed: ``sample(i)`` -> (C, T, V, M). Untrimmed: ``sequence(i)`` -> (C, L, V, M) and ``frame_labels_of(i)``.
+    """
+
+    root: Path
+    benchmark: str
+    split: str
+    manifest: dict[str, Any]
+    indices: np.ndarray  # (n,) positions in the whole dataset
+    label: np.ndarray  # (n,) 0-based
+    num_frames: np.ndarray  # (n,)
+    names: list[str]
+    ids: dict[str, np.ndarray] = field(default_factory=dict)
+    x: np.ndarray | None = None  # memory-mapped (N_all, C, T, V, M), trimmed only
+    frames: np.ndarray | None = None  # memory-mapped (F, C, V, M), untrimmed only
+    offsets: np.ndarray | None = None
+    frame_labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def layout(self) -> SkeletonLayout:
+        return layout_from_dict(self.manifest["layout"], source=str(self.root / MANIFEST_NAME))
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.manifest["class_names"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.manifest["class_names"])
+
+    @property
+    def untrimmed(self) -> bool:
+        return self.frames is not None
+
+    def sample(self, position: int) -> np.ndarray:
+        """(C, T, V, M) of the split's sample at ``position``."""
+        if self.x is None:
+            raise DataError(f"{self.root} holds untrimmed sequences; use sequence() instead of sample()")
+        return np.asarray(self.x[self.indices[position]])
+
+    def batch(self, positions: np.ndarray) -> np.ndarray:
+        """(n, C, T, V, M) of several samples, read in file order."""
+        if self.x is None:
+            raise DataError(f"{self.root} holds untrimmed sequences; use sequence() instead of batch()")
+        rows = self.indices[np.asarray(positions)]
+        order = np.argsort(rows)
+        out = np.empty((len(rows), *self.x.shape[1:]), dtype=np.float32)
+        out[order] = self.x[rows[order]]
+        return out
+
+    def sequence(self, position: int) -> np.ndarray:
+        """(C, L, V, M) of an untrimmed sequence."""
+        if self.frames is None or self.offsets is None:
+            raise DataError(f"{self.root} holds trimmed samples; use sample() instead of sequence()")
+        row = self.indices[position]
+        return np.asarray(self.frames[self.offsets[row]:self.offsets[row + 1]]).transpose(1, 0, 2, 3)
+
+    def frame_labels_of(self, position: int) -> np.ndarray:
+        """(L,) per-frame labels of an untrimmed sequence: 0 background, c = action c (1-based)."""
+        if self.frame_labels is None or self.offsets is None:
+            raise DataError(f"{self.root} holds trimmed samples without frame labels")
+        row = self.indices[position]
+        return np.asarray(self.frame_labels[self.offsets[row]:self.offsets[row + 1]])
+
+    def instances(self) -> np.ndarray:
+        """(K, 5) rows (position in this split, label 1-based, start, end exclusive, confidence)."""
+        table = np.load(self.root / "instances.npy")
+        position_of_row = {int(row): position for position, row in enumerate(self.indices)}
+        keep = np.array([int(row) in position_of_row for row in table[:, 0]], dtype=bool)
+        table = table[keep].copy()
+        table[:, 0] = [position_of_row[int(row)] for row in table[:, 0]]
+        return table
+
+
+def available_splits(root: str | Path) -> list[tuple[str, str]]:
+    return sorted(tuple(path.stem.split("_", 1)) for path in (Path(root) / "splits").glob("*.npy"))
+
+
+def load_split(root: str | Path, benchmark: str, split: str) -> SkeletonSplit:
+    """The split's arrays, memory-mapped; nothing large is read until a sample is accessed."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    split_path = root / "splits" / f"{benchmark}_{split}.npy"
+    if not split_path.is_file():
+        known = ", ".join(f"{b}/{s}" for b, s in available_splits(root)) or "none"
+        raise DataError(f"{root} has no split {benchmark}/{split}; it has: {known}")
+    indices = np.load(split_path)
+    if indices.size == 0:
+        raise DataError(f"split {benchmark}/{split} of {root} is empty: the input held no sample of it "
+                        f"(check that --raw holds the whole dataset)")
+    label = np.load(root / "label.npy", mmap_mode="r")
+    num_frames = np.load(root / "num_frames.npy", mmap_mode="r")
+    names = json.loads((root / "names.json").read_text())
+    ids: dict[str, np.ndarray] = {}
+    if (root / "ids.npz").is_file():
+        with np.load(root / "ids.npz") as stored:
+            ids = {key: stored[key][indices] for key in stored.files}
+    common = dict(
+        root=root, benchmark=benchmark, split=split, manifest=manifest, indices=indices,
+        label=np.asarray(label[indices]), num_frames=np.asarray(num_frames[indices]),
+        names=[names[i] for i in indices], ids=ids,
+    )
+    if manifest.get("kind") == "untrimmed":
+        return SkeletonSplit(
+            **common,
+            frames=np.load(root / "frames.npy", mmap_mode="r"),
+            offsets=np.load(root / "offsets.npy"),
+            frame_labels=np.load(root / "frame_labels.npy", mmap_mode="r"),
+        )
+    return SkeletonSplit(**common, x=np.load(root / "x.npy", mmap_mode="r"))
+
+
+def validate_samples(x: np.ndarray, names: list[str], source: str) -> None:
+    """Non-finite values are an error naming the first bad sample."""
+    finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise DataError(f"{source}: sample {bad} ({names[bad]}) contains NaN or inf; fix or drop it "
+                        f"(--skip-bad skips such samples)")

@@ -1,0 +1,207 @@
+"""Skeleton layouts, bone and motion modalities, and the token views of the encoder.
+
+Dimension letters, used in every shape comment of the package:
+    N batch (samples), C coordinates (2 or 3), T frames, V joints, M persons, D or H features.
+
+The canonical sample tensor is ``(N, C, T, V, M)`` (SPEC.md 1). Bone and motion are implemented once
+here, in batched torch, and used everywhere (data inspection, augmentation, encoder input).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+MODALITIES = ("joint", "bone", "motion")
+
+NTU25_JOINT_NAMES = (
+    "spine_base", "spine_mid", "neck", "head",
+    "left_shoulder", "left_elbow", "left_wrist", "left_hand",
+    "right_shoulder", "right_elbow", "right_wrist", "right_hand",
+    "left_hip", "left_knee", "left_ankle", "left_foot",
+    "right_hip", "right_knee", "right_ankle", "right_foot",
+    "spine_shoulder", "left_hand_tip", "left_thumb", "right_hand_tip", "right_thumb",
+)
+
+# SPEC.md 1: (child, parent), 1-based as in the data files; (21, 21) is the zero bone.
+NTU25_BONES_ONE_BASED = (
+    (1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21), (10, 9), (11, 10),
+    (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18), (20, 19), (21, 21),
+    (22, 23), (23, 8), (24, 25), (25, 12),
+)
+
+
+class LayoutError(ValueError):
+    """A layout description that cannot be used; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class SkeletonLayout:
+    """Joints, bones and the reference joints used by normalisation. Indices are 0-based."""
+
+    name: str
+    joint_names: tuple[str, ...]
+    bones: tuple[tuple[int, int], ...]  # (child, parent)
+    center_joint: int
+    shoulder_pair: tuple[int, int]  # (left, right): left -> right is aligned with the x axis
+    num_persons: int
+    num_coordinates: int
+
+    def __post_init__(self) -> None:
+        joint_count = len(self.joint_names)
+        if joint_count == 0:
+            raise LayoutError(f"layout {self.name!r}: no joints")
+        if len(set(self.joint_names)) != joint_count:
+            raise LayoutError(f"layout {self.name!r}: joint names must be unique")
+        if self.num_coordinates not in (2, 3):
+            raise LayoutError(f"layout {self.name!r}: coordinates must be 2 or 3, got {self.num_coordinates}")
+        if self.num_persons < 1:
+            raise LayoutError(f"layout {self.name!r}: persons must be at least 1")
+        referenced = [self.center_joint, *self.shoulder_pair, *(j for pair in self.bones for j in pair)]
+        for joint in referenced:
+            if not 0 <= joint < joint_count:
+                raise LayoutError(f"layout {self.name!r}: joint index {joint + 1} (1-based) is outside 1..{joint_count}")
+        children = [child for child, _ in self.bones]
+        if len(set(children)) != len(children):
+            raise LayoutError(f"layout {self.name!r}: a joint is the child of two bones")
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.joint_names)
+
+    def parent_index(self) -> list[int]:
+        """parent_index()[v] is the parent of joint v; a joint without a bone is its own parent (zero bone)."""
+        parents = list(range(self.num_joints))
+        for child, parent in self.bones:
+            parents[child] = parent
+        return parents
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description with 1-based joint numbers, the form of layout files."""
+        data = asdict(self)
+        data["joint_names"] = list(self.joint_names)
+        data["bones"] = [[child + 1, parent + 1] for child, parent in self.bones]
+        data["center_joint"] = self.center_joint + 1
+        data["shoulder_pair"] = [self.shoulder_pair[0] + 1, self.shoulder_pair[1] + 1]
+        return data
+
+
+def ntu25_layout() -> SkeletonLayout:
+    """The Kinect v2 layout of NTU RGB+D and PKU-MMD: centre joint 2, shoulders 5 and 9, two persons."""
+    return SkeletonLayout(
+        name="ntu25",
+        joint_names=NTU25_JOINT_NAMES,
+        bones=tuple((child - 1, parent - 1) for child, parent in NTU25_BONES_ONE_BASED),
+        center_joint=1,
+        shoulder_pair=(4, 8),
+        num_persons=2,
+        num_coordinates=3,
+    )
+
+
+def _joint_index(value: Any, joint_names: Sequence[str], where: str) -> int:
+    if isinstance(value, bool):
+        raise LayoutError(f"{where}: {value!r} is not a joint number or name")
+    if isinstance(value, int):
+        if not 1 <= value <= len(joint_names):
+            raise LayoutError(f"{where}: joint number {value} is outside 1..{len(joint_names)} (numbers are 1-based)")
+        return value - 1
+    if isinstance(value, str) and value in joint_names:
+        return list(joint_names).index(value)
+    raise LayoutError(f"{where}: {value!r} is neither a 1-based joint number nor one of the joint names")
+
+
+def layout_from_dict(data: dict[str, Any], source: str = "layout") -> SkeletonLayout:
+    """Build a layout from its file form: joints by 1-based number or by name."""
+    required = ("joint_names", "bones", "center_joint", "shoulder_pair")
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise LayoutError(f"{source}: missing key(s) {', '.join(missing)}; a layout needs {', '.join(required)}")
+    known = set(required) | {"name", "num_persons", "num_coordinates"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise LayoutError(f"{source}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+    names = tuple(str(name) for name in data["joint_names"])
+    bones = []
+    for position, pair in enumerate(data["bones"]):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise LayoutError(f"{source}: bone {position + 1} must be a pair [child, parent], got {pair!r}")
+        where = f"{source}: bone {position + 1}"
+        bones.append((_joint_index(pair[0], names, where), _joint_index(pair[1], names, where)))
+    shoulders = data["shoulder_pair"]
+    if not isinstance(shoulders, (list, tuple)) or len(shoulders) != 2:
+        raise LayoutError(f"{source}: shoulder_pair must be [left, right], got {shoulders!r}")
+    return SkeletonLayout(
+        name=str(data.get("name", Path(source).stem)),
+        joint_names=names,
+        bones=tuple(bones),
+        center_joint=_joint_index(data["center_joint"], names, f"{source}: center_joint"),
+        shoulder_pair=(
+            _joint_index(shoulders[0], names, f"{source}: shoulder_pair"),
+            _joint_index(shoulders[1], names, f"{source}: shoulder_pair"),
+        ),
+        num_persons=int(data.get("num_persons", 1)),
+        num_coordinates=int(data.get("num_coordinates", 3)),
+    )
+
+
+def load_layout(path_or_name: str | Path) -> SkeletonLayout:
+    """``"ntu25"`` or a YAML/JSON layout file (see README, "Layouts")."""
+    if str(path_or_name) == "ntu25":
+        return ntu25_layout()
+    path = Path(path_or_name)
+    if not path.is_file():
+        raise LayoutError(f"layout file {path} does not exist; pass 'ntu25' or a YAML/JSON layout file")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as error:  # the parser's own message names the line
+        raise LayoutError(f"layout file {path} could not be parsed: {error}") from error
+    if not isinstance(data, dict):
+        raise LayoutError(f"layout file {path} must hold a mapping with joint_names, bones, center_joint, shoulder_pair")
+    return layout_from_dict(data, source=str(path))
+
+
+def to_bone(x: torch.Tensor, layout: SkeletonLayout) -> torch.Tensor:
+    """Bone vectors joint(child) - joint(parent); x (N, C, T, V, M) -> (N, C, T, V, M)."""
+    parents = torch.as_tensor(layout.parent_index(), device=x.device)
+    return x - x.index_select(3, parents)
+
+
+def to_motion(x: torch.Tensor) -> torch.Tensor:
+    """Frame differences m[:, :, t] = x[:, :, t+1] - x[:, :, t], last frame 0; (N, C, T, V, M) -> same."""
+    motion = torch.zeros_like(x)
+    motion[:, :, :-1] = x[:, :, 1:] - x[:, :, :-1]
+    return motion
+
+
+def apply_modality(x: torch.Tensor, modality: str, layout: SkeletonLayout) -> torch.Tensor:
+    """joint (identity), bone or motion of x (N, C, T, V, M)."""
+    if modality == "joint":
+        return x
+    if modality == "bone":
+        return to_bone(x, layout)
+    if modality == "motion":
+        return to_motion(x)
+    raise ValueError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
+
+
+def temporal_tokens(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, T, V, M) -> (N, T, M*V*C), features flattened in (M, V, C) order (SPEC.md 3)."""
+    batch, _, frames, _, _ = x.shape
+    return x.permute(0, 2, 4, 3, 1).reshape(batch, frames, -1)
+
+
+def spatial_tokens(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, T, V, M) -> (N, M*V, T*C), tokens M outer / V inner, features in (T, C) order."""
+    batch, _, _, joints, persons = x.shape
+    return x.permute(0, 4, 3, 2, 1).reshape(batch, persons * joints, -1)
