@@ -24,7 +24,7 @@ from usdrl.skeleton import ntu25_layout
 GENERATOR_VERSION = 1
 MAX_FRAMES = 300
 CAMERA_YAW_DEGREES = (0.0, 45.0, -45.0)  # camera 1 front, cameras 2 and 3 at the sides (as NTU)
-CAMERA_TILT_DEGREES = (45.0, -5.0, 5.0)  # camera 1 looks down more steeply: view matters after normalisation
+CAMERA_TILT_DEGREES = (50.0, -5.0, 5.0)  # camera 1 looks down more steeply: view matters after normalisation
 TWO_PERSON_CLASSES = range(16, 20)
 
 
@@ -40,8 +40,8 @@ class SyntheticConfig:
     streams_per_subject_camera: int = 2
     actions_per_stream: tuple[int, int] = (4, 8)
     noise_metres: tuple[float, float] = (0.008, 0.025)
-    fidget_radians: float = 0.12
-    idle_margin: float = 0.25  # up to this fraction of a clip is idle before and after the action
+    fidget_radians: float = 0.15
+    idle_margin: float = 0.3  # up to this fraction of a clip is idle before and after the action
 
 
 CLASS_NAMES = (
@@ -312,6 +312,7 @@ def _camera_view(scene: np.ndarray, camera: int, rng: np.random.Generator, noise
     rotation = rotation_tilt @ rotation_yaw
     present = np.any(scene != 0, axis=(1, 2))  # (T, M)
     view = np.einsum("ij,tvjm->itvm", rotation, scene)
+    view[0] = -view[0]  # the camera faces the person: a half turn about y
     view[2] = -view[2] + rng.uniform(2.6, 3.6)  # depth from the camera
     view[1] -= rng.uniform(0.6, 1.0)  # camera height
     view += rng.normal(0, rng.uniform(*noise), size=view.shape)

@@ -1,0 +1,46 @@
+"""Shared fixtures: the read-only ../shared folder (tests skip when it is absent) and file writers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def shared_path() -> Path:
+    return Path(os.environ.get("USDRL_SHARED", REPOSITORY.parent / "shared"))
+
+
+@pytest.fixture
+def shared() -> Path:
+    path = shared_path()
+    if not path.is_dir():
+        pytest.skip(f"shared folder {path} is absent")
+    return path
+
+
+def write_skeleton_file(path: Path, frames: list[list[np.ndarray]]) -> Path:
+    """An official-format .skeleton file; frames[t] is the list of bodies (25, 3) in that frame."""
+    lines = [str(len(frames))]
+    for bodies in frames:
+        lines.append(str(len(bodies)))
+        for number, joints in enumerate(bodies):
+            lines.append(f"7205759403793{number:04d} 0 1 1 1 1 0 0.02 0.05 2")
+            lines.append("25")
+            for x, y, z in joints:
+                lines.append(f"{x:.6f} {y:.6f} {z:.6f} 277.4 191.8 1036.2 519.1 -0.2 0.05 0.96 -0.12 2")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def standing_body(rng: np.random.Generator, frames: int, moving: float = 0.05, offset=(0.0, 0.0, 3.0)) -> np.ndarray:
+    """(T, 25, 3) a plausible body near ``offset`` with motion of amplitude ``moving``."""
+    base = rng.uniform(-0.4, 0.4, size=(25, 3)) + np.asarray(offset)
+    base[4] = np.asarray(offset) + [-0.2, 0.4, 0.0]
+    base[8] = np.asarray(offset) + [0.2, 0.4, 0.05]
+    motion = moving * np.sin(np.linspace(0, 6, frames))[:, None, None] * rng.normal(size=(1, 25, 3))
+    return base[None] + motion

@@ -1,0 +1,136 @@
+"""``usdrl <command>``: everything a notebook does, from a shell.
+
+Bad input exits with status 2 and one line naming the file, line or sample and what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from usdrl.data.errors import DataError
+from usdrl.skeleton import LayoutError
+
+
+def _add_prepare(commands: argparse._SubParsersAction) -> None:
+    prepare = commands.add_parser("prepare", help="prepare a dataset into the canonical memory-mapped form")
+    datasets = prepare.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    for name in ("ntu60", "ntu120"):
+        parser = datasets.add_parser(name, help=f"{name.upper()} from the raw .skeleton files")
+        parser.add_argument("--raw", required=True, type=Path, help="folder of .skeleton files (searched recursively)")
+        parser.add_argument("--out", required=True, type=Path, help="output dataset folder")
+        parser.add_argument("--missing", type=Path, help="official missing-skeleton list (samples to exclude)")
+        parser.add_argument("--workers", type=int, help="processes (default: up to 8)")
+    for name, phase in (("pku1", "Phase I untrimmed sequences (detection)"), ("pku2", "Phase II trimmed clips (recognition)")):
+        parser = datasets.add_parser(name, help=f"PKU-MMD {phase}")
+        parser.add_argument("--raw", required=True, type=Path, help="folder of skeleton .txt files")
+        parser.add_argument("--labels", required=True, type=Path, help="folder of label .txt files (same names)")
+        parser.add_argument("--splits", required=True, type=Path, help="folder of the official split lists")
+        parser.add_argument("--out", required=True, type=Path, help="output dataset folder")
+        parser.add_argument("--workers", type=int, help="processes (pku1; default: up to 8)")
+    synthetic = datasets.add_parser("synthetic", help="the embedded synthetic dataset (trimmed clips and untrimmed streams)")
+    synthetic.add_argument("--out", required=True, type=Path, help="folder; writes OUT/actions and OUT/streams")
+    synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.add_argument("--subjects", type=int, default=12)
+    synthetic.add_argument("--replications", type=int, default=2)
+    for parser in datasets.choices.values():
+        if parser.prog.split()[-1] != "synthetic":
+            parser.add_argument("--skip-bad", action="store_true", help="skip bad files and list them in the manifest")
+        parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_import(commands: argparse._SubParsersAction) -> None:
+    importer = commands.add_parser("import", help="import processed arrays (AGCN, CTR-GCN, plain arrays)")
+    formats = importer.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    for name, what in (("agcn", "folder with {train,val}_data_joint.npy and {train,val}_label.pkl"),
+                       ("ctrgcn", "NTU60_CS.npz-style file (x_train, y_train, x_test, y_test)")):
+        parser = formats.add_parser(name, help=what)
+        parser.add_argument("path", type=Path, help=what)
+        parser.add_argument("--out", required=True, type=Path)
+        parser.add_argument("--benchmark", choices=("xsub", "xview", "xset"), help="default: guessed from the path")
+        parser.add_argument("--dataset", help="dataset name for the manifest (default: from the class count)")
+    arrays = formats.add_parser("arrays", help=".npz with x (N, C, T, V, M), label and split_<benchmark>_<split> indices")
+    arrays.add_argument("path", type=Path)
+    arrays.add_argument("--out", required=True, type=Path)
+    arrays.add_argument("--layout", default="ntu25", help="'ntu25' or a YAML/JSON layout file")
+    arrays.add_argument("--dataset", help="dataset name for the manifest")
+
+
+def _run_prepare(arguments: argparse.Namespace) -> dict:
+    progress = not arguments.quiet
+    if arguments.dataset in ("ntu60", "ntu120"):
+        from usdrl.data.ntu import prepare_ntu
+
+        return prepare_ntu(arguments.dataset, arguments.raw, arguments.out, arguments.missing, arguments.skip_bad,
+                           arguments.workers, progress=progress)
+    if arguments.dataset in ("pku1", "pku2"):
+        from usdrl.data.pkummd import prepare_pku1, prepare_pku2
+
+        prepare = prepare_pku1 if arguments.dataset == "pku1" else prepare_pku2
+        return prepare(arguments.raw, arguments.labels, arguments.splits, arguments.out, arguments.skip_bad,
+                       arguments.workers, progress=progress)
+    from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
+
+    config = SyntheticConfig(seed=arguments.seed, subjects=arguments.subjects, replications=arguments.replications)
+    report = (lambda message: print(message, file=sys.stderr)) if progress else None
+    return prepare_synthetic(arguments.out, config, progress=report)
+
+
+def _run_import(arguments: argparse.Namespace) -> dict:
+    from usdrl.data import importers
+
+    if arguments.format == "agcn":
+        return importers.import_agcn(arguments.path, arguments.out, arguments.benchmark, arguments.dataset)
+    if arguments.format == "ctrgcn":
+        return importers.import_ctrgcn(arguments.path, arguments.out, arguments.benchmark, arguments.dataset)
+    return importers.import_arrays(arguments.path, arguments.out, arguments.layout, arguments.dataset)
+
+
+def _run_inspect(arguments: argparse.Namespace) -> dict:
+    from usdrl.data.inspect import plot_samples, summarize
+
+    summary = summarize(arguments.root)
+    if not arguments.no_figure:
+        figure = arguments.figure or Path(arguments.root) / "inspect.png"
+        summary["figure"] = str(plot_samples(arguments.root, figure, count=arguments.samples))
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="usdrl", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_prepare(commands)
+    _add_import(commands)
+    inspect = commands.add_parser("inspect", help="counts, length statistics and a picture of a prepared dataset")
+    inspect.add_argument("root", type=Path, help="a prepared dataset folder")
+    inspect.add_argument("--figure", type=Path, help="PNG path (default: ROOT/inspect.png)")
+    inspect.add_argument("--samples", type=int, default=4, help="samples drawn")
+    inspect.add_argument("--no-figure", action="store_true")
+    return parser
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {
+    "prepare": _run_prepare,
+    "import": _run_import,
+    "inspect": _run_inspect,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    try:
+        result = COMMANDS[arguments.command](arguments)
+    except (DataError, LayoutError) as error:
+        print(f"usdrl {arguments.command}: error: {error}", file=sys.stderr)
+        return 2
+    if result.get("up_to_date"):
+        print(f"{result['out']} is up to date (inputs unchanged); nothing to do", file=sys.stderr)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
