@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from usdrl.data.errors import DataError
+from usdrl.data.store import write_json_atomically
 from usdrl.skeleton import LayoutError
 
 
@@ -96,6 +97,8 @@ def _run_inspect(arguments: argparse.Namespace) -> dict:
     if not arguments.no_figure:
         figure = arguments.figure or Path(arguments.root) / "inspect.png"
         summary["figure"] = str(plot_samples(arguments.root, figure, count=arguments.samples))
+    if arguments.json:
+        write_json_atomically(arguments.json, summary)
     return summary
 
 
@@ -109,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--figure", type=Path, help="PNG path (default: ROOT/inspect.png)")
     inspect.add_argument("--samples", type=int, default=4, help="samples drawn")
     inspect.add_argument("--no-figure", action="store_true")
+    inspect.add_argument("--json", type=Path, help="also write the summary to this JSON file")
     return parser
 
 

@@ -205,6 +205,16 @@ def write_sequences(
     return offsets_array
 
 
+def write_json_atomically(path: str | Path, content: Any) -> Path:
+    """Write JSON to a temporary name beside ``path`` and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(json.dumps(content, indent=1, default=_json_default))
+    temporary.replace(path)
+    return path
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
