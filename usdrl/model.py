@@ -1,0 +1,296 @@
+"""The DSTE and STTR encoders, the domain projectors and the classification heads (SPEC.md 3).
+
+References: the paper (Eqs. 1-6) and the authors' released implementation, whose numbers and
+parameter layout are reproduced here (golden tests in tests/test_model.py). Differences from the
+released code that change no number: attention runs through ``scaled_dot_product_attention``
+(fused, no attention weights materialised); the number of layers is honoured (the released code
+hard-codes two); the attention shared by CA and DSA of a layer is one module here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from usdrl.skeleton import SkeletonLayout, apply_modality, ntu25_layout, spatial_tokens, temporal_tokens
+
+MAX_TEMPORAL_POSITIONS = 200
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Sizes of the encoder; sequence lengths are derived from the layout and the clip length."""
+
+    backbone: str = "dste"  # "dste" or "sttr"
+    hidden_size: int = 1024
+    num_heads: int = 1
+    num_layers: int = 2
+    alpha: float = 0.5  # weight of CA against DSA in a DST layer
+    gap: int = 4  # DenseShift keeps every gap-th position
+    kernel_size: int = 1
+    drop_path: float = 0.1
+    clip_frames: int = 64
+    num_joints: int = 25
+    num_persons: int = 2
+    num_coordinates: int = 3
+
+    @classmethod
+    def from_layout(cls, layout: SkeletonLayout, **sizes) -> "EncoderConfig":
+        return cls(num_joints=layout.num_joints, num_persons=layout.num_persons,
+                   num_coordinates=layout.num_coordinates, **sizes)
+
+    @property
+    def temporal_input_size(self) -> int:  # M*V*C, 150 for NTU
+        return self.num_persons * self.num_joints * self.num_coordinates
+
+    @property
+    def spatial_input_size(self) -> int:  # T*C, 192 for 64 frames
+        return self.clip_frames * self.num_coordinates
+
+    @property
+    def spatial_length(self) -> int:  # M*V, 50 for NTU
+        return self.num_persons * self.num_joints
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def drop_path(x: torch.Tensor, probability: float, training: bool) -> torch.Tensor:
+    """Stochastic depth per sample: zero a whole residual branch with the given probability."""
+    if probability == 0.0 or not training:
+        return x
+    keep = 1.0 - probability
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with ``nn.MultiheadAttention``'s parameters, computed by fused SDPA."""
+
+    def __init__(self, hidden_size: int, num_heads: int) -> None:
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden size {hidden_size} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * hidden_size, hidden_size))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * hidden_size))
+        self.out_proj = nn.Linear(hidden_size, hidden_size)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, L, H) -> (N, L, H)
+        batch, length, hidden = x.shape
+        query, key, value = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        heads = lambda t: t.view(batch, length, self.num_heads, hidden // self.num_heads).transpose(1, 2)  # noqa: E731
+        attended = F.scaled_dot_product_attention(heads(query), heads(key), heads(value))  # (N, heads, L, H/heads)
+        return self.out_proj(attended.transpose(1, 2).reshape(batch, length, hidden))
+
+
+def feed_forward(hidden_size: int) -> nn.Sequential:
+    """MLP = Linear(H, 2H), GELU, Linear(2H, H)."""
+    return nn.Sequential(nn.Linear(hidden_size, 2 * hidden_size), nn.GELU(), nn.Linear(2 * hidden_size, hidden_size))
+
+
+class ConvolutionalAttention(nn.Module):
+    """CA (paper Eq. 4): u = x + ReLU(Conv1d(x)); h = Attn(LN1(u)) + x; CA(x) = MLP(LN2(h)), no residual."""
+
+    def __init__(self, hidden_size: int, kernel_size: int, drop_path_probability: float) -> None:
+        super().__init__()
+        # padding keeps the length for odd kernels; the released kernel (1) needs none
+        self.convolution = nn.Conv1d(hidden_size, hidden_size, kernel_size, padding=kernel_size // 2)
+        self.attention_norm = nn.LayerNorm(hidden_size)
+        self.mlp_norm = nn.LayerNorm(hidden_size)
+        self.mlp = feed_forward(hidden_size)
+        self.drop_path_probability = drop_path_probability
+
+    def forward(self, x: torch.Tensor, attention: SelfAttention) -> torch.Tensor:  # (N, L, H)
+        convolved = F.relu(self.convolution(x.transpose(1, 2))).transpose(1, 2)
+        u = x + convolved
+        h = drop_path(attention(self.attention_norm(u)), self.drop_path_probability, self.training) + x
+        return drop_path(self.mlp(self.mlp_norm(h)), self.drop_path_probability, self.training)
+
+
+class DenseShiftAttention(nn.Module):
+    """DSA (paper Eq. 3): global mixing along the sequence, DenseShift, and a shared pre-norm block."""
+
+    def __init__(self, hidden_size: int, sequence_length: int, gap: int, drop_path_probability: float) -> None:
+        super().__init__()
+        self.shift_hidden = nn.Linear(sequence_length, sequence_length)  # W1, along the sequence axis
+        self.shift_output = nn.Linear(sequence_length, sequence_length)  # W2
+        self.attention_norm = nn.LayerNorm(hidden_size)
+        self.mlp_norm = nn.LayerNorm(hidden_size)
+        self.mlp = feed_forward(hidden_size)
+        self.gap = gap
+        self.drop_path_probability = drop_path_probability
+
+    def block(self, z: torch.Tensor, attention: SelfAttention) -> torch.Tensor:
+        z = z + drop_path(attention(self.attention_norm(z)), self.drop_path_probability, self.training)
+        return z + drop_path(self.mlp(self.mlp_norm(z)), self.drop_path_probability, self.training)
+
+    def forward(self, x: torch.Tensor, attention: SelfAttention) -> torch.Tensor:  # (N, L, H)
+        along_sequence = x.transpose(1, 2)  # (N, H, L)
+        mixed = self.shift_output(F.relu(self.shift_hidden(along_sequence))) + along_sequence
+        keep = torch.zeros(x.shape[1], dtype=torch.bool, device=x.device)
+        keep[::self.gap] = True  # DenseShift: positions 0, gap, 2 gap, ... keep the input
+        shifted = torch.where(keep, along_sequence, mixed).transpose(1, 2)  # (N, L, H)
+        return (self.block(shifted, attention) + self.block(x, attention)) / 2
+
+
+class DenseSpatioTemporalLayer(nn.Module):
+    """y = alpha * CA(x) + (1 - alpha) * DSA(x), CA and DSA sharing one attention (paper Eq. 5)."""
+
+    def __init__(self, hidden_size: int, num_heads: int, sequence_length: int, config: EncoderConfig) -> None:
+        super().__init__()
+        self.attention = SelfAttention(hidden_size, num_heads)
+        self.convolutional_attention = ConvolutionalAttention(hidden_size, config.kernel_size, config.drop_path)
+        self.dense_shift_attention = DenseShiftAttention(hidden_size, sequence_length, config.gap, config.drop_path)
+        self.alpha = config.alpha
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, L, H)
+        return (self.alpha * self.convolutional_attention(x, self.attention)
+                + (1 - self.alpha) * self.dense_shift_attention(x, self.attention))
+
+
+def sinusoidal_positions(length: int, hidden_size: int) -> torch.Tensor:
+    """(1, length, H): sin on even features, cos on odd ones."""
+    position = torch.arange(length).unsqueeze(1)
+    frequency = torch.exp(torch.arange(0, hidden_size, 2) * (-math.log(10000.0) / hidden_size))
+    table = torch.zeros(1, length, hidden_size)
+    table[0, :, 0::2] = torch.sin(position * frequency)
+    table[0, :, 1::2] = torch.cos(position * frequency)
+    return table
+
+
+def token_embedding(input_size: int, hidden_size: int) -> nn.Sequential:
+    """Linear(in, H) -> LayerNorm -> ReLU -> Linear(H, H)."""
+    return nn.Sequential(nn.Linear(input_size, hidden_size), nn.LayerNorm(hidden_size), nn.ReLU(inplace=True),
+                         nn.Linear(hidden_size, hidden_size))
+
+
+class SkeletonEncoder(nn.Module):
+    """DSTE or STTR over the temporal tokens (N, T, M*V*C) and spatial tokens (N, M*V, T*C)."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        if config.backbone not in ("dste", "sttr"):
+            raise ValueError(f"unknown backbone {config.backbone!r}; choose dste or sttr")
+        if config.clip_frames > MAX_TEMPORAL_POSITIONS:
+            raise ValueError(f"clip_frames {config.clip_frames} exceeds the {MAX_TEMPORAL_POSITIONS} temporal positions")
+        self.config = config
+        hidden = config.hidden_size
+        self.temporal_embedding = token_embedding(config.temporal_input_size, hidden)
+        self.spatial_embedding = token_embedding(config.spatial_input_size, hidden)
+        self.register_buffer("temporal_position", sinusoidal_positions(MAX_TEMPORAL_POSITIONS, hidden), persistent=False)
+        self.spatial_position = nn.Parameter(torch.zeros(1, config.spatial_length, hidden))
+        nn.init.trunc_normal_(self.spatial_position, std=0.02)
+        if config.backbone == "dste":
+            make = lambda length: DenseSpatioTemporalLayer(hidden, config.num_heads, length, config)  # noqa: E731
+        else:
+            make = lambda length: nn.TransformerEncoderLayer(  # noqa: E731
+                hidden, config.num_heads, dim_feedforward=hidden, dropout=0.0, batch_first=True)
+        self.temporal_layers = nn.ModuleList(make(config.clip_frames) for _ in range(config.num_layers))
+        self.spatial_layers = nn.ModuleList(make(config.spatial_length) for _ in range(config.num_layers))
+
+    def forward(self, temporal: torch.Tensor, spatial: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, T, M*V*C), (N, M*V, T*C) -> dense y_t (N, T, H), y_s (N, M*V, H)."""
+        y_t = self.temporal_embedding(temporal)
+        y_s = self.spatial_embedding(spatial)
+        temporal_position = self.temporal_position[:, :y_t.shape[1]]
+        # DSTE adds the positions before every layer, STTR once (as released)
+        repeat_positions = self.config.backbone == "dste"
+        for index, (temporal_layer, spatial_layer) in enumerate(zip(self.temporal_layers, self.spatial_layers)):
+            if index == 0 or repeat_positions:
+                y_t = y_t + temporal_position
+                y_s = y_s + self.spatial_position
+            y_t = temporal_layer(y_t)
+            y_s = spatial_layer(y_s)
+        return y_t, y_s
+
+
+def projector(input_size: int, hidden_size: int, output_size: int) -> nn.Sequential:
+    """Linear-BN-ReLU-Linear-BN-ReLU-Linear."""
+    return nn.Sequential(
+        nn.Linear(input_size, hidden_size), nn.BatchNorm1d(hidden_size), nn.ReLU(inplace=True),
+        nn.Linear(hidden_size, hidden_size), nn.BatchNorm1d(hidden_size), nn.ReLU(inplace=True),
+        nn.Linear(hidden_size, output_size),
+    )
+
+
+def initialise_weights(module: nn.Module) -> None:
+    """Linear weights trunc-normal std 0.02, biases 0; LayerNorm 1 / 0 (as released)."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class SkeletonModel(nn.Module):
+    """Encoder + temporal, spatial and instance projectors (pretraining) and an optional linear head.
+
+    ``model(x, modality="joint")`` on x (N, C, T, V, M) returns a dict with ``dense_t``, ``dense_s``,
+    ``features`` (instance feature, 2H), ``z_t``, ``z_s``, ``z_i`` and, with a head, ``logits``.
+    """
+
+    def __init__(self, config: EncoderConfig, layout: SkeletonLayout | None = None, num_classes: int | None = None,
+                 projectors: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.layout = layout or ntu25_layout()
+        if (self.layout.num_joints, self.layout.num_persons, self.layout.num_coordinates) != (
+                config.num_joints, config.num_persons, config.num_coordinates):
+            raise ValueError(f"layout {self.layout.name!r} does not match the encoder sizes {config}")
+        hidden = config.hidden_size
+        self.encoder = SkeletonEncoder(config)
+        if projectors:
+            self.temporal_projector = projector(hidden, 2 * hidden, 2 * hidden)
+            self.spatial_projector = projector(hidden, 2 * hidden, 2 * hidden)
+            self.instance_projector = projector(2 * hidden, 2 * hidden, 4 * hidden)
+        self.head = nn.Linear(2 * hidden, num_classes) if num_classes else None
+        self.apply(initialise_weights)
+        if self.head is not None:  # linear-probe initialisation (SPEC.md 5)
+            nn.init.normal_(self.head.weight, std=0.01)
+            nn.init.zeros_(self.head.bias)
+
+    @property
+    def has_projectors(self) -> bool:
+        return hasattr(self, "instance_projector")
+
+    def tokens(self, x: torch.Tensor, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (N, C, T, V, M) -> temporal (N, T, M*V*C) and spatial (N, M*V, T*C) tokens of the modality."""
+        if x.ndim != 5 or x.shape[2] != self.config.clip_frames:
+            raise ValueError(f"expected x of shape (N, C, {self.config.clip_frames}, V, M), got {tuple(x.shape)}")
+        view = apply_modality(x, modality, self.layout)
+        return temporal_tokens(view), spatial_tokens(view)
+
+    def encode(self, x: torch.Tensor, modality: str = "joint") -> dict[str, torch.Tensor]:
+        """Dense outputs and the instance feature concat(max_T y_t, max_tokens y_s)."""
+        temporal, spatial = self.tokens(x, modality)
+        dense_t, dense_s = self.encoder(temporal, spatial)
+        features = torch.cat([dense_t.amax(dim=1), dense_s.amax(dim=1)], dim=-1)  # (N, 2H)
+        return {"dense_t": dense_t, "dense_s": dense_s, "features": features}
+
+    def project(self, encoded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """z_t, z_s, z_i from the pooled dense outputs; BatchNorm sees exactly the batch given here."""
+        hidden = self.config.hidden_size
+        pooled_t, pooled_s = encoded["features"][:, :hidden], encoded["features"][:, hidden:]
+        return {"z_t": self.temporal_projector(pooled_t), "z_s": self.spatial_projector(pooled_s),
+                "z_i": self.instance_projector(encoded["features"])}
+
+    def forward(self, x: torch.Tensor, modality: str = "joint") -> dict[str, torch.Tensor]:
+        outputs = self.encode(x, modality)
+        if self.has_projectors:
+            outputs.update(self.project(outputs))
+        if self.head is not None:
+            outputs["logits"] = self.head(outputs["features"])
+        return outputs
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in module.parameters())
