@@ -1,0 +1,86 @@
+"""Golden tests: the released implementation's tensors, reproduced by our model from its weights."""
+
+import json
+
+import pytest
+import torch
+
+from usdrl.checkpoint import CheckpointError, load_released, translate_released_key
+from usdrl.model import EncoderConfig, SkeletonModel, count_parameters
+from usdrl.skeleton import ntu25_layout
+
+OUTPUTS = ("dense_t", "dense_s", "features", "z_t", "z_s", "z_i")
+
+
+@pytest.mark.parametrize("backbone", ["dste", "sttr"])
+@pytest.mark.parametrize("modality", ["joint", "bone", "motion"])
+def test_reproduces_released_tensors(shared, backbone, modality):
+    reference = torch.load(shared / "reference" / f"{backbone}_tiny.pt", weights_only=True)
+    model = load_released(reference["state_dict"], backbone, **reference["config"])
+    assert not model.training
+    with torch.no_grad():
+        outputs = model(reference["input"], modality=modality)
+        temporal, spatial = model.tokens(reference["input"], modality)
+    expected = reference[modality]
+    assert torch.equal(temporal, expected["encoder_input_t"]) and torch.equal(spatial, expected["encoder_input_s"])
+    for name in OUTPUTS:
+        assert outputs[name].shape == expected[name].shape
+        assert (outputs[name] - expected[name]).abs().max().item() <= 1e-5, name
+
+
+def test_released_checkpoint_with_module_prefix_loads(shared):
+    reference = torch.load(shared / "reference" / "dste_tiny.pt", weights_only=True)
+    prefixed = {f"module.{key}": value for key, value in reference["state_dict"].items()}
+    model = load_released({"epoch": 451, "state_dict": prefixed}, "dste", hidden_size=64, num_head=1, num_layer=2)
+    with torch.no_grad():
+        features = model(reference["input"])["features"]
+    assert torch.allclose(features, reference["joint"]["features"], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["dste_pretrain", "dste_downstream", "sttr_pretrain", "sttr_downstream"])
+def test_every_full_size_released_key_maps(shared, name):
+    keys = json.loads((shared / "reference" / "checkpoint_keys.json").read_text())[name]
+    state_dict = {key: torch.zeros(shape) for key, shape in keys.items()}
+    model = load_released(state_dict, name.split("_")[0])  # strict: no missing or unexpected key
+    assert model.config.hidden_size == 1024
+    assert (model.head is not None) == name.endswith("downstream")
+    if name == "dste_pretrain":
+        assert 90e6 < count_parameters(model) < 100e6  # "about 95M parameters with projectors"
+
+
+def test_unknown_and_mismatched_keys_are_clear_errors():
+    with pytest.raises(CheckpointError, match="no counterpart"):
+        translate_released_key("module.backbone.something_else.weight")
+    model = SkeletonModel(EncoderConfig(hidden_size=16, num_layers=1))
+    state = {f"backbone.{k}": v for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError):
+        load_released(state, "dste")
+
+
+def test_layer_count_is_honoured_and_sizes_follow_the_layout():
+    three = SkeletonModel(EncoderConfig(hidden_size=16, num_layers=3, clip_frames=32))
+    assert len(three.encoder.temporal_layers) == 3 and len(three.encoder.spatial_layers) == 3
+    outputs = three(torch.randn(4, 3, 32, 25, 2))
+    assert outputs["dense_t"].shape == (4, 32, 16) and outputs["dense_s"].shape == (4, 50, 16)
+    assert outputs["z_i"].shape == (4, 64) and outputs["z_t"].shape == (4, 32)
+    layout = ntu25_layout()
+    two_d = EncoderConfig(hidden_size=16, num_joints=17, num_persons=1, num_coordinates=2, clip_frames=20)
+    from usdrl.skeleton import SkeletonLayout
+    coco = SkeletonLayout("coco", tuple(f"j{i}" for i in range(17)), ((1, 0),), 0, (5, 6), 1, 2)
+    small = SkeletonModel(two_d, layout=coco, num_classes=7)
+    outputs = small(torch.randn(3, 2, 20, 17, 1), modality="bone")
+    assert outputs["dense_s"].shape == (3, 17, 16) and outputs["logits"].shape == (3, 7)
+    with pytest.raises(ValueError, match="does not match"):
+        SkeletonModel(two_d, layout=layout)
+
+
+def test_drop_path_only_in_training():
+    torch.manual_seed(0)
+    model = SkeletonModel(EncoderConfig(hidden_size=16, drop_path=0.5))
+    x = torch.randn(8, 3, 64, 25, 2)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model.encode(x)["features"], model.encode(x)["features"])
+    model.train()
+    with torch.no_grad():
+        assert not torch.equal(model.encode(x)["features"], model.encode(x)["features"])

@@ -1,0 +1,111 @@
+"""Pretraining views made on whole batches, on the batch's device, with explicit generators (SPEC.md 2).
+
+The released feeder augments one sample at a time in NumPy; the same distributions here are drawn
+per sample for a whole batch at once:
+1. temporal crop-resize: s ~ U(0.1, 1), L = clip(floor(n s), 64, n), start ~ U{0..n-L}, linear
+   resize of the crop to the clip length (align_corners=False, as ``F.interpolate``);
+2. one spatial augmentation, each with probability 1/2: joint corruption (15 joints zeroed, or
+   multiplied by one random C x C matrix, each with probability 1/2) or shear (diagonal 1,
+   off-diagonal U(-1, 1)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    views: int = 4
+    crop_scale: tuple[float, float] = (0.1, 1.0)
+    minimum_crop: int = 64
+    corrupted_joints: int = 15
+    clip_frames: int = 64
+
+
+def _uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, device=device) * (high - low) + low
+
+
+def resize_frames(x: torch.Tensor, start: torch.Tensor, length: torch.Tensor, output_frames: int) -> torch.Tensor:
+    """Linear resize of frames [start, start + length) of each sample to ``output_frames``.
+
+    x (N, C, T, V, M), start and length (N,) integers -> (N, C, output_frames, V, M). Same source
+    positions as ``F.interpolate(mode="linear", align_corners=False)``.
+    """
+    batch, channels, _, joints, persons = x.shape
+    length_float = length.to(torch.float32).unsqueeze(1)  # (N, 1)
+    target = torch.arange(output_frames, device=x.device, dtype=torch.float32).unsqueeze(0)  # (1, T')
+    source = ((target + 0.5) * (length_float / output_frames) - 0.5).clamp(min=0)  # (N, T')
+    lower = source.floor().to(torch.long)
+    lower = torch.minimum(lower, (length - 1).unsqueeze(1))
+    upper = torch.minimum(lower + 1, (length - 1).unsqueeze(1))
+    weight = (source - lower.to(torch.float32)).to(x.dtype)  # (N, T')
+    expand = lambda index: (start.unsqueeze(1) + index).view(batch, 1, output_frames, 1, 1).expand(  # noqa: E731
+        batch, channels, output_frames, joints, persons)
+    lower_frames = torch.gather(x, 2, expand(lower))
+    upper_frames = torch.gather(x, 2, expand(upper))
+    weight = weight.view(batch, 1, output_frames, 1, 1)
+    return lower_frames + (upper_frames - lower_frames) * weight
+
+
+def resize_whole(x: torch.Tensor, num_frames: torch.Tensor, output_frames: int = 64) -> torch.Tensor:
+    """The deterministic downstream input: the whole valid sequence resized; (N, C, T, V, M) -> (N, C, T', V, M)."""
+    num_frames = num_frames.to(x.device).clamp(min=1)
+    return resize_frames(x, torch.zeros_like(num_frames), num_frames, output_frames)
+
+
+def random_crop_resize(x: torch.Tensor, num_frames: torch.Tensor, generator: torch.Generator,
+                       config: AugmentConfig = AugmentConfig()) -> torch.Tensor:
+    """Step 1 for a batch: (N, C, T, V, M) with valid lengths (N,) -> (N, C, clip_frames, V, M)."""
+    batch = x.shape[0]
+    frames = num_frames.to(x.device).clamp(min=1)
+    scale = _uniform((batch,), *config.crop_scale, generator, x.device)
+    length = torch.floor(frames.to(torch.float32) * scale).to(torch.long)
+    length = torch.minimum(length.clamp(min=config.minimum_crop), frames)
+    start = torch.floor(torch.rand(batch, generator=generator, device=x.device) * (frames - length + 1)).to(torch.long)
+    start = torch.minimum(start, frames - length)  # guards the rand() == 1 - ulp edge
+    return resize_frames(x, start, length, config.clip_frames)
+
+
+def joint_corruption(x: torch.Tensor, generator: torch.Generator, corrupted_joints: int = 15) -> torch.Tensor:
+    """Per sample: ``corrupted_joints`` joints zeroed (p = 1/2) or multiplied by a random C x C matrix."""
+    batch, channels, _, joints, _ = x.shape
+    if corrupted_joints > joints:
+        raise ValueError(f"cannot corrupt {corrupted_joints} of {joints} joints; lower corrupted_joints")
+    chosen = torch.rand((batch, joints), generator=generator, device=x.device).argsort(dim=1)[:, :corrupted_joints]
+    mask = torch.zeros((batch, joints), dtype=torch.bool, device=x.device).scatter_(1, chosen, True)
+    matrix = _uniform((batch, channels, channels), -1.0, 1.0, generator, x.device).to(x.dtype)
+    zero_them = torch.rand(batch, generator=generator, device=x.device) < 0.5
+    # released: joint (row vector) times matrix, i.e. x'_d = sum_c x_c * matrix[c, d]
+    transformed = torch.einsum("nctvm,ncd->ndtvm", x, matrix)
+    replacement = torch.where(zero_them.view(batch, 1, 1, 1, 1), torch.zeros_like(x), transformed)
+    return torch.where(mask.view(batch, 1, 1, joints, 1), replacement, x)
+
+
+def shear(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """x' = S x per sample, S with unit diagonal and off-diagonal entries U(-1, 1)."""
+    batch, channels = x.shape[:2]
+    matrix = _uniform((batch, channels, channels), -1.0, 1.0, generator, x.device).to(x.dtype)
+    matrix = matrix * (1 - torch.eye(channels, device=x.device, dtype=x.dtype)) + torch.eye(channels, device=x.device, dtype=x.dtype)
+    return torch.einsum("ndc,nctvm->ndtvm", matrix, x)
+
+
+def spatial_augment(x: torch.Tensor, generator: torch.Generator, corrupted_joints: int = 15) -> torch.Tensor:
+    """Step 2: joint corruption or shear, each with probability 1/2, chosen per sample."""
+    use_corruption = torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5
+    corrupted = joint_corruption(x, generator, corrupted_joints)
+    sheared = shear(x, generator)
+    return torch.where(use_corruption.view(-1, 1, 1, 1, 1), corrupted, sheared)
+
+
+def make_views(x: torch.Tensor, num_frames: torch.Tensor, generator: torch.Generator,
+               config: AugmentConfig = AugmentConfig()) -> torch.Tensor:
+    """K independent views of a batch in one call: (N, C, T, V, M) -> (K, N, C, clip_frames, V, M)."""
+    batch = x.shape[0]
+    repeated = x.repeat(config.views, 1, 1, 1, 1)  # (K*N, C, T, V, M): every view drawn independently
+    cropped = random_crop_resize(repeated, num_frames.to(x.device).repeat(config.views), generator, config)
+    views = spatial_augment(cropped, generator, config.corrupted_joints)
+    return views.view(config.views, batch, *views.shape[1:])
