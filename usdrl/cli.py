@@ -11,9 +11,12 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from usdrl.checkpoint import CheckpointError
+from usdrl.config import ConfigError
 from usdrl.data.errors import DataError
 from usdrl.data.store import write_json_atomically
 from usdrl.skeleton import LayoutError
+from usdrl.train import TrainingError
 
 
 def _add_prepare(commands: argparse._SubParsersAction) -> None:
@@ -102,6 +105,61 @@ def _run_inspect(arguments: argparse.Namespace) -> dict:
     return summary
 
 
+def _add_params_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (params.yaml, then the profile, then these overrides)")
+    group.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: ./params.yaml; "
+                       "the package defaults, i.e. the released settings, when it does not exist)")
+    group.add_argument("--profile", help="profile of the params file (demo, paper)")
+    group.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override any setting, e.g. --set pretrain.epochs=10 (repeatable)")
+
+
+def _add_pretrain(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("pretrain", help="self-supervised pretraining (one device, or torchrun for many)")
+    parser.add_argument("--data", required=True, type=Path, help="a prepared dataset folder")
+    parser.add_argument("--benchmark", required=True, help="benchmark whose train split is used (xsub, xview, xset)")
+    parser.add_argument("--out", required=True, type=Path, help="run folder: checkpoints/, log.jsonl, run.json")
+    parser.add_argument("--resume", nargs="?", const=True, default=False,
+                        help="continue from OUT/checkpoints/last.pt, or from the given checkpoint")
+    shortcuts = parser.add_argument_group("common overrides")
+    shortcuts.add_argument("--epochs", type=int, help="pretrain.epochs")
+    shortcuts.add_argument("--batch-size", type=int, help="pretrain.batch_size (per process)")
+    shortcuts.add_argument("--modality", choices=("joint", "bone", "motion"), help="pretrain.modality")
+    shortcuts.add_argument("--backbone", choices=("dste", "sttr"), help="model.backbone")
+    shortcuts.add_argument("--device", help="pretrain.device: auto, cpu, cuda, cuda:1")
+    shortcuts.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="pretrain.precision")
+    shortcuts.add_argument("--seed", type=int, help="pretrain.seed")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_params_arguments(parser)
+
+
+def load_settings(arguments: argparse.Namespace, shortcuts: dict[str, str]):
+    """params.yaml (if present) + profile + --set + the named shortcut flags."""
+    from usdrl.config import load_params
+
+    overrides = list(arguments.set)
+    for attribute, key in shortcuts.items():
+        value = getattr(arguments, attribute, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    path = arguments.params if arguments.params and Path(arguments.params).is_file() else None
+    return load_params(path, arguments.profile, overrides)
+
+
+def _run_pretrain(arguments: argparse.Namespace) -> dict:
+    from usdrl.train import pretrain
+
+    params = load_settings(arguments, {"epochs": "pretrain.epochs", "batch_size": "pretrain.batch_size",
+                                       "modality": "pretrain.modality", "backbone": "model.backbone",
+                                       "device": "pretrain.device", "precision": "pretrain.precision",
+                                       "seed": "pretrain.seed"})
+    summary = pretrain(arguments.data, arguments.benchmark, arguments.out, params.model, params.augment, params.loss,
+                       params.pretrain, resume=arguments.resume, progress=not arguments.quiet)
+    summary["final"] = summary["history"][-1] if summary["history"] else None
+    summary.pop("history")
+    return summary
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="usdrl", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -113,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--samples", type=int, default=4, help="samples drawn")
     inspect.add_argument("--no-figure", action="store_true")
     inspect.add_argument("--json", type=Path, help="also write the summary to this JSON file")
+    _add_pretrain(commands)
     return parser
 
 
@@ -120,6 +179,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {
     "prepare": _run_prepare,
     "import": _run_import,
     "inspect": _run_inspect,
+    "pretrain": _run_pretrain,
 }
 
 
@@ -127,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     try:
         result = COMMANDS[arguments.command](arguments)
-    except (DataError, LayoutError) as error:
+    except (DataError, LayoutError, ConfigError, CheckpointError, TrainingError) as error:
         print(f"usdrl {arguments.command}: error: {error}", file=sys.stderr)
         return 2
     if result.get("up_to_date"):

@@ -10,6 +10,7 @@ hard-codes two); the attention shared by CA and DSA of a layer is one module her
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
@@ -211,11 +212,53 @@ class SkeletonEncoder(nn.Module):
         return y_t, y_s
 
 
+def all_reduce_with_gradients(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over processes; the backward pass sums the gradients too (autograd-aware collective)."""
+    with warnings.catch_warnings():  # marked deprecated without a differentiable replacement yet
+        warnings.simplefilter("ignore", FutureWarning)
+        from torch.distributed.nn.functional import all_reduce
+
+        return all_reduce(tensor)
+
+
+def all_gather_with_gradients(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenation over processes along dim 0, with gradients flowing back to each part."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        from torch.distributed.nn.functional import all_gather
+
+        return torch.cat(all_gather(tensor), dim=0)
+
+
+class GlobalBatchNorm(nn.BatchNorm1d):
+    """BatchNorm1d whose training statistics span all processes (any device, gloo or nccl).
+
+    ``nn.SyncBatchNorm`` refuses CPU tensors; this one reduces the batch sums with autograd-aware
+    collectives, so gradients flow to every process's samples. In one process it is BatchNorm1d.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, D)
+        import torch.distributed as dist
+
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        all_reduce = all_reduce_with_gradients
+        count = all_reduce(x.new_tensor([float(x.shape[0])]))
+        mean = all_reduce(x.sum(dim=0)) / count
+        variance = all_reduce((x - mean).pow(2).sum(dim=0)) / count  # biased, as BatchNorm normalises
+        with torch.no_grad():
+            momentum = self.momentum if self.momentum is not None else 0.1
+            self.running_mean.lerp_(mean.detach(), momentum)
+            self.running_var.lerp_(variance.detach() * count / (count - 1), momentum)
+            self.num_batches_tracked += 1
+        return (x - mean) / torch.sqrt(variance + self.eps) * self.weight + self.bias
+
+
 def projector(input_size: int, hidden_size: int, output_size: int) -> nn.Sequential:
     """Linear-BN-ReLU-Linear-BN-ReLU-Linear."""
     return nn.Sequential(
-        nn.Linear(input_size, hidden_size), nn.BatchNorm1d(hidden_size), nn.ReLU(inplace=True),
-        nn.Linear(hidden_size, hidden_size), nn.BatchNorm1d(hidden_size), nn.ReLU(inplace=True),
+        nn.Linear(input_size, hidden_size), GlobalBatchNorm(hidden_size), nn.ReLU(inplace=True),
+        nn.Linear(hidden_size, hidden_size), GlobalBatchNorm(hidden_size), nn.ReLU(inplace=True),
         nn.Linear(hidden_size, output_size),
     )
 

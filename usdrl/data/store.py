@@ -291,7 +291,7 @@ class SkeletonSplit:
         """(C, T, V, M) of the split's sample at ``position``."""
         if self.x is None:
             raise DataError(f"{self.root} holds untrimmed sequences; use sequence() instead of sample()")
-        return np.asarray(self.x[self.indices[position]])
+        return np.array(self.x[self.indices[position]])  # a writable copy of one sample
 
     def batch(self, positions: np.ndarray) -> np.ndarray:
         """(n, C, T, V, M) of several samples, read in file order."""

@@ -1,0 +1,116 @@
+import json
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as multiprocessing
+
+import distributed_worker
+from usdrl.cli import main
+from usdrl.config import ModelSection, PretrainSection
+from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
+from usdrl.train import TrainingError, epoch_batches, learning_rate_at, pretrain
+
+TINY_MODEL = ModelSection(hidden_size=16, num_layers=1)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    prepare_synthetic(root, SyntheticConfig(subjects=3, replications=1, training_subjects=(1, 2),
+                                            streams_per_subject_camera=1))
+    return root / "actions"  # xview train: 2 cameras x 3 subjects x 20 actions = 120 clips
+
+
+def _settings(**changes) -> PretrainSection:
+    values = dict(epochs=4, batch_size=32, workers=0, device="cpu", checkpoint_every=2, log_every=0, milestones=(3,))
+    values.update(changes)
+    return PretrainSection(**values)
+
+
+def test_interrupted_run_resumes_exactly(synthetic, tmp_path):
+    whole = pretrain(synthetic, "xview", tmp_path / "whole", TINY_MODEL, settings=_settings(), progress=False)
+    pretrain(synthetic, "xview", tmp_path / "parts", TINY_MODEL, settings=_settings(epochs=2), progress=False)
+    resumed = pretrain(synthetic, "xview", tmp_path / "parts", TINY_MODEL, settings=_settings(), resume=True,
+                       progress=False)
+    assert resumed["resumed_from"] == 2
+    first = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=False)
+    second = torch.load(tmp_path / "parts" / "checkpoints" / "last.pt", weights_only=False)
+    for name, tensor in first["model"].items():
+        assert torch.equal(tensor, second["model"][name]), name
+    assert first["optimizer"]["state"][0]["step"] == second["optimizer"]["state"][0]["step"]
+    assert whole["history"][-1]["total"] == pytest.approx(resumed["history"][-1]["total"], rel=1e-6)
+    assert whole["history"][-1]["lr"] == pytest.approx(5e-5)  # x0.1 from the milestone
+    log = [json.loads(line) for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
+    assert [record["epoch"] for record in log] == [1, 2, 3, 4]
+    assert {"total", "similarity_i", "samples_per_second", "peak_memory_mb", "lr"} <= set(log[0])
+    assert sorted(p.name for p in (tmp_path / "whole" / "checkpoints").iterdir()) == [
+        "checkpoint_0002.pt", "checkpoint_0004.pt", "last.pt"]
+
+
+def test_pretraining_lowers_the_loss(synthetic, tmp_path):
+    summary = pretrain(synthetic, "xview", tmp_path / "run", TINY_MODEL, settings=_settings(epochs=6, milestones=(10,)),
+                       progress=False)
+    totals = [record["total"] for record in summary["history"]]
+    assert totals[-1] < totals[0]
+
+
+def test_non_finite_loss_stops_with_a_clear_message(synthetic, tmp_path):
+    pretrain(synthetic, "xview", tmp_path / "run", TINY_MODEL, settings=_settings(epochs=1), progress=False)
+    with pytest.raises(TrainingError, match="non-finite loss .* last good checkpoint: .*last.pt"):
+        pretrain(synthetic, "xview", tmp_path / "run", TINY_MODEL, settings=_settings(epochs=2, learning_rate=float("inf")),
+                 resume=True, progress=False)
+    kept = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+    assert kept["epoch"] == 1 and all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
+
+
+def test_schedule_and_batches():
+    settings = PretrainSection()
+    assert learning_rate_at(350, settings) == pytest.approx(5e-4)
+    assert learning_rate_at(351, settings) == pytest.approx(5e-5)
+    single = epoch_batches(100, 20, epoch=3, seed=0, rank=0, world_size=1)
+    two = [epoch_batches(100, 10, epoch=3, seed=0, rank=r, world_size=2) for r in range(2)]
+    for k, batch in enumerate(single):
+        assert list(batch) == list(two[0][k]) + list(two[1][k])
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_processes_give_the_loss_and_gradients_of_one_with_twice_the_batch(tmp_path):
+    batch = 6
+    multiprocessing.spawn(distributed_worker.step_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "result.pt"), batch),
+                          nprocs=2, join=True)
+    distributed = torch.load(tmp_path / "result.pt", weights_only=False)
+    loss, gradients = distributed_worker.loss_and_gradients(distributed_worker.make_views(2 * batch), distributed=False)
+    assert distributed["loss"] == pytest.approx(loss, rel=1e-5)
+    assert set(gradients) == set(distributed["gradients"])
+    # Biases feeding a BatchNorm, and the last projector bias, have zero true gradient (the loss is
+    # invariant to them): only rounding noise is left there, hence an absolute tolerance on the scale.
+    scale = max(gradient.abs().max().item() for gradient in gradients.values())
+    for name, gradient in gradients.items():
+        torch.testing.assert_close(distributed["gradients"][name], gradient, rtol=1e-3, atol=1e-4 * scale, msg=name)
+
+
+def test_torchrun_style_pretraining_on_two_processes(synthetic, tmp_path):
+    multiprocessing.spawn(distributed_worker.pretrain_worker, args=(2, _free_port(), str(synthetic), str(tmp_path / "run")),
+                          nprocs=2, join=True)
+    content = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+    assert content["epoch"] == 1 and content["run"]["world_size"] == 2
+
+
+def test_cli_pretrain_with_params_and_bad_input(synthetic, tmp_path, capsys):
+    code = main(["pretrain", "--data", str(synthetic), "--benchmark", "xview", "--out", str(tmp_path / "run"), "--quiet",
+                 "--params", "does-not-exist.yaml", "--epochs", "1", "--batch-size", "16", "--device", "cpu",
+                 "--set", "model.hidden_size=16", "--set", "model.num_layers=1", "--set", "pretrain.workers=0"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["final"]["epoch"] == 1
+    assert main(["pretrain", "--data", str(synthetic), "--benchmark", "xsub_typo", "--out", str(tmp_path / "r2")]) == 2
+    assert "has no split xsub_typo/train" in capsys.readouterr().err
+    assert main(["pretrain", "--data", str(synthetic), "--benchmark", "xview", "--out", str(tmp_path / "r3"),
+                 "--set", "pretrain.epoch=3"]) == 2
+    assert "unknown key(s) epoch" in capsys.readouterr().err

@@ -1,0 +1,340 @@
+"""Self-supervised pretraining: one device or many processes (torchrun / DDP), resumable, logged.
+
+Released settings by default (SPEC.md 5): Adam 5e-4, weight decay 1e-5, learning rate x0.1 from
+each milestone, 4 views, the released loss weights. All K views of a batch go through the encoder
+together (nothing in it mixes samples); the projectors see each view's batch on its own, so their
+BatchNorm statistics are per view as released. Under DDP the projectors' BatchNorm spans all processes and the
+loss is computed on projections gathered from all processes with gradients, so W processes with
+batch B give the loss and gradients of one process with batch W*B.
+
+Randomness is derived from (seed, epoch, rank) at the start of every epoch, so an interrupted run
+resumed from its last checkpoint continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import resource
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from usdrl.augment import AugmentConfig, make_views
+from usdrl.checkpoint import save_atomically
+from usdrl.config import AugmentSection, LossSection, ModelSection, PretrainSection
+from usdrl.data import load_split
+from usdrl.data.store import SkeletonSplit
+from usdrl.losses import mgfd_loss
+from usdrl.model import EncoderConfig, SkeletonModel, all_gather_with_gradients
+from usdrl.skeleton import MODALITIES
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, bad resume); the message says what was kept."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def autocast_settings(device: torch.device, precision: str = "auto") -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None, whether a gradient scaler is needed)."""
+    if precision == "fp32" or (precision == "auto" and device.type == "cpu"):
+        return None, False
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16, False
+    if precision in ("fp16", "auto") and device.type == "cuda":
+        return torch.float16, True
+    raise ValueError(f"precision {precision!r} is not available on {device}; use auto, fp32, bf16 or fp16")
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+class PretrainingObjective(nn.Module):
+    """Views (K, N, C, T, V, M) -> per-view projections; the module DDP wraps."""
+
+    def __init__(self, model: SkeletonModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, views: torch.Tensor, modality: str) -> dict[str, list[torch.Tensor]]:
+        count, batch = views.shape[:2]
+        features = self.model.encode(views.flatten(0, 1), modality)["features"]  # (K*N, 2H)
+        projections: dict[str, list[torch.Tensor]] = {"z_t": [], "z_s": [], "z_i": []}
+        for view in range(count):  # BatchNorm statistics of each view's own batch
+            projected = self.model.project({"features": features[view * batch:(view + 1) * batch]})
+            for key in projections:
+                projections[key].append(projected[key])
+        return projections
+
+
+def gather_with_gradients(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate a tensor from every process along dim 0, keeping gradients to each process's part."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    return all_gather_with_gradients(tensor)
+
+
+def loss_terms(projections: dict[str, list[torch.Tensor]], loss: LossSection) -> dict[str, torch.Tensor]:
+    """The loss on gathered float32 projections (batch statistics over all processes)."""
+    gathered = {key: [gather_with_gradients(z.float()) for z in views] for key, views in projections.items()}
+    return mgfd_loss(gathered["z_t"], gathered["z_s"], gathered["z_i"], **asdict(loss))
+
+
+def learning_rate_at(epoch: int, settings: PretrainSection) -> float:
+    """Base rate times decay for every milestone reached (epochs 0-based, as released)."""
+    passed = sum(epoch >= milestone for milestone in settings.milestones)
+    return settings.learning_rate * settings.learning_rate_decay ** passed
+
+
+def epoch_batches(count: int, batch_size: int, epoch: int, seed: int, rank: int, world_size: int) -> list[np.ndarray]:
+    """This process's batches of one epoch: global batches of world_size * batch_size from one
+    permutation seeded by (seed, epoch), each process taking its contiguous slice; the last partial
+    global batch is dropped (BatchNorm needs full batches)."""
+    permutation = np.random.default_rng([seed, epoch]).permutation(count)
+    global_size = batch_size * world_size
+    batches = []
+    for start in range(0, count - global_size + 1, global_size):
+        batches.append(permutation[start + rank * batch_size:start + (rank + 1) * batch_size])
+    return batches
+
+
+class SplitDataset(torch.utils.data.Dataset):
+    """(sample (C, T, V, M) float32, valid frames) of a prepared split; read from the memory map."""
+
+    def __init__(self, split: SkeletonSplit) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(self.split.sample(position)), int(self.split.num_frames[position])
+
+
+def collate_trimmed(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack samples cut to the longest valid length of the batch (less to copy to the device)."""
+    frames = torch.tensor([n for _, n in items])
+    longest = max(int(frames.max()), 1)
+    return torch.stack([x[:, :longest] for x, _ in items]), frames
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _rng_states() -> dict[str, Any]:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def peak_memory_megabytes(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+
+
+def build_model(model: ModelSection, layout) -> SkeletonModel:
+    return SkeletonModel(EncoderConfig.from_layout(layout, **asdict(model)), layout=layout)
+
+
+class Pretrainer:
+    """Holds the run: model, optimiser, scaler, data, and the directory with checkpoints and logs."""
+
+    def __init__(self, data_root: str | Path, benchmark: str, out_dir: str | Path, model: ModelSection,
+                 augment: AugmentSection, loss: LossSection, settings: PretrainSection, progress: bool = True) -> None:
+        if settings.modality not in MODALITIES:
+            raise ValueError(f"unknown modality {settings.modality!r}; choose one of {', '.join(MODALITIES)}")
+        self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        self.device = resolve_device(settings.device)
+        if self.distributed and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world_size = dist.get_world_size() if self.distributed else 1
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.split = load_split(data_root, benchmark, "train")
+        self.out_dir = Path(out_dir)
+        self.settings, self.loss, self.model_section = settings, loss, model
+        self.augment = AugmentConfig(views=augment.views, crop_scale=tuple(augment.crop_scale),
+                                     minimum_crop=augment.minimum_crop, corrupted_joints=augment.corrupted_joints,
+                                     clip_frames=model.clip_frames)
+        self.progress = progress and self.rank == 0
+        seed_everything(settings.seed)  # the initial weights
+        self.model = build_model(model, self.split.layout).to(self.device)
+        objective: nn.Module = PretrainingObjective(self.model)
+        if self.distributed:  # the projectors' GlobalBatchNorm already spans all processes
+            objective = nn.parallel.DistributedDataParallel(
+                objective, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.objective = objective
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.learning_rate,
+                                          weight_decay=settings.weight_decay)
+        self.autocast_dtype, needs_scaler = autocast_settings(self.device, settings.precision)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=needs_scaler)
+        self.start_epoch = 0
+        self.run_info = {
+            "data": {"root": str(data_root), "benchmark": benchmark, "split": "train", "samples": len(self.split),
+                     "manifest_fingerprint": self.split.manifest.get("input_fingerprint")},
+            "model": asdict(model), "augment": asdict(augment), "loss": asdict(loss), "pretrain": asdict(settings),
+            "world_size": self.world_size, "device": str(self.device),
+            "precision": str(self.autocast_dtype or torch.float32),
+        }
+        if len(self.split) < settings.batch_size * self.world_size:
+            raise ValueError(f"the split has {len(self.split)} samples, fewer than one batch of "
+                             f"{settings.batch_size * self.world_size}; lower --batch-size")
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def checkpoint_path(self, epoch: int) -> Path:
+        return self.out_dir / "checkpoints" / f"checkpoint_{epoch:04d}.pt"
+
+    @property
+    def last_path(self) -> Path:
+        return self.out_dir / "checkpoints" / "last.pt"
+
+    def save(self, epochs_done: int) -> None:
+        if self.rank != 0:
+            return
+        content = {
+            "epoch": epochs_done, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(), "rng": _rng_states(), "encoder_config": self.model.config.to_dict(),
+            "layout": self.split.layout.to_dict(), "run": self.run_info,
+        }
+        save_atomically(content, self.last_path)
+        if epochs_done % self.settings.checkpoint_every == 0 or epochs_done == self.settings.epochs:
+            save_atomically(content, self.checkpoint_path(epochs_done))
+
+    def resume(self, path: str | Path | None = None) -> bool:
+        """Restore model, optimiser, scaler, epoch and RNG states; False when there is nothing to resume."""
+        path = Path(path) if path else self.last_path
+        if not path.is_file():
+            return False
+        content = torch.load(path, map_location=self.device, weights_only=False)
+        if content.get("encoder_config") != self.model.config.to_dict():
+            raise TrainingError(f"{path} was made with {content.get('encoder_config')}, not {self.model.config.to_dict()}; "
+                                f"resume with the same model settings or start a new --out")
+        self.model.load_state_dict(content["model"])
+        self.optimizer.load_state_dict(content["optimizer"])
+        self.scaler.load_state_dict(content["scaler"])
+        _restore_rng_states(content["rng"])
+        self.start_epoch = int(content["epoch"])
+        return True
+
+    # -- training ---------------------------------------------------------------------------------
+    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        indices = epoch_batches(len(self.split), self.settings.batch_size, epoch, self.settings.seed, self.rank,
+                                self.world_size)
+        dataset = SplitDataset(self.split)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=indices, collate_fn=collate_trimmed, num_workers=self.settings.workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        yield from loader
+
+    def step(self, x: torch.Tensor, num_frames: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        x = x.to(self.device, non_blocking=True)
+        views = make_views(x, num_frames.to(self.device), generator, self.augment)  # (K, N, C, T, V, M)
+        with autocast_context(self.device, self.autocast_dtype):
+            projections = self.objective(views, self.settings.modality)
+        terms = loss_terms(projections, self.loss)
+        return terms
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.rank != 0:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / "log.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def train(self) -> dict[str, Any]:
+        settings = self.settings
+        if self.rank == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "run.json").write_text(json.dumps(self.run_info, indent=1))
+        history = []
+        for epoch in range(self.start_epoch, settings.epochs):
+            epoch_seed = settings.seed * 1_000_003 + epoch * 1009 + self.rank
+            torch.manual_seed(epoch_seed)  # drop path and anything else drawn from the global generator
+            generator = torch.Generator(device=self.device).manual_seed(epoch_seed)
+            rate = learning_rate_at(epoch, settings)
+            for group in self.optimizer.param_groups:
+                group["lr"] = rate
+            self.objective.train()
+            totals: dict[str, float] = {}
+            steps, samples, started = 0, 0, time.perf_counter()
+            bar = tqdm(self.batches(epoch), desc=f"epoch {epoch + 1}/{settings.epochs}", disable=not self.progress,
+                       total=len(self.split) // (settings.batch_size * self.world_size), leave=False)
+            for x, num_frames in bar:
+                self.optimizer.zero_grad(set_to_none=True)
+                terms = self.step(x, num_frames, generator)
+                total = terms["total"]
+                if not torch.isfinite(total):
+                    kept = self.last_path if self.last_path.is_file() else "none yet"
+                    raise TrainingError(f"non-finite loss ({total.item()}) at epoch {epoch + 1}, step {steps + 1}; "
+                                        f"nothing was saved from this epoch; last good checkpoint: {kept}. "
+                                        f"Lower the learning rate or use --precision fp32, then --resume")
+                self.scaler.scale(total).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                steps += 1
+                samples += x.shape[0] * self.world_size
+                for name, value in terms.items():
+                    totals[name] = totals.get(name, 0.0) + float(value.detach())
+                bar.set_postfix(loss=f"{totals['total'] / steps:.3f}")
+                if settings.log_every and steps % settings.log_every == 0:
+                    self.log({"epoch": epoch + 1, "step": steps, "lr": rate, "loss": float(total.detach())})
+            if steps == 0:
+                raise TrainingError("no full batch in an epoch; lower --batch-size")
+            elapsed = time.perf_counter() - started
+            record = {"epoch": epoch + 1, "lr": rate, **{name: value / steps for name, value in totals.items()},
+                      "samples_per_second": samples / elapsed, "seconds": elapsed,
+                      "peak_memory_mb": peak_memory_megabytes(self.device)}
+            self.log(record)
+            history.append(record)
+            self.save(epoch + 1)
+        return {"out": str(self.out_dir), "epochs": settings.epochs, "resumed_from": self.start_epoch,
+                "last_checkpoint": str(self.last_path), "history": history}
+
+    def close(self) -> None:
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def pretrain(data_root: str | Path, benchmark: str, out_dir: str | Path, model: ModelSection = ModelSection(),
+             augment: AugmentSection = AugmentSection(), loss: LossSection = LossSection(),
+             settings: PretrainSection = PretrainSection(), resume: bool | str | Path = False,
+             progress: bool = True) -> dict[str, Any]:
+    """Pretrain on the ``train`` split of a prepared dataset; returns a summary with the epoch history."""
+    trainer = Pretrainer(data_root, benchmark, out_dir, model, augment, loss, settings, progress)
+    try:
+        if resume:
+            trainer.resume(None if resume is True else resume)
+        return trainer.train()
+    finally:
+        trainer.close()
