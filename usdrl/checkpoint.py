@@ -102,8 +102,11 @@ def load_released(path_or_state_dict: str | Path | dict[str, Any], backbone: str
     """
     state_dict, source = _read_state_dict(path_or_state_dict)
     translated = translate_released_state_dict(state_dict, source)
-    if "encoder.spatial_position" not in translated:
-        raise CheckpointError(f"{source}: no backbone.spe; is this a USDRL checkpoint?")
+    needed = ("encoder.spatial_position", "encoder.spatial_embedding.0.weight", "encoder.temporal_embedding.0.weight")
+    absent = [key for key in needed if key not in translated]
+    if absent:
+        raise CheckpointError(f"{source}: not a USDRL encoder checkpoint (no {', '.join(absent)}); pass a checkpoint "
+                              f"of usdrl pretrain or of the released code")
     _, spatial_length, stored_hidden = translated["encoder.spatial_position"].shape
     hidden_size = hidden_size or stored_hidden
     spatial_input = s_input_size or translated["encoder.spatial_embedding.0.weight"].shape[1]

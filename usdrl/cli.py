@@ -160,6 +160,46 @@ def _run_pretrain(arguments: argparse.Namespace) -> dict:
     return summary
 
 
+def _add_evaluation(commands: argparse._SubParsersAction) -> None:
+    helps = {"probe": "linear probe on frozen features (headline: last epoch)",
+             "retrieve": "kNN retrieval (cosine) of test features against the training features",
+             "finetune": "semi-supervised: fine-tune the whole network on 1% / 10% of the labels"}
+    for name, text in helps.items():
+        parser = commands.add_parser(name, help=text)
+        parser.add_argument("--data", required=True, type=Path, help="a prepared dataset folder")
+        parser.add_argument("--benchmark", required=True, help="xsub, xview, xset")
+        parser.add_argument("--checkpoint", required=True,
+                            help="a checkpoint of usdrl pretrain, a released one, or 'random' (random-init encoder)")
+        parser.add_argument("--out", required=True, type=Path, help="results JSON file")
+        parser.add_argument("--modality", choices=("joint", "bone", "motion"), help="default: pretrain.modality")
+        parser.add_argument("--device", help="evaluation.device: auto, cpu, cuda")
+        parser.add_argument("--quiet", action="store_true")
+        if name == "finetune":
+            parser.add_argument("--fraction", required=True, type=float, help="labelled part of the training split, e.g. 0.01")
+            parser.add_argument("--seeds", type=int, nargs="+", help="one run per seed (subset and head); mean and std")
+        _add_params_arguments(parser)
+    ensemble = commands.add_parser("ensemble", help="sum the class scores of several streams (the 3s rows)")
+    ensemble.add_argument("scores", nargs="+", type=Path, help="score files written by usdrl probe (*.scores.npz)")
+    ensemble.add_argument("--weights", type=float, nargs="+", help="one per score file (default: all 1)")
+    ensemble.add_argument("--normalise", choices=("none", "softmax"), default="none")
+    ensemble.add_argument("--out", required=True, type=Path)
+
+
+def _run_evaluation(arguments: argparse.Namespace) -> dict:
+    from usdrl.evaluate import protocols
+
+    if arguments.command == "ensemble":
+        return protocols.run_ensemble(arguments.scores, arguments.out, arguments.weights, arguments.normalise)
+    params = load_settings(arguments, {"device": "evaluation.device"})
+    common = dict(data_root=arguments.data, benchmark=arguments.benchmark, checkpoint=arguments.checkpoint,
+                  out=arguments.out, params=params, modality=arguments.modality, progress=not arguments.quiet)
+    if arguments.command == "probe":
+        return protocols.run_linear_probe(**common)
+    if arguments.command == "retrieve":
+        return protocols.run_retrieval(**common)
+    return protocols.run_finetune(**common, fraction=arguments.fraction, seeds=arguments.seeds)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="usdrl", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -172,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--no-figure", action="store_true")
     inspect.add_argument("--json", type=Path, help="also write the summary to this JSON file")
     _add_pretrain(commands)
+    _add_evaluation(commands)
     return parser
 
 
@@ -180,6 +221,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {
     "import": _run_import,
     "inspect": _run_inspect,
     "pretrain": _run_pretrain,
+    "probe": _run_evaluation,
+    "retrieve": _run_evaluation,
+    "finetune": _run_evaluation,
+    "ensemble": _run_evaluation,
 }
 
 

@@ -72,6 +72,63 @@ class PretrainSection:
 
 
 @dataclass(frozen=True)
+class ProbeSection:
+    epochs: int = 160
+    batch_size: int = 512
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = (120, 140)
+    learning_rate_decay: float = 0.1
+    # looked up as backbone/dataset/benchmark, then dataset/benchmark, then default (SPEC.md 5)
+    learning_rates: dict = field(default_factory=lambda: {
+        "default": 0.006, "ntu60/xview": 0.03, "pku2/xsub": 0.01, "sttr/ntu60/xsub": 0.03})
+    validation_fraction: float = 0.0  # > 0: hold out this part of the training subjects for model selection
+    seed: int = 0
+
+    def learning_rate(self, backbone: str, dataset: str, benchmark: str) -> float:
+        for key in (f"{backbone}/{dataset}/{benchmark}", f"{dataset}/{benchmark}", "default"):
+            if key in self.learning_rates:
+                return float(self.learning_rates[key])
+        raise ConfigError("probe.learning_rates needs a 'default' entry")
+
+
+@dataclass(frozen=True)
+class RetrievalSection:
+    k: tuple[int, ...] = (1,)
+    chunk_size: int = 4096
+
+
+@dataclass(frozen=True)
+class FinetuneSection:
+    fractions: tuple[float, ...] = (0.01, 0.1)
+    seeds: tuple[int, ...] = (0,)
+    epochs: int = 100
+    warmup_epochs: int = 5
+    batch_size: int = 24
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.05
+    layer_decay: float = 0.8
+    label_smoothing: float = 0.1
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    rotation_radians: float = 0.3
+
+
+@dataclass(frozen=True)
+class EnsembleSection:
+    streams: tuple[str, ...] = ("joint", "bone", "motion")
+    weights: tuple[float, ...] = (1.0, 1.0, 1.0)
+    normalise: str = "none"
+
+
+@dataclass(frozen=True)
+class EvaluationSection:
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = 256
+    cache_dir: str = "cache/features"
+
+
+@dataclass(frozen=True)
 class SyntheticSection:
     seed: int = 0
     subjects: int = 12
@@ -92,6 +149,11 @@ class Params:
     augment: AugmentSection = field(default_factory=AugmentSection)
     loss: LossSection = field(default_factory=LossSection)
     pretrain: PretrainSection = field(default_factory=PretrainSection)
+    evaluation: EvaluationSection = field(default_factory=EvaluationSection)
+    probe: ProbeSection = field(default_factory=ProbeSection)
+    retrieval: RetrievalSection = field(default_factory=RetrievalSection)
+    finetune: FinetuneSection = field(default_factory=FinetuneSection)
+    ensemble: EnsembleSection = field(default_factory=EnsembleSection)
 
 
 def _build(cls: type, values: Any, where: str) -> Any:
@@ -108,8 +170,7 @@ def _build(cls: type, values: Any, where: str) -> Any:
     built = {}
     for name, value in values.items():
         kind = fields[name].type
-        nested = next((c for c in (DataSection, SyntheticSection, ModelSection, AugmentSection, LossSection,
-                                   PretrainSection) if c.__name__ == str(kind)), None)
+        nested = next((c for c in SECTIONS if c.__name__ == str(kind)), None)
         if nested is not None:
             built[name] = _build(nested, value, f"{where}.{name}")
         elif isinstance(value, list):
@@ -117,6 +178,10 @@ def _build(cls: type, values: Any, where: str) -> Any:
         else:
             built[name] = value
     return cls(**built)
+
+
+SECTIONS = (DataSection, SyntheticSection, ModelSection, AugmentSection, LossSection, PretrainSection,
+            EvaluationSection, ProbeSection, RetrievalSection, FinetuneSection, EnsembleSection)
 
 
 def _merge(base: dict, override: dict) -> dict:

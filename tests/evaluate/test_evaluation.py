@@ -1,0 +1,124 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.neighbors import KNeighborsClassifier
+
+from usdrl.cli import main
+from usdrl.config import load_params
+from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
+from usdrl.evaluate.ensemble import ensemble_scores
+from usdrl.evaluate.finetune import labelled_subset, layer_parameter_groups
+from usdrl.evaluate.linear import ProbeSettings, train_linear_probe, validation_split
+from usdrl.evaluate.protocols import run_finetune, run_linear_probe, run_retrieval
+from usdrl.evaluate.retrieval import knn_predict
+from usdrl.model import EncoderConfig, SkeletonModel
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    prepare_synthetic(root, SyntheticConfig(subjects=3, replications=1, training_subjects=(1, 2),
+                                            streams_per_subject_camera=1))
+    return root / "actions"
+
+
+def _params(tmp_path, *extra):
+    return load_params(None, overrides=["model.hidden_size=16", "model.num_layers=1", "probe.epochs=30",
+                                        f"evaluation.cache_dir={tmp_path / 'cache'}", "evaluation.device=cpu",
+                                        "probe.learning_rates={default: 0.5}", *extra])
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_knn_matches_scikit_learn(k):
+    rng = np.random.default_rng(0)
+    train, test = rng.normal(size=(300, 24)), rng.normal(size=(80, 24))
+    labels = rng.integers(0, 7, size=300)
+    ours = knn_predict(train, labels, test, k=k, chunk_size=17)
+    reference = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute").fit(train, labels).predict(test)
+    assert (ours == reference).mean() >= 0.98  # vote ties may break differently; k=1 is exact
+    if k == 1:
+        assert np.array_equal(ours, reference)
+
+
+def test_linear_probe_learns_and_reports_the_last_epoch():
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(5, 32)) * 3
+    labels = rng.integers(0, 5, size=600)
+    features = centres[labels] + rng.normal(size=(600, 32))
+    result = train_linear_probe(features[:400], labels[:400], features[400:], labels[400:], 5,
+                                ProbeSettings(epochs=20, milestones=(15,), learning_rate=0.1, batch_size=64))
+    metrics, history = result["metrics"], result["history"]
+    assert metrics["top1"] == history[-1]["test_accuracy"] > 0.9
+    assert metrics["best_test_accuracy_over_epochs_NOT_a_result"] >= metrics["top1"]
+    assert history[15]["lr"] == pytest.approx(0.01)
+    assert result["test_scores"].shape == (200, 5)
+
+
+def test_validation_holds_out_whole_subjects():
+    subjects = np.repeat(np.arange(10), 5)
+    kept, held_out = validation_split(np.zeros(50, int), subjects, 0.2, seed=0)
+    assert len(held_out) == 10 and not set(subjects[kept]) & set(subjects[held_out])
+
+
+def test_probe_on_a_pretrained_encoder_beats_random_and_leaves_it_unchanged(synthetic, tmp_path):
+    from usdrl.config import ModelSection, PretrainSection
+    from usdrl.train import pretrain
+
+    pretrain(synthetic, "xview", tmp_path / "run", ModelSection(hidden_size=16, num_layers=1),
+             settings=PretrainSection(epochs=3, batch_size=32, workers=0, device="cpu", log_every=0), progress=False)
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
+    before = torch.load(checkpoint, weights_only=False)["model"]
+    params = _params(tmp_path, "probe.validation_fraction=0.5")
+    result = run_linear_probe(synthetic, "xview", checkpoint, tmp_path / "probe.json", params)
+    assert result["metrics"]["encoder_unchanged"]
+    after = torch.load(checkpoint, weights_only=False)["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BatchNorm statistics
+    written = json.loads((tmp_path / "probe.json").read_text())
+    assert written["protocol"] == "linear_probe" and written["provenance"]["checkpoint_sha256"]
+    assert written["provenance"]["data_manifest_sha256"] and written["settings"]["probe"]["learning_rate"] == 0.5
+    assert "selected_epoch_by_validation" in written["metrics"] and "elapsed_seconds" in written
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2  # train and test features cached
+    run_linear_probe(synthetic, "xview", checkpoint, tmp_path / "again.json", params)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2  # reused, not recomputed
+    retrieval = run_retrieval(synthetic, "xview", checkpoint, tmp_path / "knn.json", _params(tmp_path, "retrieval.k=[1, 3]"))
+    assert set(retrieval["metrics"]) == {"knn1", "knn3"}
+
+
+def test_finetune_subset_is_fixed_by_seed_and_saved(synthetic, tmp_path):
+    assert np.array_equal(labelled_subset(1000, 0.01, 3), labelled_subset(1000, 0.01, 3))
+    assert len(labelled_subset(1000, 0.1, 0)) == 100
+    params = _params(tmp_path, "finetune.epochs=2", "finetune.warmup_epochs=1", "finetune.batch_size=8")
+    result = run_finetune(synthetic, "xview", "random", tmp_path / "semi.json", params, fraction=0.2, seeds=[0, 1])
+    assert result["metrics"]["seeds"] == 2 and 0 <= result["metrics"]["top1"] <= 1
+    written = json.loads((tmp_path / "semi.json").read_text())
+    assert len(written["metrics"]["labelled_positions"]["0"]) == 24  # 20% of 120 training clips
+    model = SkeletonModel(EncoderConfig(hidden_size=16, num_layers=2), num_classes=5)
+    scales = sorted({group["lr_scale"] for group in layer_parameter_groups(model, params.finetune)})
+    assert scales == pytest.approx([0.8 ** 3, 0.8 ** 2, 0.8, 1.0])
+
+
+def test_ensemble_sums_scores_and_rejects_mismatches(tmp_path):
+    labels = np.array([0, 1, 2, 1])
+    one_hot = np.eye(3)[labels]
+    np.savez(tmp_path / "a.npz", scores=one_hot * 0.6 + np.eye(3)[[1, 1, 1, 1]] * 0.7, labels=labels)
+    np.savez(tmp_path / "b.npz", scores=one_hot * 0.6 + np.eye(3)[[2, 2, 0, 0]] * 0.7, labels=labels)
+    result = ensemble_scores([tmp_path / "a.npz", tmp_path / "b.npz"])
+    assert result["top1"] == 1.0 and result["per_stream_top1"] == [0.5, 0.0]
+    np.savez(tmp_path / "c.npz", scores=np.zeros((4, 5)), labels=labels)
+    with pytest.raises(ValueError, match="do not match"):
+        ensemble_scores([tmp_path / "a.npz", tmp_path / "c.npz"])
+
+
+def test_bad_input_names_what_to_run(synthetic, tmp_path, capsys):
+    arguments = ["--benchmark", "xview", "--out", str(tmp_path / "r.json"), "--quiet", "--params", "none",
+                 "--set", "model.hidden_size=16", "--set", f"evaluation.cache_dir={tmp_path}"]
+    assert main(["probe", "--data", str(tmp_path / "missing"), "--checkpoint", "random", *arguments]) == 2
+    assert "prepare it first" in capsys.readouterr().err
+    assert main(["probe", "--data", str(synthetic), "--checkpoint", str(tmp_path / "none.pt"), *arguments]) == 2
+    assert "run usdrl pretrain first" in capsys.readouterr().err
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"state_dict": {"backbone.spe": torch.zeros(1, 50, 8), "backbone.ske_emb.t_embedding.0.weight": torch.zeros(8, 150)}}, wrong)
+    assert main(["probe", "--data", str(synthetic), "--checkpoint", str(wrong), *arguments]) == 2
+    assert "wrong.pt" in capsys.readouterr().err

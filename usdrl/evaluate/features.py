@@ -1,0 +1,129 @@
+"""Encoders for evaluation and their frozen features, extracted once and cached on disk.
+
+The downstream input is deterministic (the whole valid sequence resized to the clip length), so the
+instance features of a frozen encoder are computed once per (checkpoint, data, settings) and reused
+by the linear probe, retrieval, t-SNE and the ensemble.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from usdrl.augment import resize_whole
+from usdrl.checkpoint import CheckpointError, load_released
+from usdrl.config import ModelSection
+from usdrl.data.store import SkeletonSplit
+from usdrl.model import EncoderConfig, SkeletonModel
+from usdrl.skeleton import SkeletonLayout, layout_from_dict
+from usdrl.train import autocast_context, autocast_settings, seed_everything
+
+FEATURE_VERSION = 1
+RANDOM = "random"
+
+
+def checkpoint_identity(checkpoint: str | Path | None, model: ModelSection, seed: int) -> str:
+    """sha256 of the checkpoint file, or a description of the random initialisation."""
+    if checkpoint in (None, RANDOM):
+        return f"random:{seed}:" + json.dumps(asdict(model), sort_keys=True)
+    digest = hashlib.sha256()
+    with open(checkpoint, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_encoder(checkpoint: str | Path | None, model: ModelSection, layout: SkeletonLayout, seed: int = 0,
+                 num_classes: int | None = None) -> SkeletonModel:
+    """Our checkpoint (from usdrl pretrain), a released one, or ``"random"``: the model in eval mode."""
+    if checkpoint in (None, RANDOM):
+        seed_everything(seed)
+        encoder = SkeletonModel(EncoderConfig.from_layout(layout, **asdict(model)), layout=layout, num_classes=num_classes)
+        return encoder.eval()
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; run usdrl pretrain first, or pass --checkpoint random")
+    content = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(content, dict) and "encoder_config" in content:
+        config = EncoderConfig(**content["encoder_config"])
+        stored_layout = layout_from_dict(content["layout"], source=str(path))
+        if (stored_layout.num_joints, stored_layout.num_persons, stored_layout.num_coordinates) != (
+                layout.num_joints, layout.num_persons, layout.num_coordinates):
+            raise CheckpointError(f"{path} was trained on layout {stored_layout.name!r} "
+                                  f"(V={stored_layout.num_joints}, M={stored_layout.num_persons}), "
+                                  f"which does not fit this dataset's {layout.name!r}")
+        encoder = SkeletonModel(config, layout=layout, num_classes=num_classes)
+        missing, unexpected = encoder.load_state_dict(content["model"], strict=False)
+        allowed_missing = {"head.weight", "head.bias"}
+        if set(missing) - allowed_missing or unexpected:
+            raise CheckpointError(f"{path} does not fit the model: missing {missing[:4]}, unexpected {unexpected[:4]}")
+        return encoder.eval()
+    released = load_released(path, model.backbone, hidden_size=None, num_head=model.num_heads,
+                             num_layer=model.num_layers, alpha=model.alpha, gap=model.gap,
+                             kernel_size=model.kernel_size)
+    if num_classes is not None:
+        released.head = torch.nn.Linear(2 * released.config.hidden_size, num_classes)
+        torch.nn.init.normal_(released.head.weight, std=0.01)
+        torch.nn.init.zeros_(released.head.bias)
+    return released.eval()
+
+
+def downstream_batches(split: SkeletonSplit, batch_size: int, clip_frames: int, device: torch.device):
+    """(positions, x (n, C, clip_frames, V, M)) batches of the deterministic downstream input, in order."""
+    for start in range(0, len(split), batch_size):
+        positions = np.arange(start, min(start + batch_size, len(split)))
+        frames = torch.as_tensor(split.num_frames[positions], dtype=torch.long)
+        longest = int(frames.max())
+        x = torch.from_numpy(split.batch(positions)[:, :, :longest]).to(device)
+        yield positions, resize_whole(x, frames.to(device), clip_frames)
+
+
+@torch.no_grad()
+def extract_features(model: SkeletonModel, split: SkeletonSplit, modality: str, device: torch.device,
+                     batch_size: int = 256, precision: str = "auto", progress: bool = False) -> np.ndarray:
+    """Instance features (N, 2H) float32 of a split, the encoder in eval mode (BatchNorm untouched)."""
+    model = model.to(device).eval()
+    dtype, _ = autocast_settings(device, precision)
+    features = np.zeros((len(split), 2 * model.config.hidden_size), dtype=np.float32)
+    batches = downstream_batches(split, batch_size, model.config.clip_frames, device)
+    for positions, x in tqdm(batches, total=-(-len(split) // batch_size), desc=f"features {split.split}",
+                             disable=not progress, leave=False):
+        with autocast_context(device, dtype):
+            encoded = model.encode(x, modality)
+        features[positions] = encoded["features"].float().cpu().numpy()
+    return features
+
+
+def feature_cache_key(identity: str, split: SkeletonSplit, modality: str, clip_frames: int, precision: str) -> str:
+    description = {"version": FEATURE_VERSION, "checkpoint": identity, "data": split.manifest.get("input_fingerprint"),
+                   "root": str(split.root.resolve()), "benchmark": split.benchmark, "split": split.split,
+                   "modality": modality, "clip_frames": clip_frames, "precision": precision}
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def cached_features(model: SkeletonModel, identity: str, split: SkeletonSplit, modality: str, device: torch.device,
+                    cache_dir: str | Path | None, batch_size: int = 256, precision: str = "auto",
+                    progress: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+    """Features from ``cache_dir`` when present for the same checkpoint, data and settings; else extracted and stored."""
+    key = feature_cache_key(identity, split, modality, model.config.clip_frames, precision)
+    info = {"cache_key": key, "cached": False}
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"{key}.npy"
+        if path.is_file():
+            return np.load(path), {**info, "cached": True, "path": str(path)}
+    features = extract_features(model, split, modality, device, batch_size, precision, progress)
+    if cache_dir is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f"{path.stem}.tmp-{os.getpid()}.npy")
+        np.save(temporary, features)
+        temporary.replace(path)
+        info["path"] = str(path)
+    return features, info

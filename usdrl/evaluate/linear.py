@@ -1,0 +1,113 @@
+"""Linear probe on frozen features (SPEC.md 5): the released settings, trained on cached features.
+
+Headline: the accuracy after the last epoch. Model selection, when asked for, uses a validation part
+held out from the training split (whole subjects when the dataset has subject ids), never the test
+split. The best test accuracy over epochs (what the released code reports) is kept only under a
+name that says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    epochs: int = 160
+    batch_size: int = 512
+    learning_rate: float = 0.006
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = (120, 140)
+    learning_rate_decay: float = 0.1
+    seed: int = 0
+
+
+def validation_split(labels: np.ndarray, subjects: np.ndarray | None, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train positions, validation positions) of a training split; whole subjects go to validation."""
+    rng = np.random.default_rng(seed)
+    positions = np.arange(len(labels))
+    if subjects is not None and len(np.unique(subjects)) > 1:
+        unique = rng.permutation(np.unique(subjects))
+        count = max(1, int(round(fraction * len(unique))))
+        held_out = np.isin(subjects, unique[:count])
+    else:
+        held_out = np.zeros(len(labels), dtype=bool)
+        held_out[rng.permutation(len(labels))[:max(1, int(round(fraction * len(labels))))]] = True
+    return positions[~held_out], positions[held_out]
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return (logits.argmax(dim=1) == labels).float().mean().item()
+
+
+def train_linear_probe(train_features: np.ndarray, train_labels: np.ndarray, test_features: np.ndarray,
+                       test_labels: np.ndarray, num_classes: int, settings: ProbeSettings = ProbeSettings(),
+                       device: torch.device = torch.device("cpu"),
+                       validation: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """Train Linear(2H, classes) with SGD on features; returns metrics, the per-epoch history and test scores.
+
+    ``validation`` = (features, labels) held out from the training split, for model selection.
+    """
+    generator = torch.Generator().manual_seed(settings.seed)
+    x_train = torch.as_tensor(train_features, dtype=torch.float32, device=device)
+    y_train = torch.as_tensor(train_labels, dtype=torch.long, device=device)
+    x_test = torch.as_tensor(test_features, dtype=torch.float32, device=device)
+    y_test = torch.as_tensor(test_labels, dtype=torch.long, device=device)
+    if int(y_train.max()) >= num_classes or int(y_test.max()) >= num_classes:
+        raise ValueError(f"labels exceed the {num_classes} classes of the head")
+    head = nn.Linear(x_train.shape[1], num_classes)
+    with torch.no_grad():  # SPEC.md 5: weight N(0, 0.01), bias 0
+        head.weight.normal_(0.0, 0.01, generator=generator)
+        head.bias.zero_()
+    head = head.to(device)
+    optimizer = torch.optim.SGD(head.parameters(), lr=settings.learning_rate, momentum=settings.momentum,
+                                weight_decay=settings.weight_decay)
+    history = []
+    x_validation = y_validation = None
+    if validation is not None:
+        x_validation = torch.as_tensor(validation[0], dtype=torch.float32, device=device)
+        y_validation = torch.as_tensor(validation[1], dtype=torch.long, device=device)
+    for epoch in range(settings.epochs):
+        rate = settings.learning_rate * settings.learning_rate_decay ** sum(epoch >= m for m in settings.milestones)
+        for group in optimizer.param_groups:
+            group["lr"] = rate
+        order = torch.randperm(len(x_train), generator=generator).to(device)
+        total_loss = 0.0
+        for start in range(0, len(order), settings.batch_size):
+            batch = order[start:start + settings.batch_size]
+            loss = F.cross_entropy(head(x_train[batch]), y_train[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(batch)
+        with torch.no_grad():
+            record = {"epoch": epoch + 1, "lr": rate, "train_loss": total_loss / len(order),
+                      "test_accuracy": accuracy(head(x_test), y_test)}
+            if x_validation is not None:
+                record["validation_accuracy"] = accuracy(head(x_validation), y_validation)
+        history.append(record)
+    with torch.no_grad():
+        scores = head(x_test).float().cpu().numpy()
+    metrics = {
+        "top1": history[-1]["test_accuracy"],
+        "top5": _top_k(scores, test_labels, 5),
+        "best_test_accuracy_over_epochs_NOT_a_result": max(r["test_accuracy"] for r in history),
+    }
+    if x_validation is not None:
+        chosen = max(history, key=lambda r: (r["validation_accuracy"], r["epoch"]))
+        metrics["selected_epoch_by_validation"] = chosen["epoch"]
+        metrics["test_accuracy_at_selected_epoch"] = chosen["test_accuracy"]
+        metrics["validation_accuracy_at_selected_epoch"] = chosen["validation_accuracy"]
+    return {"metrics": metrics, "history": history, "test_scores": scores, "head": head.cpu().state_dict()}
+
+
+def _top_k(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
+    k = min(k, scores.shape[1])
+    top = np.argsort(-scores, axis=1)[:, :k]
+    return float((top == np.asarray(labels)[:, None]).any(axis=1).mean())

@@ -1,0 +1,166 @@
+"""The evaluation commands as functions: load data and encoder, run a protocol, write the results file.
+
+Used by ``usdrl probe|retrieve|finetune|ensemble`` and by the notebooks. Every results file holds the
+metrics, the exact settings, the checkpoint's and the data manifest's checksums, the git revision,
+the device and the elapsed time. ``checkpoint="random"`` evaluates a random-initialised encoder: the
+row that shows what pretraining adds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from usdrl.config import Params
+from usdrl.data import load_split
+from usdrl.data.errors import DataError
+from usdrl.data.store import MANIFEST_NAME, SkeletonSplit
+from usdrl.evaluate.ensemble import ensemble_scores
+from usdrl.evaluate.features import RANDOM, cached_features, checkpoint_identity, load_encoder
+from usdrl.evaluate.finetune import FinetuneSettings, finetune, labelled_subset
+from usdrl.evaluate.linear import ProbeSettings, train_linear_probe, validation_split
+from usdrl.evaluate.results import write_results
+from usdrl.evaluate.retrieval import knn_accuracy
+from usdrl.train import resolve_device
+
+
+def _splits(data_root: str | Path, benchmark: str) -> tuple[SkeletonSplit, SkeletonSplit]:
+    root = Path(data_root)
+    if not (root / MANIFEST_NAME).is_file():
+        raise DataError(f"{root} is not a prepared dataset; prepare it first, e.g. usdrl prepare synthetic --out "
+                        f"{root.parent if root.name in ('actions', 'streams') else root}")
+    return load_split(root, benchmark, "train"), load_split(root, benchmark, "test")
+
+
+def _manifest_checksum(split: SkeletonSplit) -> str:
+    return hashlib.sha256((split.root / MANIFEST_NAME).read_bytes()).hexdigest()
+
+
+def _provenance(checkpoint: str | Path | None, identity: str, split: SkeletonSplit) -> dict[str, Any]:
+    return {"checkpoint": str(checkpoint) if checkpoint not in (None, RANDOM) else RANDOM,
+            "checkpoint_sha256": identity if checkpoint not in (None, RANDOM) else None,
+            "data_root": str(split.root), "data_manifest_sha256": _manifest_checksum(split),
+            "dataset": split.manifest.get("dataset"), "benchmark": split.benchmark}
+
+
+def frozen_features(data_root: str | Path, benchmark: str, checkpoint: str | Path | None, params: Params,
+                    modality: str, progress: bool = False) -> dict[str, Any]:
+    """Train and test instance features of a frozen encoder (cached), with labels and provenance."""
+    train, test = _splits(data_root, benchmark)
+    encoder = load_encoder(checkpoint, params.model, train.layout, seed=params.pretrain.seed)
+    identity = checkpoint_identity(checkpoint, params.model, params.pretrain.seed)
+    device = resolve_device(params.evaluation.device)
+    state_before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    features = {}
+    for split in (train, test):
+        features[split.split], _ = cached_features(encoder, identity, split, modality, device, params.evaluation.cache_dir,
+                                                   params.evaluation.batch_size, params.evaluation.precision, progress)
+    encoder = encoder.cpu()
+    unchanged = all((state_before[k] == v).all() for k, v in encoder.state_dict().items())
+    return {"train": train, "test": test, "train_features": features["train"], "test_features": features["test"],
+            "encoder": encoder, "encoder_unchanged": bool(unchanged), "identity": identity, "device": device}
+
+
+def run_linear_probe(data_root: str | Path, benchmark: str, checkpoint: str | Path | None, out: str | Path,
+                     params: Params, modality: str | None = None, progress: bool = False) -> dict[str, Any]:
+    """Linear probe on cached frozen features; writes ``out`` (JSON) and ``out`` with .scores.npz."""
+    started = time.perf_counter()
+    modality = modality or params.pretrain.modality
+    data = frozen_features(data_root, benchmark, checkpoint, params, modality, progress)
+    train, test = data["train"], data["test"]
+    backbone = data["encoder"].config.backbone
+    rate = params.probe.learning_rate(backbone, str(train.manifest.get("dataset")), benchmark)
+    settings = ProbeSettings(epochs=params.probe.epochs, batch_size=params.probe.batch_size, learning_rate=rate,
+                             momentum=params.probe.momentum, weight_decay=params.probe.weight_decay,
+                             milestones=tuple(params.probe.milestones),
+                             learning_rate_decay=params.probe.learning_rate_decay, seed=params.probe.seed)
+    train_features, train_labels = data["train_features"], train.label
+    validation = None
+    if params.probe.validation_fraction > 0:
+        kept, held_out = validation_split(train.label, train.ids.get("subject"), params.probe.validation_fraction,
+                                          params.probe.seed)
+        validation = (train_features[held_out], train.label[held_out])
+        train_features, train_labels = train_features[kept], train.label[kept]
+    result = train_linear_probe(train_features, train_labels, data["test_features"], test.label, train.num_classes,
+                                settings, data["device"], validation)
+    out = Path(out)
+    scores_path = out.with_suffix(".scores.npz")
+    scores_path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = scores_path.with_name(scores_path.name + ".tmp.npz")
+    np.savez(temporary, scores=result["test_scores"], labels=test.label, names=np.array(test.names))
+    temporary.replace(scores_path)
+    metrics = {**result["metrics"], "encoder_unchanged": data["encoder_unchanged"]}
+    settings_record = {"probe": asdict(settings), "modality": modality, "model": data["encoder"].config.to_dict(),
+                       "validation_fraction": params.probe.validation_fraction,
+                       "features": "instance features of the frozen encoder (eval mode), whole sequence resized"}
+    write_results(out, "linear_probe", {**metrics, "history": result["history"]}, settings_record,
+                  {**_provenance(checkpoint, data["identity"], train), "scores": str(scores_path)},
+                  data["device"], started)
+    return {"metrics": metrics, "out": str(out), "scores": str(scores_path)}
+
+
+def run_retrieval(data_root: str | Path, benchmark: str, checkpoint: str | Path | None, out: str | Path,
+                  params: Params, modality: str | None = None, progress: bool = False) -> dict[str, Any]:
+    """kNN accuracy of test features against the training features, for every k of params.retrieval."""
+    started = time.perf_counter()
+    modality = modality or params.pretrain.modality
+    data = frozen_features(data_root, benchmark, checkpoint, params, modality, progress)
+    metrics = {f"knn{k}": knn_accuracy(data["train_features"], data["train"].label, data["test_features"],
+                                       data["test"].label, k, params.retrieval.chunk_size, data["device"])
+               for k in params.retrieval.k}
+    write_results(out, "knn_retrieval", metrics, {"retrieval": asdict(params.retrieval), "modality": modality,
+                                                  "model": data["encoder"].config.to_dict(), "similarity": "cosine"},
+                  _provenance(checkpoint, data["identity"], data["train"]), data["device"], started)
+    return {"metrics": metrics, "out": str(out)}
+
+
+def run_finetune(data_root: str | Path, benchmark: str, checkpoint: str | Path | None, out: str | Path,
+                 params: Params, fraction: float, seeds: list[int] | None = None, modality: str | None = None,
+                 progress: bool = False) -> dict[str, Any]:
+    """Semi-supervised fine-tuning for each seed (subset and head); mean and std over seeds."""
+    started = time.perf_counter()
+    modality = modality or params.pretrain.modality
+    train, test = _splits(data_root, benchmark)
+    device = resolve_device(params.evaluation.device)
+    section = params.finetune
+    settings = FinetuneSettings(epochs=section.epochs, warmup_epochs=section.warmup_epochs,
+                                batch_size=section.batch_size, learning_rate=section.learning_rate,
+                                weight_decay=section.weight_decay, layer_decay=section.layer_decay,
+                                label_smoothing=section.label_smoothing, crop_scale=tuple(section.crop_scale),
+                                rotation_radians=section.rotation_radians, modality=modality,
+                                precision=params.evaluation.precision)
+    runs = []
+    identity = checkpoint_identity(checkpoint, params.model, params.pretrain.seed)
+    for seed in (seeds if seeds is not None else list(section.seeds)):
+        positions = labelled_subset(len(train), fraction, seed)
+        model = load_encoder(checkpoint, params.model, train.layout, seed=params.pretrain.seed,
+                             num_classes=train.num_classes)
+        result = finetune(model, train, test, positions, settings, device, seed, progress)
+        runs.append({"seed": seed, "top1": result["metrics"]["top1"], "labelled": len(positions),
+                     "labelled_positions": positions.tolist(), "history": result["history"]})
+    accuracies = np.array([run["top1"] for run in runs])
+    metrics = {"top1": float(accuracies.mean()), "top1_std": float(accuracies.std()), "seeds": len(runs),
+               "fraction": fraction, "per_seed": [{k: v for k, v in run.items() if k != "labelled_positions"}
+                                                  for run in runs]}
+    write_results(out, "semi_supervised", {**metrics, "labelled_positions": {r["seed"]: r["labelled_positions"] for r in runs}},
+                  {"finetune": asdict(settings), "fraction": fraction, "model": params.model.__dict__,
+                   "labelled_positions": "positions in the training split, per seed (see metrics)"},
+                  _provenance(checkpoint, identity, train), device, started)
+    return {"metrics": metrics, "out": str(out)}
+
+
+def run_ensemble(score_files: list[str | Path], out: str | Path, weights: list[float] | None = None,
+                 normalise: str = "none") -> dict[str, Any]:
+    started = time.perf_counter()
+    metrics = ensemble_scores(score_files, weights, normalise)
+    import torch
+
+    write_results(out, "ensemble", metrics, {"score_files": [str(p) for p in score_files]},
+                  {"scores_sha256": [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in score_files]},
+                  torch.device("cpu"), started)
+    return {"metrics": metrics, "out": str(out)}

@@ -1,0 +1,45 @@
+"""Results files: metrics with the exact settings, checksums, revision, device and time."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from usdrl.data.store import write_json_atomically
+
+
+def git_revision() -> str | None:
+    try:
+        output = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).resolve().parent)
+        revision = output.stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=5, cwd=Path(__file__).resolve().parent).stdout.strip()
+        return revision + ("+modified" if dirty else "") if revision else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def write_results(path: str | Path, protocol: str, metrics: dict[str, Any], settings: dict[str, Any],
+                  provenance: dict[str, Any], device: torch.device, started: float) -> Path:
+    """One JSON file per command run; written atomically."""
+    content = {
+        "protocol": protocol,
+        "metrics": metrics,
+        "settings": settings,
+        "provenance": {**provenance, "git_revision": git_revision(), "torch": torch.__version__},
+        "device": device_description(device),
+        "elapsed_seconds": round(time.perf_counter() - started, 3),
+    }
+    return write_json_atomically(path, content)
