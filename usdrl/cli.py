@@ -200,6 +200,47 @@ def _run_evaluation(arguments: argparse.Namespace) -> dict:
     return protocols.run_finetune(**common, fraction=arguments.fraction, seeds=arguments.seeds)
 
 
+def _add_detection(commands: argparse._SubParsersAction) -> None:
+    detect = commands.add_parser("detect", help="temporal action detection on untrimmed sequences (PKU-MMD I)")
+    actions = detect.add_subparsers(dest="action", required=True, metavar="ACTION")
+    train = actions.add_parser("train", help="fine-tune a dense frame-wise detector, then detect and score the test split")
+    train.add_argument("--data", required=True, type=Path, help="untrimmed dataset (pku1, or data/synthetic/streams)")
+    train.add_argument("--benchmark", required=True, help="xsub or xview")
+    train.add_argument("--checkpoint", required=True, help="pretraining checkpoint (ours or released) or 'random'")
+    train.add_argument("--out", required=True, type=Path, help="folder: results.json, proposals/, timelines/")
+    train.add_argument("--modality", choices=("joint", "bone", "motion"))
+    train.add_argument("--figures", type=int, default=2, help="timeline pictures of the first test videos")
+    train.add_argument("--device", help="evaluation.device")
+    train.add_argument("--quiet", action="store_true")
+    _add_params_arguments(train)
+    score = actions.add_parser("evaluate", help="score proposal files (label,start,end,score per video) against a split")
+    score.add_argument("--proposals", required=True, type=Path, help="folder of <video>.txt proposal files")
+    score.add_argument("--data", required=True, type=Path)
+    score.add_argument("--benchmark", required=True)
+    score.add_argument("--split", default="test")
+    score.add_argument("--thetas", type=float, nargs="+", default=[0.1, 0.3, 0.5])
+    score.add_argument("--out", type=Path, help="also write the metrics to this JSON file")
+
+
+def _run_detection(arguments: argparse.Namespace) -> dict:
+    if arguments.action == "train":
+        from usdrl.evaluate.dense import run_detection
+
+        params = load_settings(arguments, {"device": "evaluation.device"})
+        return run_detection(arguments.data, arguments.benchmark, arguments.checkpoint, arguments.out, params,
+                             arguments.modality, arguments.figures, progress=not arguments.quiet)
+    from usdrl.data import load_split
+    from usdrl.evaluate.dense import ground_truth_of
+    from usdrl.evaluate.detection import detection_metrics, read_proposals
+
+    split = load_split(arguments.data, arguments.benchmark, arguments.split)
+    truth = ground_truth_of(split)
+    metrics = detection_metrics(read_proposals(arguments.proposals), truth, arguments.thetas, videos=split.names)
+    if arguments.out:
+        write_json_atomically(arguments.out, metrics)
+    return {"metrics": metrics}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="usdrl", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -213,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", type=Path, help="also write the summary to this JSON file")
     _add_pretrain(commands)
     _add_evaluation(commands)
+    _add_detection(commands)
     return parser
 
 
@@ -225,6 +267,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {
     "retrieve": _run_evaluation,
     "finetune": _run_evaluation,
     "ensemble": _run_evaluation,
+    "detect": _run_detection,
 }
 
 

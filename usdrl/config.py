@@ -121,6 +121,24 @@ class EnsembleSection:
 
 
 @dataclass(frozen=True)
+class DetectionSection:
+    epochs: int = 30
+    batch_size: int = 512
+    learning_rate: float = 0.005
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    stride: int = 32
+    random_offset: bool = True
+    proposal_rule: str = "threshold"
+    threshold: float = 0.02
+    smoothing_window: int = 20
+    activity: float = 0.4
+    thetas: tuple[float, ...] = (0.1, 0.3, 0.5)
+    modality: str = "joint"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class EvaluationSection:
     device: str = "auto"
     precision: str = "auto"
@@ -154,6 +172,7 @@ class Params:
     retrieval: RetrievalSection = field(default_factory=RetrievalSection)
     finetune: FinetuneSection = field(default_factory=FinetuneSection)
     ensemble: EnsembleSection = field(default_factory=EnsembleSection)
+    detection: DetectionSection = field(default_factory=DetectionSection)
 
 
 def _build(cls: type, values: Any, where: str) -> Any:
@@ -181,7 +200,7 @@ def _build(cls: type, values: Any, where: str) -> Any:
 
 
 SECTIONS = (DataSection, SyntheticSection, ModelSection, AugmentSection, LossSection, PretrainSection,
-            EvaluationSection, ProbeSection, RetrievalSection, FinetuneSection, EnsembleSection)
+            EvaluationSection, ProbeSection, RetrievalSection, FinetuneSection, EnsembleSection, DetectionSection)
 
 
 def _merge(base: dict, override: dict) -> dict:

@@ -1,0 +1,244 @@
+"""Dense frame-wise fine-tuning for temporal action detection (DETECTION.md steps 2-4).
+
+Windows of the clip length cut from untrimmed sequences; per frame the feature concat(y_t[t],
+pooled spatial tokens[t]) (the 50 spatial tokens adaptive-average-pooled to the window length, as the
+released downstream model) and Linear(2H, classes + 1); the whole network is fine-tuned with SGD and
+cross-entropy over frames, padding ignored. Test sequences are tiled with non-overlapping windows
+(the last one padded, its padding masked) and turned into frame probabilities, then proposals.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from usdrl.config import Params
+from usdrl.data import load_split
+from usdrl.data.store import SkeletonSplit
+from usdrl.evaluate.detection import (detection_metrics, smoothed_proposals, threshold_proposals,
+                                      write_proposals)
+from usdrl.evaluate.features import RANDOM, checkpoint_identity, load_encoder
+from usdrl.evaluate.results import write_results
+from usdrl.model import SkeletonModel
+from usdrl.train import autocast_context, autocast_settings, resolve_device
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    epochs: int = 30
+    batch_size: int = 512
+    learning_rate: float = 0.005  # for batch 512; scaled linearly with the batch
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    stride: int = 32
+    random_offset: bool = True
+    proposal_rule: str = "threshold"  # or "smoothed"
+    threshold: float = 0.02
+    smoothing_window: int = 20
+    activity: float = 0.4
+    thetas: tuple[float, ...] = (0.1, 0.3, 0.5)
+    modality: str = "joint"
+    seed: int = 0
+
+
+class DenseDetector(nn.Module):
+    """Encoder + per-frame head: x (N, C, T, V, M) -> logits (N, T, classes + 1)."""
+
+    def __init__(self, encoder: SkeletonModel, num_classes: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(2 * encoder.config.hidden_size, num_classes + 1)
+        nn.init.normal_(self.head.weight, std=0.01)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor, modality: str = "joint") -> torch.Tensor:
+        encoded = self.encoder.encode(x, modality)
+        dense_t, dense_s = encoded["dense_t"], encoded["dense_s"]  # (N, T, H), (N, M*V, H)
+        pooled_s = F.adaptive_avg_pool1d(dense_s.transpose(1, 2), dense_t.shape[1]).transpose(1, 2)  # (N, T, H)
+        return self.head(torch.cat([dense_t, pooled_s], dim=-1))
+
+
+def training_windows(lengths: np.ndarray, window: int, stride: int, offset: int = 0) -> list[tuple[int, int]]:
+    """(sequence position, start) of sliding windows; a sequence shorter than a window gives one padded window."""
+    windows = []
+    for position, length in enumerate(lengths):
+        starts = list(range(min(offset, max(length - window, 0)), max(length - window, 0) + 1, stride)) or [0]
+        windows.extend((position, start) for start in starts)
+    return windows
+
+
+def cut_window(split: SkeletonSplit, position: int, start: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """(C, window, V, M) frames and (window,) labels; frames past the end are zero with label IGNORE."""
+    sequence, labels = split.sequence(position), split.frame_labels_of(position)
+    piece = sequence[:, start:start + window]
+    frames = np.zeros((piece.shape[0], window, *piece.shape[2:]), dtype=np.float32)
+    frames[:, :piece.shape[1]] = piece
+    target = np.full(window, IGNORE, dtype=np.int64)
+    target[:piece.shape[1]] = labels[start:start + window]
+    return frames, target
+
+
+@torch.no_grad()
+def frame_probabilities(model: DenseDetector, split: SkeletonSplit, position: int, window: int, modality: str,
+                        device: torch.device, precision: str = "auto", batch_size: int = 64) -> np.ndarray:
+    """(L, classes + 1) softmax probabilities of one sequence from non-overlapping windows, padding dropped."""
+    model.eval()
+    dtype, _ = autocast_settings(device, precision)
+    length = int(split.num_frames[position])
+    starts = list(range(0, length, window))
+    outputs = []
+    for first in range(0, len(starts), batch_size):
+        pieces = [cut_window(split, position, start, window)[0] for start in starts[first:first + batch_size]]
+        x = torch.from_numpy(np.stack(pieces)).to(device)
+        with autocast_context(device, dtype):
+            logits = model(x, modality)
+        outputs.append(torch.softmax(logits.float(), dim=-1).cpu())
+    return torch.cat(outputs).reshape(-1, outputs[0].shape[-1])[:length].numpy()
+
+
+def proposals_of(probabilities: np.ndarray, video: str, settings: DetectionSettings) -> list[tuple]:
+    if settings.proposal_rule == "threshold":
+        return threshold_proposals(probabilities, video, settings.threshold)
+    if settings.proposal_rule == "smoothed":
+        return smoothed_proposals(probabilities, video, settings.smoothing_window, settings.activity)
+    raise ValueError(f"unknown proposal rule {settings.proposal_rule!r}; choose threshold or smoothed")
+
+
+def train_detector(model: DenseDetector, train: SkeletonSplit, settings: DetectionSettings, device: torch.device,
+                   precision: str = "auto", progress: bool = False) -> list[dict[str, float]]:
+    """Fine-tune encoder and head on training windows; returns the per-epoch history."""
+    model = model.to(device)
+    window = model.encoder.config.clip_frames
+    rate = settings.learning_rate * settings.batch_size / 512
+    optimizer = torch.optim.SGD(model.parameters(), lr=rate, momentum=settings.momentum, weight_decay=settings.weight_decay)
+    dtype, needs_scaler = autocast_settings(device, precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler)
+    rng = np.random.default_rng(settings.seed)
+    torch.manual_seed(settings.seed)
+    history = []
+    for epoch in tqdm(range(settings.epochs), desc="detection fine-tune", disable=not progress, leave=False):
+        model.train()
+        offset = int(rng.integers(0, settings.stride)) if settings.random_offset else 0
+        windows = training_windows(train.num_frames, window, settings.stride, offset)
+        order = rng.permutation(len(windows))
+        total, frames_seen, correct = 0.0, 0, 0
+        for first in range(0, len(order), settings.batch_size):
+            chosen = [windows[i] for i in order[first:first + settings.batch_size]]
+            pieces = [cut_window(train, position, start, window) for position, start in chosen]
+            x = torch.from_numpy(np.stack([p[0] for p in pieces])).to(device)
+            target = torch.from_numpy(np.stack([p[1] for p in pieces])).to(device)  # (N, T)
+            with autocast_context(device, dtype):
+                logits = model(x, settings.modality)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=IGNORE)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            valid = target != IGNORE
+            total += loss.item() * int(valid.sum())
+            frames_seen += int(valid.sum())
+            correct += int((logits.argmax(-1) == target)[valid].sum())
+        history.append({"epoch": epoch + 1, "lr": rate, "train_loss": total / max(frames_seen, 1),
+                        "train_frame_accuracy": correct / max(frames_seen, 1)})
+    return history
+
+
+def ground_truth_of(split: SkeletonSplit) -> list[tuple]:
+    """Instances of a split as (label, start, end, confidence, video)."""
+    return [(int(label), int(start), int(end), int(confidence), split.names[int(position)])
+            for position, label, start, end, confidence in split.instances()]
+
+
+def plot_timeline(probabilities: np.ndarray, truth: list[tuple], proposals: list[tuple], class_names: list[str],
+                  path: str | Path, title: str, top: int = 30) -> Path:
+    """Ground truth and the top-scoring predicted segments of one video on one timeline, coloured by class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = plt.get_cmap("tab20")
+    figure, axes = plt.subplots(3, 1, figsize=(12, 4.2), sharex=True, gridspec_kw={"height_ratios": [1, 1, 1.4]})
+    for row, (segments, name) in enumerate(((truth, "ground truth"), (sorted(proposals, key=lambda p: -p[3])[:top], f"top {top} proposals"))):
+        for label, start, end, score, _ in segments:
+            axes[row].broken_barh([(start, end - start)], (0, 1), color=colours((label - 1) % 20),
+                                  alpha=1.0 if row == 0 else min(1.0, 0.3 + float(score)))
+            if row == 0:
+                axes[row].text((start + end) / 2, 0.5, class_names[label - 1][:12], ha="center", va="center", fontsize=6)
+        axes[row].set_yticks([])
+        axes[row].set_ylabel(name, rotation=0, ha="right", fontsize=8)
+    axes[2].plot(1 - probabilities[:, 0], color="black", linewidth=0.8)
+    axes[2].set_ylabel("P(action)", rotation=0, ha="right", fontsize=8)
+    axes[2].set_ylim(0, 1)
+    axes[2].set_xlabel("frame")
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp.png")
+    figure.savefig(temporary, dpi=90)
+    plt.close(figure)
+    temporary.replace(path)
+    return path
+
+
+def detection_settings(params: Params, **changes: Any) -> DetectionSettings:
+    values = {**asdict(params.detection), **changes}
+    values["thetas"] = tuple(values["thetas"])
+    return DetectionSettings(**values)
+
+
+def run_detection(data_root: str | Path, benchmark: str, checkpoint: str | Path | None, out_dir: str | Path,
+                  params: Params, modality: str | None = None, figures: int = 2, progress: bool = False) -> dict[str, Any]:
+    """Fine-tune, then infer every test sequence: proposals per video, metrics, timelines, results.json."""
+    started = time.perf_counter()
+    settings = detection_settings(params, **({"modality": modality} if modality else {}))
+    train, test = load_split(data_root, benchmark, "train"), load_split(data_root, benchmark, "test")
+    if not train.untrimmed:
+        from usdrl.data.errors import DataError
+
+        raise DataError(f"{data_root} holds trimmed clips; detection needs untrimmed sequences "
+                        f"(usdrl prepare pku1, or the synthetic streams: data/synthetic/streams)")
+    device = resolve_device(params.evaluation.device)
+    encoder = load_encoder(checkpoint, params.model, train.layout, seed=params.pretrain.seed)
+    model = DenseDetector(encoder, train.num_classes)
+    history = train_detector(model, train, settings, device, params.evaluation.precision, progress)
+    out_dir = Path(out_dir)
+    proposals, figures_written = [], []
+    truth = ground_truth_of(test)
+    window = encoder.config.clip_frames
+    for position in tqdm(range(len(test)), desc="detect", disable=not progress, leave=False):
+        probabilities = frame_probabilities(model, test, position, window, settings.modality, device,
+                                            params.evaluation.precision)
+        video = test.names[position]
+        found = proposals_of(probabilities, video, settings)
+        proposals.extend(found)
+        if position < figures:
+            figures_written.append(str(plot_timeline(
+                probabilities, [t for t in truth if t[4] == video], found, test.class_names,
+                out_dir / "timelines" / f"{video}.png", f"{video}: ground truth and predictions ({settings.proposal_rule} rule)")))
+    write_proposals(proposals, out_dir / "proposals")
+    classes = sorted({t[0] for t in ground_truth_of(train)} | {t[0] for t in truth})
+    metrics = detection_metrics(proposals, truth, settings.thetas, classes=classes, videos=test.names)
+    identity = checkpoint_identity(checkpoint, params.model, params.pretrain.seed)
+    write_results(out_dir / "results.json", "detection",
+                  {"by_overlap": metrics, "headline": "final epoch; mAP_a / mAP_v are the official PKU-MMD definition, "
+                   "*_voc the VOC-style AP (not comparable)", "proposals": len(proposals), "history": history},
+                  {"detection": asdict(settings), "model": encoder.config.to_dict(),
+                   "test_windows": f"non-overlapping windows of {window} frames, last one padded and masked",
+                   "classes_averaged": classes},
+                  {"checkpoint": str(checkpoint) if checkpoint not in (None, RANDOM) else RANDOM,
+                   "checkpoint_sha256": identity if checkpoint not in (None, RANDOM) else None,
+                   "data_root": str(data_root), "benchmark": benchmark, "figures": figures_written},
+                  device, started)
+    return {"metrics": metrics, "out": str(out_dir), "proposals": len(proposals), "figures": figures_written}
