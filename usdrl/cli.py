@@ -183,13 +183,16 @@ def _add_evaluation(commands: argparse._SubParsersAction) -> None:
     ensemble.add_argument("--weights", type=float, nargs="+", help="one per score file (default: all 1)")
     ensemble.add_argument("--normalise", choices=("none", "softmax"), default="none")
     ensemble.add_argument("--out", required=True, type=Path)
+    ensemble.add_argument("--dataset", help="recorded in the results (for the tables)")
+    ensemble.add_argument("--benchmark", help="recorded in the results (for the tables)")
 
 
 def _run_evaluation(arguments: argparse.Namespace) -> dict:
     from usdrl.evaluate import protocols
 
     if arguments.command == "ensemble":
-        return protocols.run_ensemble(arguments.scores, arguments.out, arguments.weights, arguments.normalise)
+        return protocols.run_ensemble(arguments.scores, arguments.out, arguments.weights, arguments.normalise,
+                                      arguments.dataset, arguments.benchmark)
     params = load_settings(arguments, {"device": "evaluation.device"})
     common = dict(data_root=arguments.data, benchmark=arguments.benchmark, checkpoint=arguments.checkpoint,
                   out=arguments.out, params=params, modality=arguments.modality, progress=not arguments.quiet)
@@ -241,6 +244,19 @@ def _run_detection(arguments: argparse.Namespace) -> dict:
     return {"metrics": metrics}
 
 
+def _add_report(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser("report", help="result tables beside the paper's numbers (Markdown and CSV)")
+    report.add_argument("--results", type=Path, default=Path("results"), help="folder of results JSON files")
+    report.add_argument("--out", type=Path, default=Path("results/tables"))
+    report.add_argument("--profile", default="demo", help="named in the tables' sources")
+
+
+def _run_report(arguments: argparse.Namespace) -> dict:
+    from usdrl.report import build_tables
+
+    return {"tables": [str(p) for p in build_tables(arguments.results, arguments.out, arguments.profile)]}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="usdrl", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -255,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pretrain(commands)
     _add_evaluation(commands)
     _add_detection(commands)
+    _add_report(commands)
     return parser
 
 
@@ -268,6 +285,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {
     "finetune": _run_evaluation,
     "ensemble": _run_evaluation,
     "detect": _run_detection,
+    "report": _run_report,
 }
 
 

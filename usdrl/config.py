@@ -139,6 +139,27 @@ class DetectionSection:
 
 
 @dataclass(frozen=True)
+class AblationSection:
+    alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    loss_variants: tuple[str, ...] = ("none", "vac_mg", "vac_xc", "all")
+    epochs: int = 451
+    milestones: tuple[int, ...] = (351,)
+
+
+@dataclass(frozen=True)
+class PipelineSection:
+    """What ``dvc repro`` runs; dvc.yaml expands its stages over these names."""
+
+    datasets: tuple[str, ...] = ("synthetic",)
+    runs: dict = field(default_factory=dict)  # name -> {dataset, benchmark, backbone, modality}
+    ensembles: dict = field(default_factory=dict)  # name -> {dataset, benchmark, joint, bone, motion}
+    semi_supervised: dict = field(default_factory=dict)  # run name -> its settings, as in runs
+    detection: dict = field(default_factory=dict)  # name -> {run, dataset, benchmark}
+    embeddings: dict = field(default_factory=dict)  # run name -> its settings, as in runs
+    ablations: dict = field(default_factory=dict)  # name -> {dataset, benchmark}
+
+
+@dataclass(frozen=True)
 class EvaluationSection:
     device: str = "auto"
     precision: str = "auto"
@@ -173,6 +194,8 @@ class Params:
     finetune: FinetuneSection = field(default_factory=FinetuneSection)
     ensemble: EnsembleSection = field(default_factory=EnsembleSection)
     detection: DetectionSection = field(default_factory=DetectionSection)
+    ablation: AblationSection = field(default_factory=AblationSection)
+    pipeline: PipelineSection = field(default_factory=PipelineSection)
 
 
 def _build(cls: type, values: Any, where: str) -> Any:
@@ -200,7 +223,8 @@ def _build(cls: type, values: Any, where: str) -> Any:
 
 
 SECTIONS = (DataSection, SyntheticSection, ModelSection, AugmentSection, LossSection, PretrainSection,
-            EvaluationSection, ProbeSection, RetrievalSection, FinetuneSection, EnsembleSection, DetectionSection)
+            EvaluationSection, ProbeSection, RetrievalSection, FinetuneSection, EnsembleSection, DetectionSection,
+            AblationSection, PipelineSection)
 
 
 def _merge(base: dict, override: dict) -> dict:

@@ -239,6 +239,7 @@ def run_detection(data_root: str | Path, benchmark: str, checkpoint: str | Path 
                    "classes_averaged": classes},
                   {"checkpoint": str(checkpoint) if checkpoint not in (None, RANDOM) else RANDOM,
                    "checkpoint_sha256": identity if checkpoint not in (None, RANDOM) else None,
-                   "data_root": str(data_root), "benchmark": benchmark, "figures": figures_written},
+                   "data_root": str(data_root), "dataset": train.manifest.get("dataset"), "benchmark": benchmark,
+                   "figures": figures_written},
                   device, started)
     return {"metrics": metrics, "out": str(out_dir), "proposals": len(proposals), "figures": figures_written}

@@ -155,12 +155,13 @@ def run_finetune(data_root: str | Path, benchmark: str, checkpoint: str | Path |
 
 
 def run_ensemble(score_files: list[str | Path], out: str | Path, weights: list[float] | None = None,
-                 normalise: str = "none") -> dict[str, Any]:
+                 normalise: str = "none", dataset: str | None = None, benchmark: str | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     metrics = ensemble_scores(score_files, weights, normalise)
     import torch
 
-    write_results(out, "ensemble", metrics, {"score_files": [str(p) for p in score_files]},
+    write_results(out, "ensemble", metrics, {"score_files": [str(p) for p in score_files], "dataset": dataset,
+                                             "benchmark": benchmark},
                   {"scores_sha256": [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in score_files]},
                   torch.device("cpu"), started)
     return {"metrics": metrics, "out": str(out)}

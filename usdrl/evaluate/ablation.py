@@ -1,0 +1,58 @@
+"""Ablations (paper Table 5 and Figure 4): pretrain a variant, then probe and retrieve with it.
+
+Every variant of one study uses the same (shorter) schedule from params.yaml (``ablation``), so the
+rows compare with each other; the headline tables use the full runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from usdrl.config import Params
+from usdrl.evaluate.protocols import run_linear_probe, run_retrieval
+from usdrl.evaluate.results import write_results
+from usdrl.train import pretrain, resolve_device
+
+LOSS_VARIANTS = {
+    "none": ("DSTE no VAC, no XC, no MG-FD", {"variance_covariance_weight": 0.0, "cross_correlation_weight": 0.0, "tau": 0.0}),
+    "vac_mg": ("DSTE VAC + MG-FD", {"cross_correlation_weight": 0.0}),
+    "vac_xc": ("DSTE VAC + XC", {"tau": 0.0}),
+    "all": ("DSTE VAC + XC + MG-FD (all)", {}),
+}
+
+
+def ablation_params(params: Params, model_changes: dict[str, Any], loss_changes: dict[str, Any]) -> Params:
+    """The params of one variant: the ablation schedule, and the changed model or loss settings."""
+    pretrain_section = dataclasses.replace(params.pretrain, epochs=params.ablation.epochs,
+                                           milestones=tuple(params.ablation.milestones),
+                                           checkpoint_every=params.ablation.epochs)
+    return dataclasses.replace(params, pretrain=pretrain_section,
+                               model=dataclasses.replace(params.model, **model_changes),
+                               loss=dataclasses.replace(params.loss, **loss_changes))
+
+
+def run_variant(data_root: str | Path, benchmark: str, name: str, out_dir: str | Path, params: Params,
+                settings: dict[str, Any], model_changes: dict[str, Any] | None = None,
+                loss_changes: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
+    """Pretrain (resumable), probe and retrieve one variant; writes ``out_dir/<name>.json``."""
+    started = time.perf_counter()
+    variant = ablation_params(params, model_changes or {}, loss_changes or {})
+    out_dir = Path(out_dir)
+    run_dir = out_dir / "runs" / name
+    pretrain(data_root, benchmark, run_dir, variant.model, variant.augment, variant.loss, variant.pretrain,
+             resume=True, progress=progress)
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    probe = run_linear_probe(data_root, benchmark, checkpoint, out_dir / "probes" / f"{name}.json", variant)
+    retrieval = run_retrieval(data_root, benchmark, checkpoint, out_dir / "probes" / f"{name}_knn.json", variant)
+    probe_file = json.loads(Path(probe["out"]).read_text())
+    metrics = {"linear_top1": probe["metrics"]["top1"], "knn1": retrieval["metrics"]["knn1"]}
+    record = {**settings, "model": dataclasses.asdict(variant.model), "loss": dataclasses.asdict(variant.loss),
+              "pretrain": dataclasses.asdict(variant.pretrain)}
+    path = out_dir / f"{name}.json"
+    write_results(path, "ablation", metrics, record, probe_file["provenance"], resolve_device(params.evaluation.device),
+                  started)
+    return {"metrics": metrics, "out": str(path)}

@@ -1,0 +1,269 @@
+"""Result tables beside the paper's numbers (SPEC.md 6), and the figures of the pipeline.
+
+Tables are built from the results JSON files the protocols write (never from hard-coded numbers of
+ours): every row says where its numbers came from (profile, checkpoint and data checksums).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+# SPEC.md 6, in percent. Keys: (dataset, benchmark).
+PAPER = {
+    "linear": {
+        "DSTE (joint)": {("ntu60", "xsub"): 85.2, ("ntu60", "xview"): 91.7, ("ntu120", "xsub"): 76.6, ("ntu120", "xset"): 78.1, ("pku2", "xsub"): 54.4},
+        "STTR (joint)": {("ntu60", "xsub"): 84.2, ("ntu60", "xview"): 90.8, ("ntu120", "xsub"): 76.0, ("ntu120", "xset"): 76.9, ("pku2", "xsub"): 51.8},
+        "DSTE 3 streams (J+M+B)": {("ntu60", "xsub"): 87.1, ("ntu60", "xview"): 93.2, ("ntu120", "xsub"): 79.3, ("ntu120", "xset"): 80.6, ("pku2", "xsub"): 59.7},
+    },
+    "retrieval": {
+        "DSTE (joint)": {("ntu60", "xsub"): 75.0, ("ntu60", "xview"): 89.3, ("ntu120", "xsub"): 63.3, ("ntu120", "xset"): 66.7},
+        "STTR (joint)": {("ntu60", "xsub"): 73.7, ("ntu60", "xview"): 88.5, ("ntu120", "xsub"): 58.9, ("ntu120", "xset"): 64.8},
+    },
+    "semi_supervised": {
+        "DSTE (joint) 1%": {("ntu60", "xsub"): 57.3, ("ntu60", "xview"): 60.7},
+        "DSTE (joint) 10%": {("ntu60", "xsub"): 80.2, ("ntu60", "xview"): 84.0},
+        "STTR (joint) 1%": {("ntu60", "xsub"): 55.0, ("ntu60", "xview"): 59.1},
+        "STTR (joint) 10%": {("ntu60", "xsub"): 76.1, ("ntu60", "xview"): 82.0},
+    },
+    "detection": {
+        "DSTE mAP_a@0.5": {("pku1", "xsub"): 75.7}, "DSTE mAP_v@0.5": {("pku1", "xsub"): 74.9},
+        "STTR mAP_a@0.5": {("pku1", "xsub"): 66.1}, "STTR mAP_v@0.5": {("pku1", "xsub"): 65.9},
+    },
+    "ablation": {  # NTU-60 x-sub, recognition / retrieval
+        "DSTE no VAC, no XC, no MG-FD": {("ntu60", "xsub"): (77.3, 64.4)},
+        "DSTE VAC + MG-FD": {("ntu60", "xsub"): (84.8, 74.5)},
+        "DSTE VAC + XC": {("ntu60", "xsub"): (84.6, 74.7)},
+        "DSTE VAC + XC + MG-FD (all)": {("ntu60", "xsub"): (85.2, 75.0)},
+    },
+}
+
+
+def load_results(directory: str | Path) -> list[dict[str, Any]]:
+    """Every results JSON under a directory, with its path."""
+    found = []
+    for path in sorted(Path(directory).rglob("*.json")):
+        try:
+            content = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(content, dict) and "protocol" in content:
+            content["path"] = str(path)
+            found.append(content)
+    return found
+
+
+def _short(value: Any) -> str:
+    return str(value)[:10] if value else "-"
+
+
+def _row_label(result: dict[str, Any]) -> str:
+    settings = result["settings"]
+    backbone = settings.get("model", {}).get("backbone", "dste").upper()
+    modality = settings.get("modality", "joint")
+    random = result["provenance"].get("checkpoint") == "random"
+    return f"{backbone} ({modality})" + (" random init" if random else "")
+
+
+def _source(result: dict[str, Any], profile: str) -> str:
+    provenance = result["provenance"]
+    return (f"profile {profile}; checkpoint {_short(provenance.get('checkpoint_sha256')) if provenance.get('checkpoint') != 'random' else 'random'}"
+            f"; data {_short(provenance.get('data_manifest_sha256'))}; {Path(result['path']).name}")
+
+
+def _write(rows: list[dict[str, Any]], columns: list[str], path_stem: Path, title: str, notes: Iterable[str]) -> None:
+    path_stem.parent.mkdir(parents=True, exist_ok=True)
+    with open(path_stem.with_suffix(".csv"), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({column: row.get(column, "") for column in columns})
+    lines = [f"# {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row.get(column, "")) for column in columns) + " |")
+    lines += ["", *notes, ""]
+    path_stem.with_suffix(".md").write_text("\n".join(lines))
+
+
+def _percent(value: float | None) -> str:
+    return f"{100 * value:.1f}" if value is not None else "-"
+
+
+def _paper(table: str, label: str, dataset: str, benchmark: str) -> str:
+    value = PAPER.get(table, {}).get(label, {}).get((dataset, benchmark))
+    if value is None:
+        return "-"
+    return " / ".join(f"{v:.1f}" for v in value) if isinstance(value, tuple) else f"{value:.1f}"
+
+
+def _experiment(result: dict[str, Any]) -> tuple[str, str]:
+    return str(result["provenance"].get("dataset")), str(result["provenance"].get("benchmark"))
+
+
+def build_tables(results_dir: str | Path, out_dir: str | Path, profile: str) -> list[Path]:
+    """results/tables/{linear,retrieval,semi_supervised,detection,ablation,alpha}.{md,csv}."""
+    results = load_results(results_dir)
+    out_dir = Path(out_dir)
+    written = []
+    columns = ["table", "row", "dataset", "benchmark", "ours", "paper", "source"]
+    common_notes = [f"Ours: the last epoch's result (never a best-over-epochs number), profile `{profile}`.",
+                    "Paper: SPEC.md 6 (the published numbers, released implementation). '-' where the paper has no "
+                    "such number (the synthetic dataset is ours)."]
+
+    rows = []
+    for result in results:
+        if result["protocol"] != "linear_probe":
+            continue
+        dataset, benchmark = _experiment(result)
+        label = _row_label(result)
+        rows.append({"table": "linear", "row": label, "dataset": dataset, "benchmark": benchmark,
+                     "ours": _percent(result["metrics"]["top1"]), "paper": _paper("linear", label, dataset, benchmark),
+                     "source": _source(result, profile)})
+    for result in results:
+        if result["protocol"] == "ensemble":
+            dataset, benchmark = result["settings"].get("dataset", "-"), result["settings"].get("benchmark", "-")
+            label = "DSTE 3 streams (J+M+B)"
+            rows.append({"table": "linear", "row": label, "dataset": dataset, "benchmark": benchmark,
+                         "ours": _percent(result["metrics"]["top1"]), "paper": _paper("linear", label, dataset, benchmark),
+                         "source": f"profile {profile}; sum of the joint, bone and motion probes' scores; {Path(result['path']).name}"})
+    _write(sorted(rows, key=lambda r: (r["dataset"], r["benchmark"], r["row"])), columns, out_dir / "linear",
+           "Linear evaluation (Table 1): top-1 accuracy (%)", common_notes)
+    written.append(out_dir / "linear.md")
+
+    rows = []
+    for result in results:
+        if result["protocol"] != "knn_retrieval":
+            continue
+        dataset, benchmark = _experiment(result)
+        label = _row_label(result)
+        rows.append({"table": "retrieval", "row": label, "dataset": dataset, "benchmark": benchmark,
+                     "ours": _percent(result["metrics"].get("knn1")), "paper": _paper("retrieval", label, dataset, benchmark),
+                     "source": _source(result, profile)})
+    _write(sorted(rows, key=lambda r: (r["dataset"], r["benchmark"], r["row"])), columns, out_dir / "retrieval",
+           "kNN-1 retrieval (Table 2): accuracy (%)", common_notes)
+    written.append(out_dir / "retrieval.md")
+
+    rows = []
+    for result in results:
+        if result["protocol"] != "semi_supervised":
+            continue
+        dataset, benchmark = _experiment(result)
+        fraction = result["metrics"]["fraction"]
+        label = f"{_row_label(result)} {fraction * 100:g}%"
+        seeds = result["metrics"]["seeds"]
+        ours = _percent(result["metrics"]["top1"]) + (f" +- {100 * result['metrics']['top1_std']:.1f} ({seeds} seeds)" if seeds > 1 else "")
+        rows.append({"table": "semi_supervised", "row": label, "dataset": dataset, "benchmark": benchmark, "ours": ours,
+                     "paper": _paper("semi_supervised", label, dataset, benchmark), "source": _source(result, profile)})
+    _write(sorted(rows, key=lambda r: (r["dataset"], r["benchmark"], r["row"])), columns, out_dir / "semi_supervised",
+           "Semi-supervised fine-tuning (Table 3): top-1 accuracy (%)",
+           common_notes + ["The paper does not publish its fine-tuning recipe; ours is in params.yaml (finetune)."])
+    written.append(out_dir / "semi_supervised.md")
+
+    rows = []
+    for result in results:
+        if result["protocol"] != "detection":
+            continue
+        provenance = result["provenance"]
+        dataset = result["settings"].get("dataset", provenance.get("dataset", "-"))
+        benchmark = provenance.get("benchmark", "-")
+        backbone = result["settings"]["model"]["backbone"].upper()
+        random = provenance.get("checkpoint") == "random"
+        at = result["metrics"]["by_overlap"].get("0.5", {})
+        for metric in ("mAP_a", "mAP_v"):
+            label = f"{backbone} {metric}@0.5" + (" random init" if random else "")
+            rows.append({"table": "detection", "row": label, "dataset": dataset, "benchmark": benchmark,
+                         "ours": _percent(at.get(metric)), "paper": _paper("detection", label, dataset, benchmark),
+                         "source": f"profile {profile}; official PKU-MMD AP; {Path(result['path']).parent.name}"})
+    _write(sorted(rows, key=lambda r: (r["dataset"], r["row"])), columns, out_dir / "detection",
+           "Temporal action detection (Table 4): mAP (%) at overlap 0.5",
+           common_notes + ["mAP_a / mAP_v use the official PKU-MMD definition; the VOC-style figures are in each "
+                           "results.json (not comparable)."])
+    written.append(out_dir / "detection.md")
+
+    ablation_rows, alpha_rows = [], []
+    for result in results:
+        if result["protocol"] != "ablation":
+            continue
+        dataset, benchmark = _experiment(result)
+        metrics = result["metrics"]
+        ours = f"{_percent(metrics['linear_top1'])} / {_percent(metrics['knn1'])}"
+        if result["settings"].get("kind") == "alpha":
+            alpha_rows.append({"table": "alpha", "row": f"alpha = {result['settings']['alpha']:g}", "dataset": dataset,
+                               "benchmark": benchmark, "ours": ours, "paper": "-", "source": _source(result, profile)})
+        else:
+            label = result["settings"]["variant_label"]
+            ablation_rows.append({"table": "ablation", "row": label, "dataset": dataset, "benchmark": benchmark,
+                                  "ours": ours, "paper": _paper("ablation", label, dataset, benchmark),
+                                  "source": _source(result, profile)})
+    notes = common_notes + ["Each cell: linear top-1 / kNN-1 (%). Ablation runs use the ablation's own (shorter) "
+                            "pretraining schedule (params.yaml: ablation), so compare rows with each other."]
+    _write(sorted(ablation_rows, key=lambda r: r["row"]), columns, out_dir / "ablation",
+           "Loss ablation (Table 5): recognition / retrieval (%)", notes)
+    _write(sorted(alpha_rows, key=lambda r: r["row"]), columns, out_dir / "alpha",
+           "Alpha ablation (Figure 4): recognition / retrieval (%)",
+           notes + ["Paper (Figure 4, NTU-60 x-sub): alpha = 0 and alpha = 1 are clearly worse than 0 < alpha < 1."])
+    written += [out_dir / "ablation.md", out_dir / "alpha.md"]
+    return written
+
+
+def plot_loss_curves(log_path: str | Path, path: str | Path, title: str) -> Path:
+    """Total loss and its three parts per epoch from a run's log.jsonl."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if '"samples_per_second"' in line]
+    epochs = [r["epoch"] for r in records]
+    figure, axes = plt.subplots(1, 4, figsize=(13, 2.8))
+    for axis, key in zip(axes, ("total", "similarity", "variance_covariance", "cross_correlation")):
+        axis.plot(epochs, [r[key] for r in records], marker="o", markersize=3)
+        axis.set_title(key.replace("_", " "), fontsize=9)
+        axis.set_xlabel("epoch")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_embedding(points: np.ndarray, labels: np.ndarray, class_names: list[str], axis, title: str) -> None:
+    colours = __import__("matplotlib").pyplot.get_cmap("tab20")
+    for label in np.unique(labels):
+        chosen = labels == label
+        axis.scatter(points[chosen, 0], points[chosen, 1], s=6, color=colours(int(label) % 20),
+                     label=class_names[int(label)][:18])
+    axis.set_title(title, fontsize=9)
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+def plot_alpha_curve(alphas: list[float], linear: list[float], retrieval: list[float], path: str | Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5, 3.2))
+    axis.plot(alphas, [100 * v for v in linear], marker="o", label="linear probe")
+    axis.plot(alphas, [100 * v for v in retrieval], marker="s", label="kNN-1")
+    axis.set_xlabel("alpha (CA weight)")
+    axis.set_ylabel("accuracy (%)")
+    axis.set_title(title, fontsize=9)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _save(figure, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp.png")
+    figure.savefig(temporary, dpi=100)
+    plt.close(figure)
+    temporary.replace(path)
+    return path
