@@ -150,7 +150,6 @@ class AblationSection:
 class PipelineSection:
     """What ``dvc repro`` runs; dvc.yaml expands its stages over these names."""
 
-    datasets: tuple[str, ...] = ("synthetic",)
     runs: dict = field(default_factory=dict)  # name -> {dataset, benchmark, backbone, modality}
     ensembles: dict = field(default_factory=dict)  # name -> {dataset, benchmark, joint, bone, motion}
     semi_supervised: dict = field(default_factory=dict)  # run name -> its settings, as in runs

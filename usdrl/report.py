@@ -106,7 +106,9 @@ def _experiment(result: dict[str, Any]) -> tuple[str, str]:
 
 def build_tables(results_dir: str | Path, out_dir: str | Path, profile: str) -> list[Path]:
     """results/tables/{linear,retrieval,semi_supervised,detection,ablation,alpha}.{md,csv}."""
-    results = load_results(results_dir)
+    everything = load_results(results_dir)
+    # the ablation's own probes belong to the ablation tables only
+    results = [r for r in everything if "ablation" not in Path(r["path"]).parts or r["protocol"] == "ablation"]
     out_dir = Path(out_dir)
     written = []
     columns = ["table", "row", "dataset", "benchmark", "ours", "paper", "source"]

@@ -7,6 +7,7 @@ rows compare with each other; the headline tables use the full runs.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -42,16 +43,21 @@ def run_variant(data_root: str | Path, benchmark: str, name: str, out_dir: str |
     started = time.perf_counter()
     variant = ablation_params(params, model_changes or {}, loss_changes or {})
     out_dir = Path(out_dir)
-    run_dir = out_dir / "runs" / name
+    # variants with identical settings (alpha 0.5 and the full loss) share one pretraining run
+    digest = hashlib.sha256(json.dumps([dataclasses.asdict(variant.model), dataclasses.asdict(variant.loss),
+                                        dataclasses.asdict(variant.pretrain), dataclasses.asdict(variant.augment)],
+                                       sort_keys=True).encode()).hexdigest()[:12]
+    run_dir = out_dir / "runs" / digest
     pretrain(data_root, benchmark, run_dir, variant.model, variant.augment, variant.loss, variant.pretrain,
              resume=True, progress=progress)
     checkpoint = run_dir / "checkpoints" / "last.pt"
     probe = run_linear_probe(data_root, benchmark, checkpoint, out_dir / "probes" / f"{name}.json", variant)
     retrieval = run_retrieval(data_root, benchmark, checkpoint, out_dir / "probes" / f"{name}_knn.json", variant)
+    record_run = {"pretraining_run": str(run_dir)}
     probe_file = json.loads(Path(probe["out"]).read_text())
     metrics = {"linear_top1": probe["metrics"]["top1"], "knn1": retrieval["metrics"]["knn1"]}
-    record = {**settings, "model": dataclasses.asdict(variant.model), "loss": dataclasses.asdict(variant.loss),
-              "pretrain": dataclasses.asdict(variant.pretrain)}
+    record = {**settings, **record_run, "model": dataclasses.asdict(variant.model),
+              "loss": dataclasses.asdict(variant.loss), "pretrain": dataclasses.asdict(variant.pretrain)}
     path = out_dir / f"{name}.json"
     write_results(path, "ablation", metrics, record, probe_file["provenance"], resolve_device(params.evaluation.device),
                   started)
