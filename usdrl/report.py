@@ -228,7 +228,7 @@ def plot_loss_curves(log_path: str | Path, path: str | Path, title: str) -> Path
         axis.set_xlabel("epoch")
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_embedding(points: np.ndarray, labels: np.ndarray, class_names: list[str], axis, title: str) -> None:
@@ -256,16 +256,17 @@ def plot_alpha_curve(alphas: list[float], linear: list[float], retrieval: list[f
     axis.set_title(title, fontsize=9)
     axis.legend(fontsize=8)
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
-def _save(figure, path: str | Path) -> Path:
+def save_figure(figure, path: str | Path, dpi: int = 100) -> Path:
+    """Save a matplotlib figure to a temporary name, rename it into place, close it."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp.png")
-    figure.savefig(temporary, dpi=100)
+    figure.savefig(temporary, dpi=dpi)
     plt.close(figure)
     temporary.replace(path)
     return path

@@ -82,10 +82,6 @@ def plot_samples(root: str | Path, path: str | Path, count: int = 4, frames_per_
                 title = f"{data.names[position]}\n{data.class_names[data.label[position]][:24]}\n" + title
             axis.set_title(title, fontsize=7)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp.png")
-    figure.savefig(temporary, dpi=90)
-    plt.close(figure)
-    temporary.replace(path)
-    return path
+    from usdrl.report import save_figure
+
+    return save_figure(figure, path, dpi=90)

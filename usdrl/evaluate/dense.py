@@ -10,7 +10,8 @@ cross-entropy over frames, padding ignored. Test sequences are tiled with non-ov
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+import dataclasses
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from usdrl.config import DetectionSection as DetectionSettings
 from usdrl.config import Params
 from usdrl.data import load_split
 from usdrl.data.store import SkeletonSplit
@@ -28,27 +30,10 @@ from usdrl.evaluate.detection import (detection_metrics, smoothed_proposals, thr
 from usdrl.evaluate.features import RANDOM, checkpoint_identity, load_encoder
 from usdrl.evaluate.results import write_results
 from usdrl.model import SkeletonModel
+from usdrl.report import save_figure
 from usdrl.train import autocast_context, autocast_settings, resolve_device
 
 IGNORE = -100
-
-
-@dataclass(frozen=True)
-class DetectionSettings:
-    epochs: int = 30
-    batch_size: int = 512
-    learning_rate: float = 0.005  # for batch 512; scaled linearly with the batch
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    stride: int = 32
-    random_offset: bool = True
-    proposal_rule: str = "threshold"  # or "smoothed"
-    threshold: float = 0.02
-    smoothing_window: int = 20
-    activity: float = 0.4
-    thetas: tuple[float, ...] = (0.1, 0.3, 0.5)
-    modality: str = "joint"
-    seed: int = 0
 
 
 class DenseDetector(nn.Module):
@@ -183,19 +168,12 @@ def plot_timeline(probabilities: np.ndarray, truth: list[tuple], proposals: list
     axes[2].set_xlabel("frame")
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp.png")
-    figure.savefig(temporary, dpi=90)
-    plt.close(figure)
-    temporary.replace(path)
-    return path
+    return save_figure(figure, path, dpi=90)
 
 
 def detection_settings(params: Params, **changes: Any) -> DetectionSettings:
-    values = {**asdict(params.detection), **changes}
-    values["thetas"] = tuple(values["thetas"])
-    return DetectionSettings(**values)
+    """params.detection with changes (the learning rate is for batch 512 and scales linearly with the batch)."""
+    return dataclasses.replace(params.detection, **changes)
 
 
 def run_detection(data_root: str | Path, benchmark: str, checkpoint: str | Path | None, out_dir: str | Path,
