@@ -38,8 +38,12 @@ def ablation_params(params: Params, model_changes: dict[str, Any], loss_changes:
 
 def run_variant(data_root: str | Path, benchmark: str, name: str, out_dir: str | Path, params: Params,
                 settings: dict[str, Any], model_changes: dict[str, Any] | None = None,
-                loss_changes: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
-    """Pretrain (resumable), probe and retrieve one variant; writes ``out_dir/<name>.json``."""
+                loss_changes: dict[str, Any] | None = None, runs_root: str | Path | None = None,
+                progress: bool = False) -> dict[str, Any]:
+    """Pretrain (resumable), probe and retrieve one variant; writes ``out_dir/<name>.json``.
+
+    Pretraining runs go to ``runs_root`` (default ``runs/ablation/<out_dir name>``), beside the other runs.
+    """
     started = time.perf_counter()
     variant = ablation_params(params, model_changes or {}, loss_changes or {})
     out_dir = Path(out_dir)
@@ -47,7 +51,7 @@ def run_variant(data_root: str | Path, benchmark: str, name: str, out_dir: str |
     digest = hashlib.sha256(json.dumps([dataclasses.asdict(variant.model), dataclasses.asdict(variant.loss),
                                         dataclasses.asdict(variant.pretrain), dataclasses.asdict(variant.augment)],
                                        sort_keys=True).encode()).hexdigest()[:12]
-    run_dir = out_dir / "runs" / digest
+    run_dir = Path(runs_root or Path("runs") / "ablation" / out_dir.name) / digest
     pretrain(data_root, benchmark, run_dir, variant.model, variant.augment, variant.loss, variant.pretrain,
              resume=True, progress=progress)
     checkpoint = run_dir / "checkpoints" / "last.pt"
