@@ -104,6 +104,21 @@ def _experiment(result: dict[str, Any]) -> tuple[str, str]:
     return str(result["provenance"].get("dataset")), str(result["provenance"].get("benchmark"))
 
 
+def _protocol_rows(results: list[dict[str, Any]], protocol: str, table: str, metric: str,
+                   profile: str) -> list[dict[str, Any]]:
+    """One row per results file of a protocol: its metric beside the paper's number for that row."""
+    rows = []
+    for result in results:
+        if result["protocol"] != protocol:
+            continue
+        dataset, benchmark = _experiment(result)
+        label = _row_label(result)
+        rows.append({"table": table, "row": label, "dataset": dataset, "benchmark": benchmark,
+                     "ours": _percent(result["metrics"].get(metric)), "paper": _paper(table, label, dataset, benchmark),
+                     "source": _source(result, profile)})
+    return rows
+
+
 def build_tables(results_dir: str | Path, out_dir: str | Path, profile: str) -> list[Path]:
     """results/tables/{linear,retrieval,semi_supervised,detection,ablation,alpha}.{md,csv}."""
     everything = load_results(results_dir)
@@ -116,15 +131,7 @@ def build_tables(results_dir: str | Path, out_dir: str | Path, profile: str) -> 
                     "Paper: SPEC.md 6 (the published numbers, released implementation). '-' where the paper has no "
                     "such number (the synthetic dataset is ours)."]
 
-    rows = []
-    for result in results:
-        if result["protocol"] != "linear_probe":
-            continue
-        dataset, benchmark = _experiment(result)
-        label = _row_label(result)
-        rows.append({"table": "linear", "row": label, "dataset": dataset, "benchmark": benchmark,
-                     "ours": _percent(result["metrics"]["top1"]), "paper": _paper("linear", label, dataset, benchmark),
-                     "source": _source(result, profile)})
+    rows = _protocol_rows(results, "linear_probe", "linear", "top1", profile)
     for result in results:
         if result["protocol"] == "ensemble":
             dataset, benchmark = result["settings"].get("dataset", "-"), result["settings"].get("benchmark", "-")
@@ -136,15 +143,7 @@ def build_tables(results_dir: str | Path, out_dir: str | Path, profile: str) -> 
            "Linear evaluation (Table 1): top-1 accuracy (%)", common_notes)
     written.append(out_dir / "linear.md")
 
-    rows = []
-    for result in results:
-        if result["protocol"] != "knn_retrieval":
-            continue
-        dataset, benchmark = _experiment(result)
-        label = _row_label(result)
-        rows.append({"table": "retrieval", "row": label, "dataset": dataset, "benchmark": benchmark,
-                     "ours": _percent(result["metrics"].get("knn1")), "paper": _paper("retrieval", label, dataset, benchmark),
-                     "source": _source(result, profile)})
+    rows = _protocol_rows(results, "knn_retrieval", "retrieval", "knn1", profile)
     _write(sorted(rows, key=lambda r: (r["dataset"], r["benchmark"], r["row"])), columns, out_dir / "retrieval",
            "kNN-1 retrieval (Table 2): accuracy (%)", common_notes)
     written.append(out_dir / "retrieval.md")

@@ -9,33 +9,17 @@ random crops of ratio U(0.5, 1) and small random rotations. Every number lives i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from usdrl.augment import AugmentConfig, random_crop_resize
+from usdrl.config import FinetuneSection
 from usdrl.data.store import SkeletonSplit
 from usdrl.evaluate.features import downstream_batches
 from usdrl.model import SkeletonModel
 from usdrl.train import autocast_context, autocast_settings, collate_trimmed
-
-
-@dataclass(frozen=True)
-class FinetuneSettings:
-    epochs: int = 100
-    warmup_epochs: int = 5
-    batch_size: int = 24
-    learning_rate: float = 5e-4
-    weight_decay: float = 0.05
-    layer_decay: float = 0.8
-    label_smoothing: float = 0.1
-    crop_scale: tuple[float, float] = (0.5, 1.0)
-    rotation_radians: float = 0.3
-    modality: str = "joint"
-    precision: str = "auto"
 
 
 def labelled_subset(num_samples: int, fraction: float, seed: int) -> np.ndarray:
@@ -46,7 +30,7 @@ def labelled_subset(num_samples: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(num_samples, size=count, replace=False))
 
 
-def layer_parameter_groups(model: SkeletonModel, settings: FinetuneSettings) -> list[dict]:
+def layer_parameter_groups(model: SkeletonModel, settings: FinetuneSection) -> list[dict]:
     """Head at the full rate; layer k of L at rate * decay^(L - k); embeddings and positions at decay^(L + 1)."""
     layers = model.config.num_layers
     groups: dict[int, list[torch.nn.Parameter]] = {}
@@ -91,14 +75,15 @@ def evaluate_classifier(model: SkeletonModel, split: SkeletonSplit, modality: st
 
 
 def finetune(model: SkeletonModel, train: SkeletonSplit, test: SkeletonSplit, positions: np.ndarray,
-             settings: FinetuneSettings, device: torch.device, seed: int, progress: bool = False) -> dict:
+             settings: FinetuneSection, device: torch.device, seed: int, modality: str = "joint",
+             precision: str = "auto", progress: bool = False) -> dict:
     """Fine-tune ``model`` (with a head) on ``train`` positions; returns metrics, history and test scores."""
     if model.head is None:
         raise ValueError("fine-tuning needs a model with a classification head")
     model = model.to(device)
     groups = layer_parameter_groups(model, settings)
     optimizer = torch.optim.AdamW(groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    dtype, needs_scaler = autocast_settings(device, settings.precision)
+    dtype, needs_scaler = autocast_settings(device, precision)
     scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler)
     augment = AugmentConfig(crop_scale=tuple(settings.crop_scale), minimum_crop=1, clip_frames=model.config.clip_frames)
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -124,7 +109,7 @@ def finetune(model: SkeletonModel, train: SkeletonSplit, test: SkeletonSplit, po
             x = random_rotation(x, settings.rotation_radians, generator)
             labels = torch.as_tensor(train.label[batch], device=device)
             with autocast_context(device, dtype):
-                logits = model(x, settings.modality)["logits"]
+                logits = model(x, modality)["logits"]
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=settings.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -133,6 +118,6 @@ def finetune(model: SkeletonModel, train: SkeletonSplit, test: SkeletonSplit, po
             total_loss += loss.item() * len(batch)
             step += 1
         history.append({"epoch": epoch + 1, "lr": rate, "train_loss": total_loss / len(positions)})
-    scores = evaluate_classifier(model, test, settings.modality, device, precision=settings.precision)
+    scores = evaluate_classifier(model, test, modality, device, precision=precision)
     top1 = float((scores.argmax(1) == test.label).mean())
     return {"metrics": {"top1": top1}, "history": history, "test_scores": scores}

@@ -22,7 +22,7 @@ from usdrl.data.errors import DataError
 from usdrl.data.store import MANIFEST_NAME, SkeletonSplit
 from usdrl.evaluate.ensemble import ensemble_scores
 from usdrl.evaluate.features import RANDOM, cached_features, checkpoint_identity, load_encoder
-from usdrl.evaluate.finetune import FinetuneSettings, finetune, labelled_subset
+from usdrl.evaluate.finetune import finetune, labelled_subset
 from usdrl.evaluate.linear import ProbeSettings, train_linear_probe, validation_split
 from usdrl.evaluate.results import write_results
 from usdrl.evaluate.retrieval import knn_accuracy
@@ -127,20 +127,15 @@ def run_finetune(data_root: str | Path, benchmark: str, checkpoint: str | Path |
     modality = modality or params.pretrain.modality
     train, test = _splits(data_root, benchmark)
     device = resolve_device(params.evaluation.device)
-    section = params.finetune
-    settings = FinetuneSettings(epochs=section.epochs, warmup_epochs=section.warmup_epochs,
-                                batch_size=section.batch_size, learning_rate=section.learning_rate,
-                                weight_decay=section.weight_decay, layer_decay=section.layer_decay,
-                                label_smoothing=section.label_smoothing, crop_scale=tuple(section.crop_scale),
-                                rotation_radians=section.rotation_radians, modality=modality,
-                                precision=params.evaluation.precision)
+    settings = params.finetune
     runs = []
     identity = checkpoint_identity(checkpoint, params.model, params.pretrain.seed)
-    for seed in (seeds if seeds is not None else list(section.seeds)):
+    for seed in (seeds if seeds is not None else list(settings.seeds)):
         positions = labelled_subset(len(train), fraction, seed)
         model = load_encoder(checkpoint, params.model, train.layout, seed=params.pretrain.seed,
                              num_classes=train.num_classes)
-        result = finetune(model, train, test, positions, settings, device, seed, progress)
+        result = finetune(model, train, test, positions, settings, device, seed, modality,
+                          params.evaluation.precision, progress)
         runs.append({"seed": seed, "top1": result["metrics"]["top1"], "labelled": len(positions),
                      "labelled_positions": positions.tolist(), "history": result["history"]})
     accuracies = np.array([run["top1"] for run in runs])
@@ -148,7 +143,8 @@ def run_finetune(data_root: str | Path, benchmark: str, checkpoint: str | Path |
                "fraction": fraction, "per_seed": [{k: v for k, v in run.items() if k != "labelled_positions"}
                                                   for run in runs]}
     write_results(out, "semi_supervised", {**metrics, "labelled_positions": {r["seed"]: r["labelled_positions"] for r in runs}},
-                  {"finetune": asdict(settings), "fraction": fraction, "model": params.model.__dict__,
+                  {"finetune": asdict(settings), "modality": modality, "fraction": fraction,
+                   "model": asdict(params.model), "precision": params.evaluation.precision,
                    "labelled_positions": "positions in the training split, per seed (see metrics)"},
                   _provenance(checkpoint, identity, train), device, started)
     return {"metrics": metrics, "out": str(out)}
