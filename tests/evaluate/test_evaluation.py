@@ -118,6 +118,19 @@ def test_bad_input_names_what_to_run(synthetic, tmp_path, capsys):
     assert "prepare it first" in capsys.readouterr().err
     assert main(["probe", "--data", str(synthetic), "--checkpoint", str(tmp_path / "none.pt"), *arguments]) == 2
     assert "run usdrl pretrain first" in capsys.readouterr().err
+    other_layout = tmp_path / "other.pt"
+    torch.save({"encoder_config": {**EncoderConfig(hidden_size=16).to_dict(), "num_joints": 17, "num_persons": 1},
+                "layout": {"name": "coco", "joint_names": [f"j{i}" for i in range(17)], "bones": [], "center_joint": 1,
+                           "shoulder_pair": [2, 3], "num_persons": 1, "num_coordinates": 3}, "model": {}}, other_layout)
+    assert main(["probe", "--data", str(synthetic), "--checkpoint", str(other_layout), *arguments]) == 2
+    assert "does not fit this dataset" in capsys.readouterr().err
+    resized = tmp_path / "resized.pt"
+    model = SkeletonModel(EncoderConfig(hidden_size=32))
+    from usdrl.skeleton import ntu25_layout
+    torch.save({"encoder_config": EncoderConfig(hidden_size=16).to_dict(), "layout": ntu25_layout().to_dict(),
+                "model": model.state_dict()}, resized)
+    assert main(["probe", "--data", str(synthetic), "--checkpoint", str(resized), *arguments]) == 2
+    assert "resized.pt does not fit the model" in capsys.readouterr().err
     wrong = tmp_path / "wrong.pt"
     torch.save({"state_dict": {"backbone.spe": torch.zeros(1, 50, 8), "backbone.ske_emb.t_embedding.0.weight": torch.zeros(8, 150)}}, wrong)
     assert main(["probe", "--data", str(synthetic), "--checkpoint", str(wrong), *arguments]) == 2

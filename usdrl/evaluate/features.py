@@ -61,7 +61,11 @@ def load_encoder(checkpoint: str | Path | None, model: ModelSection, layout: Ske
                                   f"(V={stored_layout.num_joints}, M={stored_layout.num_persons}), "
                                   f"which does not fit this dataset's {layout.name!r}")
         encoder = SkeletonModel(config, layout=layout, num_classes=num_classes)
-        missing, unexpected = encoder.load_state_dict(content["model"], strict=False)
+        weights = {k: v for k, v in content["model"].items() if not k.startswith("head.")}  # a new head is trained
+        try:
+            missing, unexpected = encoder.load_state_dict(weights, strict=False)
+        except RuntimeError as error:  # a shape mismatch
+            raise CheckpointError(f"{path} does not fit the model: {str(error).splitlines()[-1].strip()}") from None
         allowed_missing = {"head.weight", "head.bias"}
         if set(missing) - allowed_missing or unexpected:
             raise CheckpointError(f"{path} does not fit the model: missing {missing[:4]}, unexpected {unexpected[:4]}")
