@@ -13,13 +13,21 @@ import torch
 from usdrl.data.store import write_json_atomically
 
 
+SOURCES = ("usdrl", "notebooks", "params.yaml", "dvc.yaml")  # what makes a result; not results/ or figures/
+
+
 def git_revision() -> str | None:
+    """HEAD, with "+modified" when the sources (not the pipeline's own outputs) differ from it."""
     try:
-        output = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).resolve().parent)
-        revision = output.stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                               timeout=5, cwd=Path(__file__).resolve().parent).stdout.strip()
+        package = Path(__file__).resolve().parent
+        output = subprocess.run(["git", "rev-parse", "--show-toplevel", "HEAD"], capture_output=True, text=True,
+                                timeout=5, cwd=package)
+        lines = output.stdout.split()
+        if len(lines) != 2:
+            return None
+        top, revision = lines
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *SOURCES],
+                               capture_output=True, text=True, timeout=5, cwd=top).stdout.strip()
         return revision + ("+modified" if dirty else "") if revision else None
     except (OSError, subprocess.SubprocessError):
         return None
