@@ -51,3 +51,13 @@ def run_name(dataset: str, benchmark: str, backbone: str, modality: str) -> str:
 
 def run_checkpoint(name: str, runs_root: str | Path = "runs") -> Path:
     return Path(runs_root) / name / "checkpoints" / "last.pt"
+
+
+def require_checkpoint(dataset: str, benchmark: str, backbone: str, modality: str, runs_root: str | Path = "runs") -> Path:
+    """The last checkpoint of a pretraining run, or an error naming the notebook that makes it."""
+    path = run_checkpoint(run_name(dataset, benchmark, backbone, modality), runs_root)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: pretrain first, e.g. papermill notebooks/02_pretrain.ipynb "
+                                f"out.ipynb -p dataset {dataset} -p benchmark {benchmark} -p backbone {backbone} "
+                                f"-p modality {modality} (or dvc repro)")
+    return path

@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 from usdrl.data.classes import NTU120_CLASS_NAMES
 from usdrl.data.errors import DataError
 from usdrl.data.normalize import PREPROCESSING_VERSION, normalize_batch
-from usdrl.data.store import DatasetWriter, finish_dataset, input_fingerprint, is_up_to_date, shrink_leading_dimension
+from usdrl.data.store import (DatasetWriter, default_workers, finish_dataset, input_fingerprint, is_up_to_date,
+                              shrink_leading_dimension)
 from usdrl.skeleton import SkeletonLayout, ntu25_layout
 
 NAME_PATTERN = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})$")
@@ -284,7 +285,7 @@ def prepare_ntu(
     candidates = [p for p in selected if p.stem not in missing]
     if not candidates:
         raise DataError(f"{raw_dir}: no {dataset} samples left after exclusions")
-    workers = workers if workers is not None else min(8, max(1, (len(candidates) // chunk_size)), _cpu_count())
+    workers = workers if workers is not None else default_workers(len(candidates), per_worker=chunk_size)
     with DatasetWriter(out_dir) as writer:
         x = writer.open_array("x", (len(candidates), 3, MAX_FRAMES, layout.num_joints, layout.num_persons))
         names, num_frames, checksums = [], [], {}
@@ -335,8 +336,3 @@ def prepare_ntu(
         )
     return {"up_to_date": False, "out": str(out_dir), "samples": row, "excluded": len(excluded), "skipped": len(bad_names)}
 
-
-def _cpu_count() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from usdrl.data.classes import PKUMMD_CLASS_NAMES
 from usdrl.data.errors import DataError
 from usdrl.data.normalize import PREPROCESSING_VERSION, normalize_batch
-from usdrl.data.store import (DatasetWriter, finish_dataset, input_fingerprint, is_up_to_date, write_sequences)
+from usdrl.data.store import (DatasetWriter, default_workers, finish_dataset, input_fingerprint, is_up_to_date,
+                              write_sequences)
 from usdrl.skeleton import ntu25_layout
 
 VALUES_PER_FRAME = 150  # 2 persons x 25 joints x 3
@@ -123,22 +124,13 @@ def _find_split_files(splits_dir: Path, phase: str) -> dict[str, Path]:
     return found
 
 
-def _video_splits(names: list[str], split_files: dict[str, Path]) -> dict[tuple[str, str], np.ndarray]:
-    position = {name: index for index, name in enumerate(names)}
-    splits = {}
-    for benchmark, path in split_files.items():
-        train, test = read_split_file(path)
-        for split, videos in (("train", train), ("test", test)):
-            splits[(benchmark, split)] = np.array(sorted(position[v] for v in videos if v in position), dtype=np.int64)
-    return splits
-
-
-def _clip_names_splits(video_of_clip: list[str], split_files: dict[str, Path]) -> dict[tuple[str, str], np.ndarray]:
+def _splits_by_video(video_of_sample: list[str], split_files: dict[str, Path]) -> dict[tuple[str, str], np.ndarray]:
+    """Index lists of each benchmark's train/test: a sample belongs where its video is listed."""
     splits = {}
     for benchmark, path in split_files.items():
         train, test = read_split_file(path)
         for split, videos in (("train", set(train)), ("test", set(test))):
-            splits[(benchmark, split)] = np.array([i for i, v in enumerate(video_of_clip) if v in videos], dtype=np.int64)
+            splits[(benchmark, split)] = np.array([i for i, v in enumerate(video_of_sample) if v in videos], dtype=np.int64)
     return splits
 
 
@@ -193,12 +185,6 @@ def _videos(pairs: list[tuple[str, Path, Path]], skip_bad: bool, workers: int, p
     bar.close()
 
 
-def _default_workers(count: int) -> int:
-    import os
-
-    return max(1, min(8, os.cpu_count() or 1, count // 8))
-
-
 def _video_ids(names: list[str]) -> dict[str, np.ndarray]:
     views = np.array([VIEWS.index(n.rsplit("-", 1)[1]) + 1 if "-" in n and n.rsplit("-", 1)[1] in VIEWS else 0
                       for n in names], dtype=np.int32)
@@ -220,7 +206,7 @@ def prepare_pku1(raw_dir: str | Path, labels_dir: str | Path, splits_dir: str | 
     names, num_frames, instance_rows, notes, skipped, checksums = [], [], [], [], [], {}
 
     def sequences() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        chosen_workers = _default_workers(len(pairs)) if workers is None else workers
+        chosen_workers = default_workers(len(pairs), per_worker=8) if workers is None else workers
         for name, sequence, instances, video_notes, digest in _videos(pairs, skip_bad, chosen_workers, progress,
                                                                       "prepare pku1"):
             if sequence is None:
@@ -249,7 +235,7 @@ def prepare_pku1(raw_dir: str | Path, labels_dir: str | Path, splits_dir: str | 
         finish_dataset(
             writer, kind="untrimmed", layout=layout, class_names=list(PKUMMD_CLASS_NAMES), label=label,
             num_frames=np.array(num_frames), names=names, ids=_video_ids(names),
-            splits=_video_splits(names, split_files),
+            splits=_splits_by_video(names, split_files),
             details={
                 "dataset": "pku1",
                 "sources": {"raw_dir": str(raw_dir.resolve()), "labels_dir": str(labels_dir.resolve()),
@@ -330,7 +316,7 @@ def prepare_pku2(raw_dir: str | Path, labels_dir: str | Path, splits_dir: str | 
             writer, kind="trimmed", layout=layout,
             class_names=[PKUMMD_CLASS_NAMES[label - 1] for label in present_labels],
             label=np.array([label_index[label] for label in clip_labels]), num_frames=np.array(clip_frames),
-            names=clip_names, ids=_video_ids(clip_videos), splits=_clip_names_splits(clip_videos, split_files),
+            names=clip_names, ids=_video_ids(clip_videos), splits=_splits_by_video(clip_videos, split_files),
             details={
                 "dataset": "pku2",
                 "original_action_ids": present_labels,

@@ -51,6 +51,12 @@ def input_fingerprint(paths: Iterable[Path], options: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
+def default_workers(items: int, per_worker: int, most: int = 8) -> int:
+    """Processes for ``items`` units of work: one per ``per_worker`` units, at most the cores and ``most``."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(most, cores, items // per_worker))
+
+
 def is_up_to_date(out_dir: Path, fingerprint: str) -> bool:
     """True when out_dir holds a complete dataset made from the same inputs and options."""
     manifest_path = Path(out_dir) / MANIFEST_NAME

@@ -27,8 +27,8 @@ from usdrl.data import load_split
 from usdrl.data.store import SkeletonSplit
 from usdrl.evaluate.detection import (detection_metrics, smoothed_proposals, threshold_proposals,
                                       write_proposals)
-from usdrl.evaluate.features import RANDOM, checkpoint_identity, load_encoder
-from usdrl.evaluate.results import write_results
+from usdrl.evaluate.features import checkpoint_identity, load_encoder
+from usdrl.evaluate.results import provenance, write_results
 from usdrl.model import SkeletonModel
 from usdrl.report import save_figure
 from usdrl.train import autocast_context, autocast_settings, resolve_device
@@ -215,9 +215,6 @@ def run_detection(data_root: str | Path, benchmark: str, checkpoint: str | Path 
                   {"detection": asdict(settings), "model": encoder.config.to_dict(),
                    "test_windows": f"non-overlapping windows of {window} frames, last one padded and masked",
                    "classes_averaged": classes},
-                  {"checkpoint": str(checkpoint) if checkpoint not in (None, RANDOM) else RANDOM,
-                   "checkpoint_sha256": identity if checkpoint not in (None, RANDOM) else None,
-                   "data_root": str(data_root), "dataset": train.manifest.get("dataset"), "benchmark": benchmark,
-                   "figures": figures_written},
+                  {**provenance(checkpoint, identity, train), "figures": figures_written},
                   device, started)
     return {"metrics": metrics, "out": str(out_dir), "proposals": len(proposals), "figures": figures_written}

@@ -21,10 +21,10 @@ from usdrl.data import load_split
 from usdrl.data.errors import DataError
 from usdrl.data.store import MANIFEST_NAME, SkeletonSplit
 from usdrl.evaluate.ensemble import ensemble_scores
-from usdrl.evaluate.features import RANDOM, cached_features, checkpoint_identity, load_encoder
+from usdrl.evaluate.features import cached_features, checkpoint_identity, load_encoder
 from usdrl.evaluate.finetune import finetune, labelled_subset
 from usdrl.evaluate.linear import ProbeSettings, train_linear_probe, validation_split
-from usdrl.evaluate.results import write_results
+from usdrl.evaluate.results import provenance, write_results
 from usdrl.evaluate.retrieval import knn_accuracy
 from usdrl.train import resolve_device
 
@@ -35,17 +35,6 @@ def _splits(data_root: str | Path, benchmark: str) -> tuple[SkeletonSplit, Skele
         raise DataError(f"{root} is not a prepared dataset; prepare it first, e.g. usdrl prepare synthetic --out "
                         f"{root.parent if root.name in ('actions', 'streams') else root}")
     return load_split(root, benchmark, "train"), load_split(root, benchmark, "test")
-
-
-def _manifest_checksum(split: SkeletonSplit) -> str:
-    return hashlib.sha256((split.root / MANIFEST_NAME).read_bytes()).hexdigest()
-
-
-def _provenance(checkpoint: str | Path | None, identity: str, split: SkeletonSplit) -> dict[str, Any]:
-    return {"checkpoint": str(checkpoint) if checkpoint not in (None, RANDOM) else RANDOM,
-            "checkpoint_sha256": identity if checkpoint not in (None, RANDOM) else None,
-            "data_root": str(split.root), "data_manifest_sha256": _manifest_checksum(split),
-            "dataset": split.manifest.get("dataset"), "benchmark": split.benchmark}
 
 
 def frozen_features(data_root: str | Path, benchmark: str, checkpoint: str | Path | None, params: Params,
@@ -99,7 +88,7 @@ def run_linear_probe(data_root: str | Path, benchmark: str, checkpoint: str | Pa
                        "validation_fraction": params.probe.validation_fraction,
                        "features": "instance features of the frozen encoder (eval mode), whole sequence resized"}
     write_results(out, "linear_probe", {**metrics, "history": result["history"]}, settings_record,
-                  {**_provenance(checkpoint, data["identity"], train), "scores": str(scores_path)},
+                  {**provenance(checkpoint, data["identity"], train), "scores": str(scores_path)},
                   data["device"], started)
     return {"metrics": metrics, "out": str(out), "scores": str(scores_path)}
 
@@ -115,7 +104,7 @@ def run_retrieval(data_root: str | Path, benchmark: str, checkpoint: str | Path 
                for k in params.retrieval.k}
     write_results(out, "knn_retrieval", metrics, {"retrieval": asdict(params.retrieval), "modality": modality,
                                                   "model": data["encoder"].config.to_dict(), "similarity": "cosine"},
-                  _provenance(checkpoint, data["identity"], data["train"]), data["device"], started)
+                  provenance(checkpoint, data["identity"], data["train"]), data["device"], started)
     return {"metrics": metrics, "out": str(out)}
 
 
@@ -146,7 +135,7 @@ def run_finetune(data_root: str | Path, benchmark: str, checkpoint: str | Path |
                   {"finetune": asdict(settings), "modality": modality, "fraction": fraction,
                    "model": asdict(params.model), "precision": params.evaluation.precision,
                    "labelled_positions": "positions in the training split, per seed (see metrics)"},
-                  _provenance(checkpoint, identity, train), device, started)
+                  provenance(checkpoint, identity, train), device, started)
     return {"metrics": metrics, "out": str(out)}
 
 

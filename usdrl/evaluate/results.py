@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import subprocess
 import time
@@ -10,8 +11,8 @@ from typing import Any
 
 import torch
 
-from usdrl.data.store import write_json_atomically
-
+from usdrl.data.store import MANIFEST_NAME, SkeletonSplit, write_json_atomically
+from usdrl.evaluate.features import RANDOM
 
 SOURCES = ("usdrl", "notebooks", "params.yaml", "dvc.yaml")  # what makes a result; not results/ or figures/
 
@@ -37,6 +38,15 @@ def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def provenance(checkpoint: str | Path | None, identity: str, split: SkeletonSplit) -> dict[str, Any]:
+    """Where a result came from: the checkpoint (and its sha256), the data and its manifest's sha256."""
+    random = checkpoint in (None, RANDOM)
+    return {"checkpoint": RANDOM if random else str(checkpoint), "checkpoint_sha256": None if random else identity,
+            "data_root": str(split.root),
+            "data_manifest_sha256": hashlib.sha256((split.root / MANIFEST_NAME).read_bytes()).hexdigest(),
+            "dataset": split.manifest.get("dataset"), "benchmark": split.benchmark}
 
 
 def write_results(path: str | Path, protocol: str, metrics: dict[str, Any], settings: dict[str, Any],
