@@ -62,7 +62,7 @@ def test_validation_holds_out_whole_subjects():
     assert len(held_out) == 10 and not set(subjects[kept]) & set(subjects[held_out])
 
 
-def test_probe_on_a_pretrained_encoder_beats_random_and_leaves_it_unchanged(synthetic, tmp_path):
+def test_probe_leaves_the_encoder_unchanged_records_provenance_and_reuses_cached_features(synthetic, tmp_path):
     from usdrl.config import ModelSection, PretrainSection
     from usdrl.train import pretrain
 
