@@ -1,4 +1,10 @@
-"""Atomic checkpoints of our runs, and import of the authors' released checkpoints.
+"""Safe loading and atomic saving of checkpoints, and import of the authors' released checkpoints.
+
+Every checkpoint is read by ``load_checkpoint``, with ``torch.load(..., weights_only=True)``: a file
+can hold tensors and plain Python containers only, so loading it never runs code hidden in it. Our
+checkpoints store everything (configs, layout, run info, RNG states) in that form. A file that only
+an unsafe load could read is refused; ``usdrl convert-checkpoint OLD --out NEW --trust-this-file``
+rewrites one the user vouches for.
 
 Released key names (``module.backbone.t_tr1.DSA.wt1.weight`` ...) are translated to ours by the
 rules in ``RELEASED_KEY_RULES``; the attention that the released code stores twice per layer (under
@@ -7,11 +13,16 @@ CA and DSA) is one module here and both copies must agree.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
+import pickle
 import re
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from usdrl.model import EncoderConfig, SkeletonModel
@@ -45,6 +56,151 @@ class CheckpointError(ValueError):
     """A checkpoint that does not fit; the message names the file and what to do."""
 
 
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint that only ``weights_only=False`` could load (it may run code); convert it if trusted."""
+
+
+def describe_file(path: Path) -> str:
+    """What an unreadable file holds, in a few words, for error messages."""
+    size = path.stat().st_size
+    if size == 0:
+        return "an empty file (0 bytes)"
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    if head.startswith(b"PK\x03\x04"):
+        return f"a truncated or damaged PyTorch archive ({size} bytes)"
+    if head.startswith(b"\x80"):
+        return f"a damaged pickle ({size} bytes)"
+    if all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head):
+        first_line = head.decode("ascii").strip().splitlines()[0][:40] if head.strip() else ""
+        return f"text ({size} bytes, starting {first_line!r})"
+    return f"{size} bytes of data that is not a PyTorch checkpoint"
+
+
+def convert_hint(path: Path) -> str:
+    return (f"usdrl convert-checkpoint {path} --out {path.with_name(path.stem + '.safe' + path.suffix)} "
+            f"--trust-this-file")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """The content of a checkpoint file, loaded with ``weights_only=True``: no code in the file runs.
+
+    Raises CheckpointError naming the file and what it holds (missing, a directory, empty, text,
+    truncated), or UnsafeCheckpointError for a file that needs an unsafe load, with the command
+    that converts it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        inside = next((p for p in (path / "checkpoints" / "last.pt", path / "last.pt") if p.is_file()), None)
+        hint = f"; did you mean {inside}?" if inside else "; pass a checkpoint file (e.g. RUN/checkpoints/last.pt)"
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file{hint}")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is an empty file (0 bytes), not a checkpoint (an interrupted copy or write?)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001 - not an archive: handled below as a damaged file
+            unsafe = []
+        if unsafe or "weights only load failed" in str(error).lower():
+            named = f" ({', '.join(unsafe[:4])})" if unsafe else ""
+            raise UnsafeCheckpointError(
+                f"{path} holds Python objects{named} that only an unsafe load (weights_only=False) could rebuild, "
+                f"and such a load runs any code hidden in the file, so it is refused; if it is an older usdrl "
+                f"checkpoint or you trust its source, convert it once: {convert_hint(path)}") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint: it is {describe_file(path)}") from None
+    except Exception:  # noqa: BLE001 - torch reports damage as KeyError, EOFError, OSError, RuntimeError ...
+        raise CheckpointError(f"{path} is not a readable checkpoint: it is {describe_file(path)}") from None
+
+
+def describe_content(content: Any) -> str:
+    """What a loaded checkpoint holds, in a few words, for error messages."""
+    if isinstance(content, dict):
+        if content and all(isinstance(v, torch.Tensor) for v in content.values()):
+            return f"a bare state dict of {len(content)} tensors"
+        keys = ", ".join(map(str, list(content)[:6])) + (", ..." if len(content) > 6 else "")
+        return f"a dict with keys {keys}"
+    return f"a {type(content).__name__}"
+
+
+def recorded_modality(content: dict[str, Any]) -> str | None:
+    """The modality a checkpoint of usdrl pretrain was trained on (its run info), None if not recorded."""
+    run = content.get("run")
+    settings = run.get("pretrain") if isinstance(run, dict) else None
+    modality = settings.get("modality") if isinstance(settings, dict) else None
+    return modality if isinstance(modality, str) else None
+
+
+def plain_numpy_random_state(state: tuple | dict) -> dict[str, Any]:
+    """numpy's global RNG state (the legacy tuple with an ndarray, or the dict form) as plain Python
+    values that ``weights_only=True`` loads and ``np.random.set_state`` accepts."""
+    if isinstance(state, tuple):
+        name, key, position, has_gauss, gauss = state
+        state = {"bit_generator": name, "state": {"key": key, "pos": position}, "has_gauss": has_gauss, "gauss": gauss}
+    return {"bit_generator": str(state["bit_generator"]),
+            "state": {"key": [int(k) for k in state["state"]["key"]], "pos": int(state["state"]["pos"])},
+            "has_gauss": int(state["has_gauss"]), "gauss": float(state["gauss"])}
+
+
+def plain_content(value: Any, where: str = "checkpoint") -> Any:
+    """A trusted checkpoint's content as tensors and plain Python containers (numpy arrays become
+    tensors, numpy's RNG state plain lists, paths strings, dataclasses and namespaces dicts)."""
+    if isinstance(value, (torch.Tensor, str, bytes, int, float, bool, type(None), torch.dtype, torch.device,
+                          torch.Size)):
+        return value
+    if (isinstance(value, tuple) and len(value) == 5 and isinstance(value[0], str) and value[0] == "MT19937"
+            and isinstance(value[1], np.ndarray)):  # numpy's legacy RNG state
+        return plain_numpy_random_state(value)
+    if isinstance(value, dict):
+        if "bit_generator" in value and isinstance(value.get("state"), dict) and "key" in value["state"]:
+            return plain_numpy_random_state(value)
+        items = ((key, plain_content(item, f"{where}[{key!r}]")) for key, item in value.items())
+        return OrderedDict(items) if isinstance(value, OrderedDict) else dict(items)
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain_content(item, f"{where}[{i}]") for i, item in enumerate(value))
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.array(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return plain_content(dataclasses.asdict(value), where)
+    if isinstance(value, argparse.Namespace):
+        return plain_content(vars(value), where)
+    raise CheckpointError(f"{where} holds a {type(value).__module__}.{type(value).__qualname__}, which has no plain "
+                          f"form; convert this checkpoint by hand")
+
+
+def convert_checkpoint(old: str | Path, new: str | Path, trust_this_file: bool = False) -> dict[str, Any]:
+    """Rewrite a checkpoint that needs an unsafe load in the safe form (tensors and plain containers).
+
+    Loading ``old`` with ``weights_only=False`` runs any code it holds, so it happens only with
+    ``trust_this_file``; without it the file is refused (or reported as already safe).
+    """
+    old, new = Path(old), Path(new)
+    if not trust_this_file:
+        try:
+            load_checkpoint(old)
+        except UnsafeCheckpointError:
+            raise CheckpointError(f"refusing to convert {old} without --trust-this-file: converting loads it with "
+                                  f"weights_only=False, which runs any code the file holds; pass the flag only for a "
+                                  f"file you made yourself or whose source you trust") from None
+        raise CheckpointError(f"{old} already loads safely (weights_only=True); use it as it is")
+    if not old.is_file() or old.stat().st_size == 0:
+        load_checkpoint(old)  # raises the clear error: missing, a directory, empty
+    try:
+        content = torch.load(old, map_location="cpu", weights_only=False)  # the user vouched for this file
+    except Exception:  # noqa: BLE001 - damaged files fail in many ways
+        raise CheckpointError(f"{old} is not a readable checkpoint: it is {describe_file(old)}") from None
+    save_atomically(plain_content(content, str(old)), new)
+    load_checkpoint(new)  # the safe load works now
+    return {"out": str(new), "source": str(old), "holds": describe_content(content)}
+
+
 def translate_released_key(key: str) -> str | None:
     """Our parameter name for a released one (``module.`` stripped), None for keys we recompute."""
     key = key[len("module."):] if key.startswith("module.") else key
@@ -63,7 +219,10 @@ def translate_released_key(key: str) -> str | None:
 def translate_released_state_dict(state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> dict[str, torch.Tensor]:
     translated: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
-        ours = translate_released_key(key)
+        try:
+            ours = translate_released_key(key)
+        except CheckpointError as error:
+            raise CheckpointError(f"{source}: {error}; is it a USDRL checkpoint?") from None
         if ours is None:
             continue
         if ours in translated:  # the shared attention, stored under CA and DSA
@@ -74,33 +233,37 @@ def translate_released_state_dict(state_dict: dict[str, torch.Tensor], source: s
     return translated
 
 
-def _read_state_dict(path_or_state_dict: str | Path | dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+def _read_state_dict(path_or_state_dict: str | Path | dict[str, Any],
+                     source: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
     if isinstance(path_or_state_dict, (str, Path)):
-        path = Path(path_or_state_dict)
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint {path} does not exist")
-        content = torch.load(path, map_location="cpu", weights_only=True)
-        source = str(path)
+        content = load_checkpoint(path_or_state_dict)
+        source = source or str(path_or_state_dict)
     else:
-        content, source = path_or_state_dict, "state_dict"
+        content, source = path_or_state_dict, source or "state_dict"
+    if isinstance(content, dict) and "encoder_config" in content and "model" in content:
+        raise CheckpointError(f"{source} is a checkpoint of usdrl pretrain, not a released one; load it with "
+                              f"usdrl.evaluate.features.load_encoder (or pass it to usdrl probe --checkpoint)")
     if isinstance(content, dict) and "state_dict" in content and isinstance(content["state_dict"], dict):
         content = content["state_dict"]
     if not isinstance(content, dict) or not all(isinstance(v, torch.Tensor) for v in content.values()):
-        raise CheckpointError(f"{source}: not a state dict (or a dict with 'state_dict')")
+        raise CheckpointError(f"{source}: not a state dict (or a dict with 'state_dict'); it holds "
+                              f"{describe_content(content)}")
     return content, source
 
 
 def load_released(path_or_state_dict: str | Path | dict[str, Any], backbone: str = "dste", *,
                   hidden_size: int | None = None, num_head: int = 1, num_layer: int = 2, alpha: float = 0.5,
                   gap: int = 4, kernel_size: int = 1, t_input_size: int | None = None,
-                  s_input_size: int | None = None, num_class: int | None = None, **ignored: Any) -> SkeletonModel:
+                  s_input_size: int | None = None, num_class: int | None = None, source: str | None = None,
+                  **ignored: Any) -> SkeletonModel:
     """A model of ours holding the released weights, in eval mode.
 
     Keyword names are the released code's; what they leave out is read from the weights (hidden size
     from the spatial positions, classes from the head). Pretraining checkpoints give projectors,
-    downstream ones a head.
+    downstream ones a head. The file is loaded safely (``load_checkpoint``); ``source`` names an
+    already loaded content in messages.
     """
-    state_dict, source = _read_state_dict(path_or_state_dict)
+    state_dict, source = _read_state_dict(path_or_state_dict, source)
     translated = translate_released_state_dict(state_dict, source)
     needed = ("encoder.spatial_position", "encoder.spatial_embedding.0.weight", "encoder.temporal_embedding.0.weight")
     absent = [key for key in needed if key not in translated]
@@ -121,7 +284,11 @@ def load_released(path_or_state_dict: str | Path | dict[str, Any], backbone: str
     has_projectors = any(key.startswith("instance_projector.") for key in translated)
     num_classes = num_class or (translated["head.weight"].shape[0] if "head.weight" in translated else None)
     model = SkeletonModel(config, num_classes=num_classes, projectors=has_projectors)
-    missing, unexpected = model.load_state_dict(translated, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(translated, strict=False)
+    except RuntimeError as error:  # a shape mismatch
+        raise CheckpointError(f"{source} does not fit a {backbone} model with {config}: "
+                              f"{str(error).strip().splitlines()[-1].strip()}") from None
     if missing or unexpected:
         raise CheckpointError(f"{source} does not fit a {backbone} model with {config}: missing {missing[:5]}, "
                               f"unexpected {unexpected[:5]}; check backbone, num_layer and hidden_size")

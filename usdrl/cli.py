@@ -35,6 +35,12 @@ def _add_prepare(commands: argparse._SubParsersAction) -> None:
         parser.add_argument("--splits", required=True, type=Path, help="folder of the official split lists")
         parser.add_argument("--out", required=True, type=Path, help="output dataset folder")
         parser.add_argument("--workers", type=int, help="processes (pku1; default: up to 8)")
+    utkinect = datasets.add_parser("utkinect", help="UTKinect-Action3D: trimmed clips and untrimmed streams (Kinect v1)")
+    utkinect.add_argument("--raw", required=True, type=Path, help="folder of joints_sSS_eEE.txt and actionLabel*.txt")
+    utkinect.add_argument("--out", required=True, type=Path, help="folder; writes OUT/actions and OUT/streams")
+    utkinect.add_argument("--labels", metavar="original|modified",
+                          help="label file: actionLabel.txt (original, the published one; default) or "
+                               "actionLabel_modified.txt (modified: seven ranges corrected)")
     synthetic = datasets.add_parser("synthetic", help="the embedded synthetic dataset (trimmed clips and untrimmed streams)")
     synthetic.add_argument("--out", required=True, type=Path, help="folder; writes OUT/actions and OUT/streams")
     synthetic.add_argument("--seed", type=int, default=0)
@@ -47,8 +53,17 @@ def _add_prepare(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_import(commands: argparse._SubParsersAction) -> None:
-    importer = commands.add_parser("import", help="import processed arrays (AGCN, CTR-GCN, plain arrays)")
+    from usdrl.skeleton import BUILTIN_LAYOUTS
+
+    importer = commands.add_parser("import", help="import processed arrays (AGCN, CTR-GCN, plain arrays, pyskl annotations)")
     formats = importer.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    layouts = ", ".join(BUILTIN_LAYOUTS)
+    normalise_help = ("SPEC normalisation as for NTU: pad null frames, subtract the layout's centre joint, rotate its "
+                      "first-frame shoulders onto +x. Default: on for 3D layouts (sensor coordinates: without it an "
+                      "encoder sees where a body stands, not how it moves), off for 2D ones and 2D + score "
+                      "(image coordinates of an upright camera: the lean in the image is meaningful and the 2D "
+                      "shoulder line of a side view is too short to rotate by); --no-normalise stores the values as "
+                      "given, --normalise forces it on")
     for name, what in (("agcn", "folder with {train,val}_data_joint.npy and {train,val}_label.pkl"),
                        ("ctrgcn", "NTU60_CS.npz-style file (x_train, y_train, x_test, y_test)")):
         parser = formats.add_parser(name, help=what)
@@ -59,8 +74,19 @@ def _add_import(commands: argparse._SubParsersAction) -> None:
     arrays = formats.add_parser("arrays", help=".npz with x (N, C, T, V, M), label and split_<benchmark>_<split> indices")
     arrays.add_argument("path", type=Path)
     arrays.add_argument("--out", required=True, type=Path)
-    arrays.add_argument("--layout", default="ntu25", help="'ntu25' or a YAML/JSON layout file")
+    arrays.add_argument("--layout", help=f"a built-in layout ({layouts}; default ntu25) or a YAML/JSON layout file")
     arrays.add_argument("--dataset", help="dataset name for the manifest")
+    arrays.add_argument("--normalise", action=argparse.BooleanOptionalAction, help=normalise_help)
+    pyskl = formats.add_parser("pyskl", help="pyskl / MMAction2 annotation pickle (ntu60_3danno.pkl, ntu60_hrnet.pkl, ...)")
+    pyskl.add_argument("path", type=Path, help="the .pkl: {'split': {name: [frame_dir, ...]}, 'annotations': [...]}")
+    pyskl.add_argument("--out", required=True, type=Path)
+    pyskl.add_argument("--layout", help=f"a built-in layout ({layouts}) or a YAML/JSON layout file; default from the "
+                       f"keypoints' V and C (25x3 ntu25, 20x3 kinect_v1, 17x2 coco17; coco17_score adds keypoint_score "
+                       f"as a third channel)")
+    pyskl.add_argument("--max-frames", type=int, help="clip length T: longer sequences subsampled uniformly "
+                       "(default: the longest sequence, nothing subsampled)")
+    pyskl.add_argument("--dataset", help="dataset name for the manifest (default: the file name)")
+    pyskl.add_argument("--normalise", action=argparse.BooleanOptionalAction, help=normalise_help)
 
 
 def _run_prepare(arguments: argparse.Namespace) -> dict:
@@ -76,6 +102,10 @@ def _run_prepare(arguments: argparse.Namespace) -> dict:
         prepare = prepare_pku1 if arguments.dataset == "pku1" else prepare_pku2
         return prepare(arguments.raw, arguments.labels, arguments.splits, arguments.out, arguments.skip_bad,
                        arguments.workers, progress=progress)
+    if arguments.dataset == "utkinect":
+        from usdrl.data.utkinect import prepare_utkinect
+
+        return prepare_utkinect(arguments.raw, arguments.out, arguments.labels, arguments.skip_bad, progress=progress)
     from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
 
     config = SyntheticConfig(seed=arguments.seed, subjects=arguments.subjects, replications=arguments.replications)
@@ -90,7 +120,11 @@ def _run_import(arguments: argparse.Namespace) -> dict:
         return importers.import_agcn(arguments.path, arguments.out, arguments.benchmark, arguments.dataset)
     if arguments.format == "ctrgcn":
         return importers.import_ctrgcn(arguments.path, arguments.out, arguments.benchmark, arguments.dataset)
-    return importers.import_arrays(arguments.path, arguments.out, arguments.layout, arguments.dataset)
+    if arguments.format == "pyskl":
+        return importers.import_pyskl(arguments.path, arguments.out, arguments.layout, arguments.normalise,
+                                      arguments.max_frames, arguments.dataset)
+    return importers.import_arrays(arguments.path, arguments.out, arguments.layout, arguments.dataset,
+                                   arguments.normalise)
 
 
 def _run_inspect(arguments: argparse.Namespace) -> dict:
@@ -107,8 +141,8 @@ def _run_inspect(arguments: argparse.Namespace) -> dict:
 
 def _add_params_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("settings (params.yaml, then the profile, then these overrides)")
-    group.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: ./params.yaml; "
-                       "the package defaults, i.e. the released settings, when it does not exist)")
+    group.add_argument("--params", type=Path, help="params file; an error when it does not exist (default: "
+                       "./params.yaml, or the package defaults, i.e. the released settings, when there is none)")
     group.add_argument("--profile", help="profile of the params file (demo, paper)")
     group.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override any setting, e.g. --set pretrain.epochs=10 (repeatable)")
@@ -135,15 +169,27 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
 
 def load_settings(arguments: argparse.Namespace, shortcuts: dict[str, str]):
     """params.yaml (if present) + profile + --set + the named shortcut flags."""
-    from usdrl.config import load_params
+    from usdrl.config import DEFAULT_PARAMS_FILE, load_params
 
     overrides = list(arguments.set)
     for attribute, key in shortcuts.items():
         value = getattr(arguments, attribute, None)
         if value is not None:
             overrides.append(f"{key}={value}")
-    path = arguments.params if arguments.params and Path(arguments.params).is_file() else None
-    return load_params(path, arguments.profile, overrides)
+    if arguments.params is not None:  # given explicitly: it must exist
+        path = arguments.params
+    else:
+        path = DEFAULT_PARAMS_FILE if DEFAULT_PARAMS_FILE.is_file() else None
+    return load_params(path, arguments.profile, overrides, _dataset_of(getattr(arguments, "data", None)))
+
+
+def _dataset_of(data_root: Path | None) -> str | None:
+    """The dataset name recorded in a prepared folder's manifest (for params.yaml's ``datasets:`` settings)."""
+    from usdrl.data.store import MANIFEST_NAME, read_manifest
+
+    if data_root is None or not (Path(data_root) / MANIFEST_NAME).is_file():
+        return None  # the command itself reports a missing dataset
+    return read_manifest(data_root).get("dataset")
 
 
 def _run_pretrain(arguments: argparse.Namespace) -> dict:
@@ -163,7 +209,7 @@ def _run_pretrain(arguments: argparse.Namespace) -> dict:
 def _add_evaluation(commands: argparse._SubParsersAction) -> None:
     helps = {"probe": "linear probe on frozen features (headline: last epoch)",
              "retrieve": "kNN retrieval (cosine) of test features against the training features",
-             "finetune": "semi-supervised: fine-tune the whole network on 1% / 10% of the labels"}
+             "finetune": "semi-supervised: fine-tune the whole network on 1%% / 10%% of the labels"}  # %% for argparse
     for name, text in helps.items():
         parser = commands.add_parser(name, help=text)
         parser.add_argument("--data", required=True, type=Path, help="a prepared dataset folder")
@@ -234,11 +280,12 @@ def _run_detection(arguments: argparse.Namespace) -> dict:
                              arguments.modality, arguments.figures, progress=not arguments.quiet)
     from usdrl.data import load_split
     from usdrl.evaluate.dense import ground_truth_of
-    from usdrl.evaluate.detection import detection_metrics, read_proposals
+    from usdrl.evaluate.detection import dataset_action_classes, detection_metrics, read_proposals
 
     split = load_split(arguments.data, arguments.benchmark, arguments.split)
     truth = ground_truth_of(split)
-    metrics = detection_metrics(read_proposals(arguments.proposals), truth, arguments.thetas, videos=split.names)
+    metrics = detection_metrics(read_proposals(arguments.proposals), truth, arguments.thetas,
+                                classes=dataset_action_classes(split.class_names), videos=split.names)
     if arguments.out:
         write_json_atomically(arguments.out, metrics)
     return {"metrics": metrics}
@@ -257,6 +304,22 @@ def _run_report(arguments: argparse.Namespace) -> dict:
     return {"tables": [str(p) for p in build_tables(arguments.results, arguments.out, arguments.profile)]}
 
 
+def _add_convert(commands: argparse._SubParsersAction) -> None:
+    convert = commands.add_parser("convert-checkpoint", help="rewrite an older checkpoint that needs an unsafe load "
+                                  "(weights_only=False) in the safe form; only for a file you trust")
+    convert.add_argument("old", metavar="OLD", type=Path, help="the checkpoint to convert")
+    convert.add_argument("--out", required=True, type=Path, help="the converted checkpoint (may be OLD itself)")
+    convert.add_argument("--trust-this-file", action="store_true",
+                         help="required: loading OLD unsafely runs any code it holds; pass it only for a file you made "
+                              "yourself or whose source you trust")
+
+
+def _run_convert(arguments: argparse.Namespace) -> dict:
+    from usdrl.checkpoint import convert_checkpoint
+
+    return convert_checkpoint(arguments.old, arguments.out, trust_this_file=arguments.trust_this_file)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="usdrl", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -272,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation(commands)
     _add_detection(commands)
     _add_report(commands)
+    _add_convert(commands)
     return parser
 
 
@@ -286,6 +350,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {
     "ensemble": _run_evaluation,
     "detect": _run_detection,
     "report": _run_report,
+    "convert-checkpoint": _run_convert,
 }
 
 
@@ -295,6 +360,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = COMMANDS[arguments.command](arguments)
     except (DataError, LayoutError, ConfigError, CheckpointError, TrainingError) as error:
         print(f"usdrl {arguments.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # an unwritable or unreadable location: name the path, no traceback
+        paths = " -> ".join(str(p) for p in (error.filename, error.filename2) if p is not None)
+        reason = error.strerror or str(error)
+        print(f"usdrl {arguments.command}: error: {paths + ': ' if paths else ''}{reason}; check that the path "
+              f"exists and is writable", file=sys.stderr)
         return 2
     if result.get("up_to_date"):
         print(f"{result['out']} is up to date (inputs unchanged); nothing to do", file=sys.stderr)

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
+
+
+DEFAULT_PARAMS_FILE = Path("params.yaml")  # read when no params file is named and it exists
 
 
 class ConfigError(ValueError):
@@ -84,6 +90,7 @@ class ProbeSection:
         "default": 0.006, "ntu60/xview": 0.03, "pku2/xsub": 0.01, "sttr/ntu60/xsub": 0.03})
     validation_fraction: float = 0.0  # > 0: hold out this part of the training subjects for model selection
     seed: int = 0
+    feature_normalization: str = "none"  # released: none; "standardize": training-split mean / std per dimension
 
     def learning_rate(self, backbone: str, dataset: str, benchmark: str) -> float:
         for key in (f"{backbone}/{dataset}/{benchmark}", f"{dataset}/{benchmark}", "default"):
@@ -174,9 +181,18 @@ class SyntheticSection:
 
 
 @dataclass(frozen=True)
+class UTKinectSection:
+    """Where the pipeline reads UTKinect-Action3D from (relative: from the project root)."""
+
+    raw: str = "../shared/data/utkinect"  # the folder of joints_sSS_eEE.txt and actionLabel.txt
+    labels: str = "original"  # original: actionLabel.txt; modified: actionLabel_modified.txt
+
+
+@dataclass(frozen=True)
 class DataSection:
     root: str = "data"
     synthetic: SyntheticSection = field(default_factory=SyntheticSection)
+    utkinect: UTKinectSection = field(default_factory=UTKinectSection)
 
 
 @dataclass(frozen=True)
@@ -197,33 +213,73 @@ class Params:
     pipeline: PipelineSection = field(default_factory=PipelineSection)
 
 
-def _build(cls: type, values: Any, where: str) -> Any:
-    if not dataclasses.is_dataclass(cls):
-        return values
+def _describe(hint: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping"}
+    if hint in names:
+        return names[hint]
+    if typing.get_origin(hint) is tuple:
+        arguments = typing.get_args(hint)
+        if len(arguments) == 2 and arguments[1] is Ellipsis:
+            plural = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
+            return f"a list of {plural.get(arguments[0], _describe(arguments[0]))}"
+        return f"a list of {len(arguments)} values ({', '.join(_describe(a) for a in arguments)})"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _check_value(hint: Any, value: Any, key: str, source: str) -> Any:
+    """``value`` checked against the field type ``hint`` (lists become tuples, ints become floats where a
+    float belongs); a ConfigError naming ``key`` otherwise."""
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key, source)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        arguments = typing.get_args(hint)
+        if value is None and type(None) in arguments:
+            return None
+        hint = next(argument for argument in arguments if argument is not type(None))
+        origin = typing.get_origin(hint)
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is float and not isinstance(value, bool):
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as text
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    if hint is str and isinstance(value, str):
+        return value
+    if (hint is dict or origin is dict) and isinstance(value, dict):
+        return copy.deepcopy(value)
+    if origin is tuple and isinstance(value, (list, tuple)):
+        arguments = typing.get_args(hint)
+        if len(arguments) == 2 and arguments[1] is Ellipsis:
+            return tuple(_check_value(arguments[0], item, f"{key}[{i}]", source) for i, item in enumerate(value))
+        if len(value) == len(arguments):
+            return tuple(_check_value(a, item, f"{key}[{i}]", source) for i, (a, item) in enumerate(zip(arguments, value)))
+    raise ConfigError(f"{source(key)}: {key} must be {_describe(hint)}, got {value!r}")
+
+
+def _build(cls: type, values: Any, where: str, source: Callable[[str], str]) -> Any:
+    """The dataclass ``cls`` from a mapping, every value type-checked, sections found from the type hints."""
     if values is None:
         values = {}
     if not isinstance(values, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {values!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+        raise ConfigError(f"{source(where)}: {where or 'the file'} must be a mapping of settings, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
     built = {}
     for name, value in values.items():
-        kind = fields[name].type
-        nested = next((c for c in SECTIONS if c.__name__ == str(kind)), None)
-        if nested is not None:
-            built[name] = _build(nested, value, f"{where}.{name}")
-        elif isinstance(value, list):
-            built[name] = tuple(value)
-        else:
-            built[name] = value
+        key = f"{where}.{name}" if where else str(name)
+        if name not in names:
+            close = difflib.get_close_matches(str(name), names, n=1)
+            advice = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(names)}"
+            raise ConfigError(f"{source(key)}: unknown key {key!r}; {advice}")
+        built[name] = _check_value(hints[name], value, key, source)
     return cls(**built)
-
-
-SECTIONS = (DataSection, SyntheticSection, ModelSection, AugmentSection, LossSection, PretrainSection,
-            EvaluationSection, ProbeSection, RetrievalSection, FinetuneSection, EnsembleSection, DetectionSection,
-            AblationSection, PipelineSection)
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -236,38 +292,80 @@ def _merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def _apply_override(raw: dict, assignment: str) -> None:
+def _apply_override(raw: dict, assignment: str) -> str:
+    """Set ``section.key=value`` (value parsed as YAML) in ``raw``; returns the dotted key."""
     if "=" not in assignment:
-        raise ConfigError(f"override {assignment!r} must look like section.key=value")
+        raise ConfigError(f"--set {assignment!r} must look like section.key=value")
     path, text = assignment.split("=", 1)
     keys = path.strip().split(".")
     target = raw
     for key in keys[:-1]:
         target = target.setdefault(key, {})
         if not isinstance(target, dict):
-            raise ConfigError(f"override {assignment!r}: {key} is not a section")
-    target[keys[-1]] = yaml.safe_load(text)
+            raise ConfigError(f"--set {assignment!r}: {key} is not a section")
+    try:
+        target[keys[-1]] = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {assignment!r}: the value is not valid YAML ({' '.join(str(error).split())})") from None
+    return ".".join(keys)
 
 
-def load_params(path: str | Path | None = "params.yaml", profile: str | None = None,
-                overrides: list[str] | tuple[str, ...] = ()) -> Params:
-    """Read params.yaml (or the defaults when ``path`` is None), apply a profile and overrides."""
+def _read_yaml(path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections (model:, pretrain:, ...), got {type(raw).__name__}")
+    return raw
+
+
+def load_params(path: str | Path | None = DEFAULT_PARAMS_FILE, profile: str | None = None,
+                overrides: list[str] | tuple[str, ...] = (), dataset: str | None = None) -> Params:
+    """Read params.yaml (or the package defaults, the released settings, when ``path`` is None), apply a
+    profile, then the settings of ``dataset`` under ``datasets:`` (of the file or of the profile), then
+    ``section.key=value`` overrides; every key and value is checked against the sections."""
     raw: dict = {}
+    name = "the package defaults"
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"params file {path} does not exist")
-        raw = yaml.safe_load(path.read_text()) or {}
+            raise ConfigError(f"params file {path} does not exist; check the path (without --params, "
+                              f"./params.yaml or else the package defaults are used)")
+        raw = _read_yaml(path)
+        name = str(path)
     profiles = raw.pop("profiles", {}) or {}
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{name}: profiles must be a mapping of profile names to settings")
     chosen = profile or raw.get("profile", "paper")
     if chosen != "paper" or chosen in profiles:
         if chosen not in profiles:
-            raise ConfigError(f"profile {chosen!r} is not in {path}; known: paper, {', '.join(profiles)}")
-        raw = _merge(raw, profiles[chosen])
+            known = ", ".join(sorted({"paper", *map(str, profiles)}))
+            raise ConfigError(f"profile {chosen!r} is not in {name}; known: {known}")
+        if not isinstance(profiles[chosen] or {}, dict):
+            raise ConfigError(f"{name}: profiles.{chosen} must be a mapping of sections")
+        raw = _merge(raw, profiles[chosen] or {})
     raw["profile"] = chosen
-    for assignment in overrides:
-        _apply_override(raw, assignment)
-    return _build(Params, raw, str(path or "params"))
+    per_dataset = raw.pop("datasets", {}) or {}
+    if not isinstance(per_dataset, dict) or not all(isinstance(v or {}, dict) for v in per_dataset.values()):
+        raise ConfigError(f"{name}: datasets must map dataset names to sections, e.g. datasets: {{utkinect: "
+                          f"{{pretrain: {{batch_size: 32}}}}}}")
+    for other, settings in per_dataset.items():  # every dataset's settings are checked, used or not
+        _build(Params, _merge(raw, settings or {}), "", lambda key, other=other: f"{name} (datasets.{other})")
+    if dataset is not None and dataset in per_dataset:
+        raw = _merge(raw, per_dataset[dataset] or {})
+    overridden = {_apply_override(raw, assignment): assignment for assignment in overrides}
+
+    def source(key: str) -> str:
+        """Where a key's value came from, for error messages."""
+        for dotted, assignment in overridden.items():
+            if key == dotted or key.startswith((dotted + ".", dotted + "[")) or dotted.startswith(key + "."):
+                return f"--set {assignment}"
+        return f"{name} (profile {chosen})" if chosen in profiles else name
+
+    return _build(Params, raw, "", source)
 
 
 def to_dict(section: Any) -> dict:

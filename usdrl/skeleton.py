@@ -34,6 +34,33 @@ NTU25_BONES_ONE_BASED = (
     (22, 23), (23, 8), (24, 25), (25, 12),
 )
 
+# Kinect v1 SDK order (UTKinect-Action3D, MSR Action3D): 1-based as in the data files.
+KINECT_V1_JOINT_NAMES = (
+    "hip_center", "spine", "shoulder_center", "head",
+    "left_shoulder", "left_elbow", "left_wrist", "left_hand",
+    "right_shoulder", "right_elbow", "right_wrist", "right_hand",
+    "left_hip", "left_knee", "left_ankle", "left_foot",
+    "right_hip", "right_knee", "right_ankle", "right_foot",
+)
+# (child, parent), 1-based, as the UTKinect README lists them; joint 1 (hip centre) is the root (zero bone).
+KINECT_V1_BONES_ONE_BASED = (
+    (2, 1), (3, 2), (4, 3), (5, 3), (6, 5), (7, 6), (8, 7), (9, 3), (10, 9), (11, 10), (12, 11), (13, 1),
+    (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18), (20, 19),
+)
+
+COCO17_JOINT_NAMES = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+    "right_knee", "left_ankle", "right_ankle",
+)
+# (child, parent), 1-based: the spanning tree, rooted at the nose, of the 19 links of the standard COCO
+# skeleton; the three links that close a cycle (eye-eye, shoulder-shoulder, hip-hip) are left out, since a
+# joint has one parent.
+COCO17_BONES_ONE_BASED = (
+    (2, 1), (3, 1), (4, 2), (5, 3), (6, 4), (7, 5), (8, 6), (9, 7), (10, 8), (11, 9), (12, 6), (13, 7),
+    (14, 12), (15, 13), (16, 14), (17, 15),
+)
+
 
 class LayoutError(ValueError):
     """A layout description that cannot be used; the message says what to change."""
@@ -103,6 +130,44 @@ def ntu25_layout() -> SkeletonLayout:
     )
 
 
+def kinect_v1_layout() -> SkeletonLayout:
+    """Kinect v1 (UTKinect-Action3D): 20 joints, one person; centre joint 2 (spine, the v1 joint at NTU's
+    spine mid), shoulders 5 and 9, as NTU."""
+    return SkeletonLayout(
+        name="kinect_v1",
+        joint_names=KINECT_V1_JOINT_NAMES,
+        bones=tuple((child - 1, parent - 1) for child, parent in KINECT_V1_BONES_ONE_BASED),
+        center_joint=1,
+        shoulder_pair=(4, 8),
+        num_persons=1,
+        num_coordinates=3,
+    )
+
+
+def coco17_layout(with_scores: bool = False) -> SkeletonLayout:
+    """COCO-17 2D keypoints, one person; centre joint 1 (nose: COCO has no torso joint; the root of the bone
+    tree, as in the usual COCO graphs), shoulders 6 and 7. ``with_scores``: ``coco17_score``, three channels
+    (x, y, keypoint score). The score is then treated as a third coordinate by normalisation and by the
+    augmentations' shear, as ST-GCN treats Kinetics (x, y, score); use ``coco17`` to leave scores out."""
+    return SkeletonLayout(
+        name="coco17_score" if with_scores else "coco17",
+        joint_names=COCO17_JOINT_NAMES,
+        bones=tuple((child - 1, parent - 1) for child, parent in COCO17_BONES_ONE_BASED),
+        center_joint=0,
+        shoulder_pair=(5, 6),
+        num_persons=1,
+        num_coordinates=3 if with_scores else 2,
+    )
+
+
+BUILTIN_LAYOUTS = {
+    "ntu25": ntu25_layout,
+    "kinect_v1": kinect_v1_layout,
+    "coco17": coco17_layout,
+    "coco17_score": lambda: coco17_layout(with_scores=True),
+}
+
+
 def _joint_index(value: Any, joint_names: Sequence[str], where: str) -> int:
     if isinstance(value, bool):
         raise LayoutError(f"{where}: {value!r} is not a joint number or name")
@@ -150,12 +215,14 @@ def layout_from_dict(data: dict[str, Any], source: str = "layout") -> SkeletonLa
 
 
 def load_layout(path_or_name: str | Path) -> SkeletonLayout:
-    """``"ntu25"`` or a YAML/JSON layout file (see README, "Layouts")."""
-    if str(path_or_name) == "ntu25":
-        return ntu25_layout()
+    """A built-in layout by name (``BUILTIN_LAYOUTS``: ntu25, kinect_v1, coco17, coco17_score) or a YAML/JSON
+    layout file (see README, "Layouts")."""
+    if str(path_or_name) in BUILTIN_LAYOUTS:
+        return BUILTIN_LAYOUTS[str(path_or_name)]()
     path = Path(path_or_name)
     if not path.is_file():
-        raise LayoutError(f"layout file {path} does not exist; pass 'ntu25' or a YAML/JSON layout file")
+        raise LayoutError(f"layout file {path} does not exist; pass a built-in layout "
+                          f"({', '.join(BUILTIN_LAYOUTS)}) or a YAML/JSON layout file")
     text = path.read_text()
     try:
         if path.suffix.lower() == ".json":
@@ -168,7 +235,12 @@ def load_layout(path_or_name: str | Path) -> SkeletonLayout:
         raise LayoutError(f"layout file {path} could not be parsed: {error}") from error
     if not isinstance(data, dict):
         raise LayoutError(f"layout file {path} must hold a mapping with joint_names, bones, center_joint, shoulder_pair")
-    return layout_from_dict(data, source=str(path))
+    layout = layout_from_dict(data, source=str(path))
+    for position, (child, parent) in enumerate(layout.bones):
+        if child == parent:  # a file's self-bone is a slip: a joint without a bone already gets the zero bone
+            raise LayoutError(f"{path}: bone {position + 1} joins joint {child + 1} ({layout.joint_names[child]}) "
+                              f"to itself; remove it (a joint without a bone gets the zero bone)")
+    return layout
 
 
 def to_bone(x: torch.Tensor, layout: SkeletonLayout) -> torch.Tensor:

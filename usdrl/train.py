@@ -8,7 +8,9 @@ loss is computed on projections gathered from all processes with gradients, so W
 batch B give the loss and gradients of one process with batch W*B.
 
 Randomness is derived from (seed, epoch, rank) at the start of every epoch, so an interrupted run
-resumed from its last checkpoint continues exactly as if it had never stopped.
+resumed from its last checkpoint continues exactly as if it had never stopped. A run killed at any
+moment resumes cleanly: temporary files of dead writers are removed, ``log.jsonl`` is cut back to the
+resumed epoch (one record per epoch), and a numbered checkpoint missing for that epoch is written.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from usdrl.augment import AugmentConfig, make_views
-from usdrl.checkpoint import save_atomically
+from usdrl.checkpoint import (CheckpointError, UnsafeCheckpointError, describe_content, load_checkpoint,
+                              plain_numpy_random_state, recorded_modality, save_atomically)
 from usdrl.config import AugmentSection, LossSection, ModelSection, PretrainSection
 from usdrl.data import load_split
-from usdrl.data.store import SkeletonSplit
+from usdrl.data.store import SkeletonSplit, write_json_atomically
 from usdrl.losses import mgfd_loss
 from usdrl.model import EncoderConfig, SkeletonModel, all_gather_with_gradients
 from usdrl.skeleton import MODALITIES
@@ -142,7 +145,9 @@ def seed_everything(seed: int) -> None:
 
 
 def _rng_states() -> dict[str, Any]:
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every global RNG state as tensors and plain containers (loadable with weights_only=True)."""
+    states = {"python": random.getstate(), "numpy": plain_numpy_random_state(np.random.get_state()),
+              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -151,9 +156,30 @@ def _rng_states() -> dict[str, Any]:
 def _restore_rng_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
     np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
+    torch.set_rng_state(states["torch"].cpu())
     if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+        torch.cuda.set_rng_state_all([state.cpu() for state in states["cuda"]])
+
+
+def process_is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporary_files(folder: Path) -> list[Path]:
+    """Remove ``*.tmp-PID`` files (interrupted atomic writes) whose writer is this process or dead."""
+    removed = []
+    for path in folder.glob("*.tmp-*") if folder.is_dir() else []:
+        pid = path.name.rsplit(".tmp-", 1)[1].split(".")[0]
+        if path.is_file() and pid.isdigit() and (int(pid) == os.getpid() or not process_is_alive(int(pid))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def peak_memory_megabytes(device: torch.device) -> float:
@@ -219,6 +245,11 @@ class Pretrainer:
     def last_path(self) -> Path:
         return self.out_dir / "checkpoints" / "last.pt"
 
+    def is_scheduled(self, epochs_done: int) -> bool:
+        """Whether the schedule keeps a numbered checkpoint after this many epochs."""
+        return epochs_done > 0 and (epochs_done % self.settings.checkpoint_every == 0
+                                    or epochs_done == self.settings.epochs)
+
     def save(self, epochs_done: int) -> None:
         if self.rank != 0:
             return
@@ -227,25 +258,91 @@ class Pretrainer:
             "scaler": self.scaler.state_dict(), "rng": _rng_states(), "encoder_config": self.model.config.to_dict(),
             "layout": self.split.layout.to_dict(), "run": self.run_info,
         }
-        save_atomically(content, self.last_path)
-        if epochs_done % self.settings.checkpoint_every == 0 or epochs_done == self.settings.epochs:
+        # the numbered one first: once last.pt says epoch E, checkpoint E exists (a kill between re-runs epoch E)
+        if self.is_scheduled(epochs_done):
             save_atomically(content, self.checkpoint_path(epochs_done))
+        save_atomically(content, self.last_path)
+
+    def clean_interrupted_writes(self) -> None:
+        """Rank 0, before anything else: temporary files left by killed writers go."""
+        if self.rank == 0:
+            for folder in (self.out_dir, self.out_dir / "checkpoints"):
+                remove_stale_temporary_files(folder)
+
+    def intact_checkpoint_hint(self) -> str:
+        """Which numbered checkpoint still loads, for the error about a damaged last.pt."""
+        for path in sorted(self.last_path.parent.glob("checkpoint_*.pt"), reverse=True):
+            try:
+                load_checkpoint(path)
+            except CheckpointError:
+                continue
+            return f"the newest intact checkpoint is {path}: continue from it with --resume {path}"
+        return f"no numbered checkpoint in {self.last_path.parent} is intact: start again with a new --out"
 
     def resume(self, path: str | Path | None = None) -> bool:
-        """Restore model, optimiser, scaler, epoch and RNG states; False when there is nothing to resume."""
-        path = Path(path) if path else self.last_path
-        if not path.is_file():
+        """Restore model, optimiser, scaler, epoch and RNG states; False when there is nothing to resume.
+
+        Without ``path``: OUT/checkpoints/last.pt if it exists. A damaged last.pt stops with the newest
+        intact numbered checkpoint to resume from; a given path that is not a checkpoint of usdrl pretrain,
+        or one of other model settings, stops with a CheckpointError naming it.
+        """
+        explicit = path is not None
+        path = Path(path) if explicit else self.last_path
+        if not explicit and not path.exists():
             return False
-        content = torch.load(path, map_location=self.device, weights_only=False)
-        if content.get("encoder_config") != self.model.config.to_dict():
-            raise TrainingError(f"{path} was made with {content.get('encoder_config')}, not {self.model.config.to_dict()}; "
-                                f"resume with the same model settings or start a new --out")
-        self.model.load_state_dict(content["model"])
-        self.optimizer.load_state_dict(content["optimizer"])
-        self.scaler.load_state_dict(content["scaler"])
-        _restore_rng_states(content["rng"])
+        try:
+            content = load_checkpoint(path, map_location=self.device)
+        except UnsafeCheckpointError:
+            raise
+        except CheckpointError as error:
+            raise CheckpointError(f"{error}; {self.intact_checkpoint_hint()}" if not explicit else str(error)) from None
+        needed = ("epoch", "model", "optimizer", "scaler", "rng", "encoder_config")
+        if not isinstance(content, dict) or any(key not in content for key in needed):
+            raise CheckpointError(f"{path} is not a checkpoint of usdrl pretrain (it holds "
+                                  f"{describe_content(content)}); --resume takes OUT/checkpoints/last.pt or "
+                                  f"checkpoint_NNNN.pt of a pretraining run")
+        ours = self.model.config.to_dict()
+        stored = content["encoder_config"] if isinstance(content["encoder_config"], dict) else {}
+        differences = [f"{key} {stored.get(key)!r} (this run: {value!r})" for key, value in ours.items()
+                       if stored.get(key) != value]
+        if differences:
+            raise CheckpointError(f"{path} holds an encoder made with other settings: {', '.join(differences)}; "
+                                  f"resume with the same model settings or start a new --out")
+        recorded = recorded_modality(content)
+        if recorded and recorded != self.settings.modality:
+            raise CheckpointError(f"{path} was pretrained on {recorded}, but this run is on {self.settings.modality}; "
+                                  f"resume with --modality {recorded} or start a new --out")
+        try:
+            self.model.load_state_dict(content["model"])
+            self.optimizer.load_state_dict(content["optimizer"])
+            self.scaler.load_state_dict(content["scaler"])
+            _restore_rng_states(content["rng"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as error:
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CheckpointError(f"{path} does not fit this run: {message}") from None
         self.start_epoch = int(content["epoch"])
+        numbered = self.checkpoint_path(self.start_epoch)
+        if self.rank == 0 and self.is_scheduled(self.start_epoch) and not numbered.is_file():
+            save_atomically(content, numbered)  # the run was stopped before it was written
         return True
+
+    def truncate_log(self) -> None:
+        """Keep the log records of the epochs done (epoch <= start_epoch): one record per epoch after a resume."""
+        path = self.out_dir / "log.jsonl"
+        if self.rank != 0 or not path.is_file():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill
+                continue
+            epoch = record.get("epoch") if isinstance(record, dict) else None
+            if isinstance(epoch, int) and epoch <= self.start_epoch:
+                kept.append(line + "\n")
+        temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        temporary.write_text("".join(kept))
+        temporary.replace(path)
 
     # -- training ---------------------------------------------------------------------------------
     def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -276,7 +373,8 @@ class Pretrainer:
         settings = self.settings
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "run.json").write_text(json.dumps(self.run_info, indent=1))
+            write_json_atomically(self.out_dir / "run.json", self.run_info)
+            self.truncate_log()
         history = []
         for epoch in range(self.start_epoch, settings.epochs):
             epoch_seed = settings.seed * 1_000_003 + epoch * 1009 + self.rank
@@ -333,6 +431,7 @@ def pretrain(data_root: str | Path, benchmark: str, out_dir: str | Path, model: 
     """Pretrain on the ``train`` split of a prepared dataset; returns a summary with the epoch history."""
     trainer = Pretrainer(data_root, benchmark, out_dir, model, augment, loss, settings, progress)
     try:
+        trainer.clean_interrupted_writes()
         if resume:
             trainer.resume(None if resume is True else resume)
         return trainer.train()

@@ -1,3 +1,4 @@
+import json
 import pickle
 
 import numpy as np
@@ -89,3 +90,99 @@ def test_import_errors_are_clear(tmp_path):
     np.savez(tmp_path / "odd.npz", x_train=np.zeros((2, 300, 150)))
     with pytest.raises(DataError, match="--benchmark"):
         import_ctrgcn(tmp_path / "odd.npz", tmp_path / "out")
+
+
+def _pose_file(tmp_path, **changes):
+    """A valid arrays file (8 samples, T=30, NTU-25) with some arrays replaced."""
+    arrays = {"x": np.random.default_rng(3).normal(size=(8, 3, 30, 25, 2)).astype(np.float32),
+              "label": np.arange(8) % 2, "num_frames": np.full(8, 30),
+              "split_xsub_train": np.arange(6), "split_xsub_test": np.array([6, 7])}
+    arrays.update(changes)
+    np.savez(tmp_path / "pose.npz", **arrays)
+    return tmp_path / "pose.npz"
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"split_xsub_test": np.array([5, 6, 7])}, "split_xsub_test and split_xsub_train share 1 sample"),
+    ({"split_xsub_train": np.array([0, 1, 2, 2])}, "split_xsub_train holds index 2 2 times"),
+    ({"label": np.arange(8) % 2 + 0.5}, "label must be integers, found float64"),
+    ({"split_xsub_test": np.array([6.0, 7.5])}, "split_xsub_test must be integers"),
+    ({"num_frames": np.full(8, 31)}, r"num_frames: sample 0 has 31 frames; each must lie in 0\.\.30"),
+    ({"num_frames": np.full(8, 12.7)}, "num_frames must be integers"),
+])
+def test_arrays_refuses_inconsistent_splits_labels_and_frames(tmp_path, changes, message):
+    with pytest.raises(DataError, match=message):
+        import_arrays(_pose_file(tmp_path, **changes), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_arrays_accepts_the_valid_file_and_other_benchmarks_may_overlap(tmp_path):
+    path = _pose_file(tmp_path, split_xview_train=np.arange(2, 8), split_xview_test=np.arange(2))
+    import_arrays(path, tmp_path / "out")
+    assert list(load_split(tmp_path / "out", "xview", "test").indices) == [0, 1]
+
+
+def test_a_layout_bone_from_a_joint_to_itself_is_refused(tmp_path):
+    from usdrl.skeleton import LayoutError
+
+    layout = tmp_path / "self.json"
+    layout.write_text('{"joint_names": ["a", "b", "c"], "bones": [[2, 1], [3, 3]], "center_joint": 1, '
+                      '"shoulder_pair": [2, 3], "num_persons": 1, "num_coordinates": 2}')
+    np.savez(tmp_path / "pose.npz", x=np.ones((2, 2, 5, 3, 1), dtype=np.float32), label=np.array([0, 1]))
+    with pytest.raises(LayoutError, match="bone 2 joins joint 3 .c. to itself"):
+        import_arrays(tmp_path / "pose.npz", tmp_path / "out", layout=layout)
+    layout.write_text(layout.read_text().replace("[3, 3]", "[3, 1]"))
+    import_arrays(tmp_path / "pose.npz", tmp_path / "out", layout=layout)
+    assert len(load_split(tmp_path / "out", "all", "all")) == 2
+
+
+def _raw_capture(rng, count=6, frames=40):
+    """Raw sensor coordinates: metres, the sensor 2.5 m away, each body somewhere else in the room, moving;
+    zero-padded past each sample's length, x (N, C, T, V, M) and the lengths."""
+    x = np.zeros((count, 3, frames, 25, 2), dtype=np.float32)
+    lengths = rng.integers(15, frames, size=count)
+    for i, length in enumerate(lengths):
+        place = np.array([rng.uniform(-2, 2), rng.uniform(-0.5, 0.5), 2.5 + rng.uniform(-0.5, 1.5)])
+        posture = rng.normal(scale=0.3, size=(25, 3)) + place
+        drift = 0.01 * np.arange(length)[:, None, None] * rng.normal(size=3)
+        x[i, :, :length, :, 0] = (posture + drift).transpose(2, 0, 1)
+    return x, lengths
+
+
+def test_arrays_in_raw_metres_are_normalised_like_ntu_and_no_normalise_keeps_them(tmp_path):
+    from usdrl.cli import main
+
+    x, lengths = _raw_capture(np.random.default_rng(4))
+    np.savez(tmp_path / "capture.npz", x=x, label=np.arange(6) % 2, split_xsub_train=np.arange(4),
+             split_xsub_test=np.array([4, 5]))
+    assert main(["import", "arrays", str(tmp_path / "capture.npz"), "--out", str(tmp_path / "out")]) == 0
+    split = load_split(tmp_path / "out", "xsub", "train")
+    stored = split.batch(np.arange(4))  # (N, C, T, V, M)
+    np.testing.assert_allclose(stored[:, :, 0, 1, 0], 0, atol=1e-5)  # centre joint (2) at the origin in frame 1
+    shoulders = stored[:, :, 0, 8, 0] - stored[:, :, 0, 4, 0]  # right - left shoulder, frame 1, onto +x
+    np.testing.assert_allclose(shoulders[:, 1:], 0, atol=1e-5)
+    assert (shoulders[:, 0] > 0).all()
+    assert list(split.num_frames) == list(lengths[:4])  # counted on the raw data, before padding
+    for sample, length in zip(stored, lengths):
+        assert not sample[:, length:].any()  # the zero padding stays zero
+    preprocessing = json.loads((tmp_path / "out" / "manifest.json").read_text())["preprocessing"]
+    assert preprocessing["normalised"] is True and preprocessing["center_joint"] == 2
+    assert preprocessing["shoulder_pair"] == [5, 9] and len(preprocessing["steps"]) == 4
+
+    assert main(["import", "arrays", str(tmp_path / "capture.npz"), "--out", str(tmp_path / "raw"),
+                 "--no-normalise"]) == 0
+    np.testing.assert_array_equal(load_split(tmp_path / "raw", "xsub", "train").batch(np.arange(4)), x[:4])
+    preprocessing = json.loads((tmp_path / "raw" / "manifest.json").read_text())["preprocessing"]
+    assert preprocessing["normalised"] is False and preprocessing["steps"] == []
+
+
+def test_two_dimensional_arrays_are_stored_as_given_unless_asked(tmp_path):
+    rng = np.random.default_rng(5)
+    x = (rng.normal(scale=80, size=(3, 2, 12, 17, 1)) + [[[[[900]]], [[[500]]]]]).astype(np.float32)  # pixels
+    np.savez(tmp_path / "pose.npz", x=x, label=np.array([0, 1, 0]))
+    import_arrays(tmp_path / "pose.npz", tmp_path / "as_given", layout="coco17")
+    np.testing.assert_array_equal(load_split(tmp_path / "as_given", "all", "all").batch(np.arange(3)), x)
+    import_arrays(tmp_path / "pose.npz", tmp_path / "normalised", layout="coco17", normalise=True)
+    stored = load_split(tmp_path / "normalised", "all", "all").batch(np.arange(3))
+    np.testing.assert_allclose(stored[:, :, :, 0, 0], 0, atol=1e-3)  # nose at the origin in every frame
+    np.testing.assert_allclose(stored[:, 1, 0, 6, 0] - stored[:, 1, 0, 5, 0], 0, atol=1e-3)

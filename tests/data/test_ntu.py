@@ -162,3 +162,18 @@ def test_missing_list_is_honoured_and_missing_directory_is_clear(tmp_path):
     with pytest.raises(DataError, match="not an NTU sample name"):
         (raw / "notes.skeleton").write_text("1\n0\n")
         prepare_ntu("ntu60", raw, tmp_path / "out3", progress=False)
+
+
+def test_the_same_sample_in_two_folders_is_refused(tmp_path):
+    rng = np.random.default_rng(5)
+    for folder in ("part1", "part2"):
+        (tmp_path / "raw" / folder).mkdir(parents=True)
+        write_skeleton_file(tmp_path / "raw" / folder / "S001C001P001R001A001.skeleton", [[b] for b in standing_body(rng, 10)])
+    write_skeleton_file(tmp_path / "raw" / "part1" / "S001C001P001R001A002.skeleton", [[b] for b in standing_body(rng, 10)])
+    with pytest.raises(DataError) as error:
+        prepare_ntu("ntu60", tmp_path / "raw", tmp_path / "out", progress=False, workers=1)
+    message = str(error.value)
+    assert "S001C001P001R001A001" in message
+    assert str(tmp_path / "raw" / "part1" / "S001C001P001R001A001.skeleton") in message
+    assert str(tmp_path / "raw" / "part2" / "S001C001P001R001A001.skeleton") in message
+    assert not (tmp_path / "out").exists()

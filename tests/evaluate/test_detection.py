@@ -6,9 +6,9 @@ import pytest
 from usdrl.config import load_params
 from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
 from usdrl.evaluate.dense import run_detection, training_windows
-from usdrl.evaluate.detection import (detection_metrics, frame_labels_to_segments, map_action, map_video, official_ap,
-                                      overlap, read_proposals, smoothed_proposals, threshold_proposals, voc_ap,
-                                      write_proposals)
+from usdrl.evaluate.detection import (dataset_action_classes, detection_metrics, frame_labels_to_segments, map_action,
+                                      map_video, official_ap, overlap, read_proposals, smoothed_proposals,
+                                      threshold_proposals, voc_ap, write_proposals)
 from usdrl.data import DataError
 
 
@@ -110,3 +110,14 @@ def test_detection_on_synthetic_streams_beats_a_random_encoder(tmp_path):
     assert (tmp_path / "detect" / "timelines").is_dir()
     with pytest.raises(DataError, match="untrimmed"):
         run_detection(tmp_path / "synthetic" / "actions", "xsub", "random", tmp_path / "d2", params)
+
+
+def test_map_action_averages_over_every_class_of_the_dataset_as_the_official_script():
+    # one test video holding classes 1 and 2 of a 5-action dataset: the official evaluate.py averages the AP
+    # over all number_label - 1 = 5 action classes, a class without ground truth counting 0
+    truth = [(1, 0, 10, 2, "v"), (2, 20, 30, 2, "v")]
+    proposals = [(1, 0, 10, 0.9, "v"), (2, 20, 30, 0.8, "v"), (4, 40, 50, 0.95, "v")]
+    metrics = detection_metrics(proposals, truth, thetas=(0.5,), classes=dataset_action_classes(["a"] * 5))["0.5"]
+    assert metrics["mAP_a"] == pytest.approx(2 / 5)
+    assert metrics["mAP_a_present_classes"] == 1.0  # the other form, under a name that says what it is
+    assert metrics["mAP_v"] == pytest.approx(2 / 3)  # the confident false positive of class 4

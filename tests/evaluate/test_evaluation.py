@@ -111,8 +111,9 @@ def test_ensemble_sums_scores_and_rejects_mismatches(tmp_path):
         ensemble_scores([tmp_path / "a.npz", tmp_path / "c.npz"])
 
 
-def test_bad_input_names_what_to_run(synthetic, tmp_path, capsys):
-    arguments = ["--benchmark", "xview", "--out", str(tmp_path / "r.json"), "--quiet", "--params", "none",
+def test_bad_input_names_what_to_run(synthetic, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./params.yaml: the package defaults
+    arguments = ["--benchmark", "xview", "--out", str(tmp_path / "r.json"), "--quiet",
                  "--set", "model.hidden_size=16", "--set", f"evaluation.cache_dir={tmp_path}"]
     assert main(["probe", "--data", str(tmp_path / "missing"), "--checkpoint", "random", *arguments]) == 2
     assert "prepare it first" in capsys.readouterr().err

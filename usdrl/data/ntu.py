@@ -264,7 +264,11 @@ def prepare_ntu(
         raise DataError(f"{raw_dir} holds no .skeleton files; point --raw at the extracted nturgb+d_skeletons folder")
     selected: list[Path] = []
     bad_names: list[dict] = []
+    first_path_of: dict[str, Path] = {}
     for path in paths:
+        if first_path_of.setdefault(path.stem, path) != path:
+            raise DataError(f"sample {path.stem} is in two files: {first_path_of[path.stem]} and {path}; "
+                            f"remove one of them (or point --raw at a folder holding one copy)")
         try:
             ids = parse_sample_name(path.stem)
         except DataError as error:

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -91,10 +92,43 @@ def shrink_leading_dimension(path: Path, rows: int) -> None:
         handle.truncate(header_end + rows * row_bytes)
 
 
+def is_dataset_folder(path: Path) -> bool:
+    """A folder this project made: a dataset (it holds manifest.json), or a folder holding only datasets
+    (``usdrl prepare synthetic --out X`` writes X/actions and X/streams)."""
+    if (path / MANIFEST_NAME).is_file():
+        return True
+    entries = list(path.iterdir())
+    return bool(entries) and all(entry.is_dir() and (entry / MANIFEST_NAME).is_file() for entry in entries)
+
+
+def check_output_folder(out_dir: Path) -> bool:
+    """True when ``out_dir`` holds a dataset of ours that may be replaced, False when it is absent or empty.
+
+    Anything else (a file, a folder with content we did not make) is a DataError: nothing of the user's
+    is ever deleted or moved.
+    """
+    for parent in out_dir.parents:
+        if parent.exists() and not parent.is_dir():
+            raise DataError(f"--out {out_dir}: {parent} is a file, not a folder; choose another --out")
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return False
+    if not out_dir.is_dir():
+        raise DataError(f"--out {out_dir} is an existing file; it is left alone: choose a new folder or remove the "
+                        f"file yourself")
+    if not any(out_dir.iterdir()):
+        return False
+    if not is_dataset_folder(out_dir):
+        raise DataError(f"--out {out_dir} is a folder that holds other things than a prepared dataset (no "
+                        f"{MANIFEST_NAME}); it is left alone: choose a new or empty folder")
+    return True
+
+
 class DatasetWriter:
     """Writes a dataset into ``<out>.tmp-<pid>`` and renames it to ``out`` only when complete.
 
-    Used as a context manager: an exception leaves no partial dataset under ``out``.
+    Used as a context manager: an exception leaves no partial dataset under ``out``. Every prepare and
+    import writes through here: ``out`` may be absent, empty or one of our datasets (replaced, said on
+    stderr); anything else is refused before any work (``check_output_folder``).
     """
 
     def __init__(self, out_dir: str | Path) -> None:
@@ -102,9 +136,14 @@ class DatasetWriter:
         self.work_dir = self.out_dir.with_name(f"{self.out_dir.name}.tmp-{os.getpid()}")
 
     def __enter__(self) -> "DatasetWriter":
+        check_output_folder(self.out_dir)
         if self.work_dir.exists():
             shutil.rmtree(self.work_dir)
-        (self.work_dir / "splits").mkdir(parents=True)
+        try:
+            (self.work_dir / "splits").mkdir(parents=True)
+        except OSError as error:
+            raise DataError(f"--out {self.out_dir}: cannot write there ({error.strerror}: {error.filename}); "
+                            f"choose a writable folder") from None
         return self
 
     def __exit__(self, error_type, error, traceback) -> None:
@@ -128,7 +167,9 @@ class DatasetWriter:
         """Write the manifest last, then move the directory into place."""
         manifest = {"format_version": FORMAT_VERSION, **manifest}
         (self.work_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, default=_json_default))
-        if self.out_dir.exists():
+        if check_output_folder(self.out_dir):
+            print(f"replacing the dataset in {self.out_dir} (made by usdrl)", file=sys.stderr)
+        if self.out_dir.is_dir():
             old = self.out_dir.with_name(f"{self.out_dir.name}.old-{os.getpid()}")
             self.out_dir.rename(old)
             self.work_dir.rename(self.out_dir)

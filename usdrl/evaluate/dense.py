@@ -9,8 +9,10 @@ cross-entropy over frames, padding ignored. Test sequences are tiled with non-ov
 
 from __future__ import annotations
 
-import time
 import dataclasses
+import os
+import shutil
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,9 @@ from usdrl.config import DetectionSection as DetectionSettings
 from usdrl.config import Params
 from usdrl.data import load_split
 from usdrl.data.store import SkeletonSplit
-from usdrl.evaluate.detection import (detection_metrics, smoothed_proposals, threshold_proposals,
-                                      write_proposals)
-from usdrl.evaluate.features import checkpoint_identity, load_encoder
+from usdrl.evaluate.detection import (dataset_action_classes, detection_metrics, smoothed_proposals,
+                                      threshold_proposals, write_proposals)
+from usdrl.evaluate.features import checkpoint_identity, open_encoder
 from usdrl.evaluate.results import provenance, write_results
 from usdrl.model import SkeletonModel
 from usdrl.report import save_figure
@@ -171,6 +173,36 @@ def plot_timeline(probabilities: np.ndarray, truth: list[tuple], proposals: list
     return save_figure(figure, path, dpi=90)
 
 
+def _check_proposals_folder(directory: Path) -> None:
+    """A proposals folder may be replaced only when it holds nothing but proposal files (ours)."""
+    if directory.exists() and (not directory.is_dir() or any(p.suffix != ".txt" for p in directory.iterdir())):
+        from usdrl.data.errors import DataError
+
+        raise DataError(f"{directory} exists and holds other things than proposal .txt files; it is left alone: "
+                        f"choose another --out")
+
+
+def replace_proposals(proposals: list[tuple], directory: Path, results: Path) -> None:
+    """Write the proposal files into ``DIRECTORY.tmp-<pid>``, then swap that folder in for ``directory``.
+
+    ``results`` (the results file of the previous run, if any) is removed before the swap, so an interrupted
+    run leaves either the old proposals with their results or the new proposals without results, never new
+    proposals beside a results file that looks complete.
+    """
+    _check_proposals_folder(directory)
+    temporary = directory.with_name(f"{directory.name}.tmp-{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    write_proposals(proposals, temporary)
+    results.unlink(missing_ok=True)
+    if directory.exists():
+        old = directory.with_name(f"{directory.name}.old-{os.getpid()}")
+        directory.rename(old)
+        temporary.rename(directory)
+        shutil.rmtree(old)
+    else:
+        temporary.rename(directory)
+
+
 def detection_settings(params: Params, **changes: Any) -> DetectionSettings:
     """params.detection with changes (the learning rate is for batch 512 and scales linearly with the batch)."""
     return dataclasses.replace(params.detection, **changes)
@@ -180,15 +212,17 @@ def run_detection(data_root: str | Path, benchmark: str, checkpoint: str | Path 
                   params: Params, modality: str | None = None, figures: int = 2, progress: bool = False) -> dict[str, Any]:
     """Fine-tune, then infer every test sequence: proposals per video, metrics, timelines, results.json."""
     started = time.perf_counter()
-    settings = detection_settings(params, **({"modality": modality} if modality else {}))
     train, test = load_split(data_root, benchmark, "train"), load_split(data_root, benchmark, "test")
     if not train.untrimmed:
         from usdrl.data.errors import DataError
 
         raise DataError(f"{data_root} holds trimmed clips; detection needs untrimmed sequences "
                         f"(usdrl prepare pku1, or the synthetic streams: data/synthetic/streams)")
+    _check_proposals_folder(Path(out_dir) / "proposals")  # before training, not after
     device = resolve_device(params.evaluation.device)
-    encoder = load_encoder(checkpoint, params.model, train.layout, seed=params.pretrain.seed)
+    # the modality asked for, else the one the checkpoint was pretrained on, else params.detection.modality
+    encoder, recorded = open_encoder(checkpoint, params.model, train.layout, seed=params.pretrain.seed, modality=modality)
+    settings = detection_settings(params, modality=modality or recorded or params.detection.modality)
     model = DenseDetector(encoder, train.num_classes)
     history = train_detector(model, train, settings, device, params.evaluation.precision, progress)
     out_dir = Path(out_dir)
@@ -205,8 +239,8 @@ def run_detection(data_root: str | Path, benchmark: str, checkpoint: str | Path 
             figures_written.append(str(plot_timeline(
                 probabilities, [t for t in truth if t[4] == video], found, test.class_names,
                 out_dir / "timelines" / f"{video}.png", f"{video}: ground truth and predictions ({settings.proposal_rule} rule)")))
-    write_proposals(proposals, out_dir / "proposals")
-    classes = sorted({t[0] for t in ground_truth_of(train)} | {t[0] for t in truth})
+    replace_proposals(proposals, out_dir / "proposals", out_dir / "results.json")
+    classes = dataset_action_classes(test.class_names)  # official: every action class of the dataset
     metrics = detection_metrics(proposals, truth, settings.thetas, classes=classes, videos=test.names)
     identity = checkpoint_identity(checkpoint, params.model, params.pretrain.seed)
     write_results(out_dir / "results.json", "detection",

@@ -100,7 +100,12 @@ def voc_ap(proposals: Sequence[Segment], ground_truth: Sequence[Segment], theta:
 
 def map_action(proposals: Sequence[Segment], ground_truth: Sequence[Segment], theta: float = 0.5,
                classes: Iterable[int] | None = None, ap=official_ap) -> float:
-    """Mean over action classes of the AP over all videos (classes: those in the ground truth by default)."""
+    """Mean over action classes of the AP over all videos.
+
+    ``classes``: every action class of the dataset, as the official PKU-MMD evaluate.py averages (its
+    ``number_label - 1`` classes; a class without ground truth in the evaluated videos counts 0). None: the
+    classes present in the ground truth (what ``mAP_a_present_classes`` reports; not the official number).
+    """
     classes = sorted(set(classes) if classes is not None else {t[0] for t in ground_truth})
     if not classes:
         return 0.0
@@ -130,7 +135,11 @@ def f1_score(proposals: Sequence[Segment], ground_truth: Sequence[Segment], thet
 def detection_metrics(proposals: Sequence[Segment], ground_truth: Sequence[Segment],
                       thetas: Sequence[float] = (0.1, 0.3, 0.5), classes: Iterable[int] | None = None,
                       videos: Iterable | None = None) -> dict[str, dict[str, float]]:
-    """mAP_a and mAP_v (official and VOC) and F1 at every overlap threshold."""
+    """mAP_a and mAP_v (official and VOC) and F1 at every overlap threshold.
+
+    ``classes``: the dataset's action classes (1..number of actions). mAP_a, the official form, averages
+    over all of them; ``mAP_a_present_classes`` over those with ground truth in the evaluated videos only.
+    """
     classes = list(classes) if classes is not None else None
     videos = list(videos) if videos is not None else None
     result = {}
@@ -138,11 +147,17 @@ def detection_metrics(proposals: Sequence[Segment], ground_truth: Sequence[Segme
         result[f"{theta:g}"] = {
             "mAP_a": map_action(proposals, ground_truth, theta, classes),
             "mAP_v": map_video(proposals, ground_truth, theta, videos),
+            "mAP_a_present_classes": map_action(proposals, ground_truth, theta),
             "mAP_a_voc": map_action(proposals, ground_truth, theta, classes, ap=voc_ap),
             "mAP_v_voc": map_video(proposals, ground_truth, theta, videos, ap=voc_ap),
             **f1_score(proposals, ground_truth, theta),
         }
     return result
+
+
+def dataset_action_classes(class_names: Sequence[str]) -> list[int]:
+    """Action labels 1..number of actions of an untrimmed dataset (class names exclude the background)."""
+    return list(range(1, len(class_names) + 1))
 
 
 def runs(mask: np.ndarray) -> list[tuple[int, int]]:

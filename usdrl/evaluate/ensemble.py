@@ -21,10 +21,13 @@ def ensemble_scores(score_files: list[str | Path], weights: list[float] | None =
                     normalise: str = "none") -> dict:
     """Weighted sum of the streams' scores; all streams must score the same samples and classes."""
     if len(score_files) < 2:
-        raise ValueError("an ensemble needs at least two score files")
+        given = f"only {score_files[0]}" if score_files else "none"
+        raise DataError(f"an ensemble sums the scores of two or more streams; got {given}: pass the score files of "
+                        f"the joint, bone and motion probes (usdrl probe writes <out>.scores.npz); one stream's "
+                        f"accuracy is already in its own probe results")
     weights = list(weights) if weights is not None else [1.0] * len(score_files)
     if len(weights) != len(score_files):
-        raise ValueError(f"{len(weights)} weights for {len(score_files)} score files")
+        raise DataError(f"{len(weights)} weights for {len(score_files)} score files; pass one weight per score file")
     streams = [load_scores(path) for path in score_files]
     reference = streams[0]
     for path, stream in zip(score_files[1:], streams[1:]):

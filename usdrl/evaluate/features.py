@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from usdrl.augment import resize_whole
-from usdrl.checkpoint import CheckpointError, load_released
+from usdrl.checkpoint import CheckpointError, describe_content, load_checkpoint, load_released, recorded_modality
 from usdrl.config import ModelSection
 from usdrl.data.store import SkeletonSplit
 from usdrl.model import EncoderConfig, SkeletonModel
@@ -42,42 +42,80 @@ def checkpoint_identity(checkpoint: str | Path | None, model: ModelSection, seed
 
 
 def load_encoder(checkpoint: str | Path | None, model: ModelSection, layout: SkeletonLayout, seed: int = 0,
-                 num_classes: int | None = None) -> SkeletonModel:
+                 num_classes: int | None = None, modality: str | None = None,
+                 backbone: str | None = None) -> SkeletonModel:
     """Our checkpoint (from usdrl pretrain), a released one, or ``"random"``: the model in eval mode."""
+    return open_encoder(checkpoint, model, layout, seed, num_classes, modality, backbone)[0]
+
+
+def open_encoder(checkpoint: str | Path | None, model: ModelSection, layout: SkeletonLayout, seed: int = 0,
+                 num_classes: int | None = None, modality: str | None = None,
+                 backbone: str | None = None) -> tuple[SkeletonModel, str | None]:
+    """The encoder in eval mode and the modality recorded in the checkpoint (ours; None for released and random).
+
+    Every file is loaded safely (``usdrl.checkpoint.load_checkpoint``). ``modality`` and ``backbone`` are
+    what the caller explicitly asked for (None: not asked, then the checkpoint's own apply); a checkpoint of
+    ours recorded with another modality or backbone is refused with a CheckpointError naming both.
+    ``model`` gives the sizes of a random or released encoder; ours carry their own.
+    """
     if checkpoint in (None, RANDOM):
         seed_everything(seed)
-        encoder = SkeletonModel(EncoderConfig.from_layout(layout, **asdict(model)), layout=layout, num_classes=num_classes)
-        return encoder.eval()
+        sizes = {**asdict(model), **({"backbone": backbone} if backbone else {})}
+        encoder = SkeletonModel(EncoderConfig.from_layout(layout, **sizes), layout=layout, num_classes=num_classes)
+        return encoder.eval(), None
     path = Path(checkpoint)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist; run usdrl pretrain first, or pass --checkpoint random")
-    content = torch.load(path, map_location="cpu", weights_only=False)
+    content = load_checkpoint(path)
     if isinstance(content, dict) and "encoder_config" in content:
-        config = EncoderConfig(**content["encoder_config"])
-        stored_layout = layout_from_dict(content["layout"], source=str(path))
-        if (stored_layout.num_joints, stored_layout.num_persons, stored_layout.num_coordinates) != (
-                layout.num_joints, layout.num_persons, layout.num_coordinates):
-            raise CheckpointError(f"{path} was trained on layout {stored_layout.name!r} "
-                                  f"(V={stored_layout.num_joints}, M={stored_layout.num_persons}), "
-                                  f"which does not fit this dataset's {layout.name!r}")
-        encoder = SkeletonModel(config, layout=layout, num_classes=num_classes)
-        weights = {k: v for k, v in content["model"].items() if not k.startswith("head.")}  # a new head is trained
-        try:
-            missing, unexpected = encoder.load_state_dict(weights, strict=False)
-        except RuntimeError as error:  # a shape mismatch
-            raise CheckpointError(f"{path} does not fit the model: {str(error).splitlines()[-1].strip()}") from None
-        allowed_missing = {"head.weight", "head.bias"}
-        if set(missing) - allowed_missing or unexpected:
-            raise CheckpointError(f"{path} does not fit the model: missing {missing[:4]}, unexpected {unexpected[:4]}")
-        return encoder.eval()
-    released = load_released(path, model.backbone, hidden_size=None, num_head=model.num_heads,
-                             num_layer=model.num_layers, alpha=model.alpha, gap=model.gap,
-                             kernel_size=model.kernel_size)
+        return _our_encoder(path, content, layout, num_classes, modality, backbone)
+    released = load_released(content if isinstance(content, dict) else path, backbone or model.backbone,
+                             hidden_size=None, num_head=model.num_heads, num_layer=model.num_layers, alpha=model.alpha,
+                             gap=model.gap, kernel_size=model.kernel_size, source=str(path))
+    stored = released.config
+    if (stored.num_joints, stored.num_persons, stored.num_coordinates) != (
+            layout.num_joints, layout.num_persons, layout.num_coordinates):
+        raise CheckpointError(f"{path} holds an encoder for V={stored.num_joints}, M={stored.num_persons}, "
+                              f"C={stored.num_coordinates}, which does not fit this dataset's {layout.name!r}")
     if num_classes is not None:
         released.head = torch.nn.Linear(2 * released.config.hidden_size, num_classes)
         torch.nn.init.normal_(released.head.weight, std=0.01)
         torch.nn.init.zeros_(released.head.bias)
-    return released.eval()
+    return released.eval(), None
+
+
+def _our_encoder(path: Path, content: dict[str, Any], layout: SkeletonLayout, num_classes: int | None,
+                 modality: str | None, backbone: str | None) -> tuple[SkeletonModel, str | None]:
+    if not isinstance(content.get("model"), dict) or not isinstance(content.get("layout"), dict):
+        raise CheckpointError(f"{path} is not a checkpoint of usdrl pretrain (it holds {describe_content(content)})")
+    try:
+        config = EncoderConfig(**content["encoder_config"])
+    except TypeError as error:
+        raise CheckpointError(f"{path} has an encoder config this version does not know: {error}") from None
+    stored_layout = layout_from_dict(content["layout"], source=str(path))
+    if (stored_layout.num_joints, stored_layout.num_persons, stored_layout.num_coordinates) != (
+            layout.num_joints, layout.num_persons, layout.num_coordinates):
+        raise CheckpointError(f"{path} was trained on layout {stored_layout.name!r} "
+                              f"(V={stored_layout.num_joints}, M={stored_layout.num_persons}), "
+                              f"which does not fit this dataset's {layout.name!r}")
+    if backbone and backbone != config.backbone:
+        raise CheckpointError(f"{path} holds a {config.backbone} encoder, but backbone {backbone} was asked for; pass "
+                              f"a {backbone} checkpoint, or leave the backbone out to evaluate it as {config.backbone}")
+    recorded = recorded_modality(content)
+    if modality and recorded and modality != recorded:
+        raise CheckpointError(f"{path} holds an encoder pretrained on {recorded}, but modality {modality} was asked "
+                              f"for; pass the {modality} run's checkpoint, or leave --modality out to evaluate it "
+                              f"on {recorded}")
+    encoder = SkeletonModel(config, layout=layout, num_classes=num_classes)
+    weights = {k: v for k, v in content["model"].items() if not k.startswith("head.")}  # a new head is trained
+    try:
+        missing, unexpected = encoder.load_state_dict(weights, strict=False)
+    except RuntimeError as error:  # a shape mismatch
+        raise CheckpointError(f"{path} does not fit the model: {str(error).splitlines()[-1].strip()}") from None
+    allowed_missing = {"head.weight", "head.bias"}
+    if set(missing) - allowed_missing or unexpected:
+        raise CheckpointError(f"{path} does not fit the model: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    return encoder.eval(), recorded
 
 
 def downstream_batches(split: SkeletonSplit, batch_size: int, clip_frames: int, device: torch.device):

@@ -26,6 +26,26 @@ class ProbeSettings:
     milestones: tuple[int, ...] = (120, 140)
     learning_rate_decay: float = 0.1
     seed: int = 0
+    # "none" (released): the raw features; "standardize": each feature dimension centred and scaled by the
+    # training split's mean and standard deviation (a BatchNorm without affine parameters, frozen at the
+    # training statistics), so the learning rate does not depend on the scale of the features
+    feature_normalization: str = "none"
+
+
+FEATURE_NORMALIZATIONS = ("none", "standardize")
+
+
+def feature_statistics(features: torch.Tensor, normalization: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean (D,), scale (D,)) that ``(x - mean) / scale`` applies; identity for ``"none"``."""
+    if normalization not in FEATURE_NORMALIZATIONS:
+        raise ValueError(f"probe feature_normalization {normalization!r}; choose one of {', '.join(FEATURE_NORMALIZATIONS)}")
+    dimensions = features.shape[1]
+    if normalization == "none":
+        return torch.zeros(dimensions, device=features.device), torch.ones(dimensions, device=features.device)
+    mean = features.mean(dim=0)
+    scale = features.std(dim=0, unbiased=False)
+    # a constant dimension stays constant (0) instead of dividing by zero; relative so scale never matters
+    return mean, scale.clamp_min(1e-6 * float(scale.max().clamp_min(1e-12)))
 
 
 def validation_split(labels: np.ndarray, subjects: np.ndarray | None, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,9 +75,11 @@ def train_linear_probe(train_features: np.ndarray, train_labels: np.ndarray, tes
     ``validation`` = (features, labels) held out from the training split, for model selection.
     """
     generator = torch.Generator().manual_seed(settings.seed)
-    x_train = torch.as_tensor(train_features, dtype=torch.float32, device=device)
+    x_train = torch.as_tensor(train_features, dtype=torch.float32, device=device)  # (N, D)
+    mean, scale = feature_statistics(x_train, settings.feature_normalization)  # training statistics only
+    x_train = (x_train - mean) / scale
     y_train = torch.as_tensor(train_labels, dtype=torch.long, device=device)
-    x_test = torch.as_tensor(test_features, dtype=torch.float32, device=device)
+    x_test = (torch.as_tensor(test_features, dtype=torch.float32, device=device) - mean) / scale
     y_test = torch.as_tensor(test_labels, dtype=torch.long, device=device)
     if int(y_train.max()) >= num_classes or int(y_test.max()) >= num_classes:
         raise ValueError(f"labels exceed the {num_classes} classes of the head")
@@ -71,7 +93,7 @@ def train_linear_probe(train_features: np.ndarray, train_labels: np.ndarray, tes
     history = []
     x_validation = y_validation = None
     if validation is not None:
-        x_validation = torch.as_tensor(validation[0], dtype=torch.float32, device=device)
+        x_validation = (torch.as_tensor(validation[0], dtype=torch.float32, device=device) - mean) / scale
         y_validation = torch.as_tensor(validation[1], dtype=torch.long, device=device)
     for epoch in range(settings.epochs):
         rate = settings.learning_rate * settings.learning_rate_decay ** sum(epoch >= m for m in settings.milestones)
@@ -104,7 +126,8 @@ def train_linear_probe(train_features: np.ndarray, train_labels: np.ndarray, tes
         metrics["selected_epoch_by_validation"] = chosen["epoch"]
         metrics["test_accuracy_at_selected_epoch"] = chosen["test_accuracy"]
         metrics["validation_accuracy_at_selected_epoch"] = chosen["validation_accuracy"]
-    return {"metrics": metrics, "history": history, "test_scores": scores, "head": head.cpu().state_dict()}
+    head_state = {**head.cpu().state_dict(), "feature_mean": mean.cpu(), "feature_scale": scale.cpu()}
+    return {"metrics": metrics, "history": history, "test_scores": scores, "head": head_state}
 
 
 def _top_k(scores: np.ndarray, labels: np.ndarray, k: int) -> float:

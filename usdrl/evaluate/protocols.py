@@ -21,7 +21,7 @@ from usdrl.data import load_split
 from usdrl.data.errors import DataError
 from usdrl.data.store import MANIFEST_NAME, SkeletonSplit
 from usdrl.evaluate.ensemble import ensemble_scores
-from usdrl.evaluate.features import cached_features, checkpoint_identity, load_encoder
+from usdrl.evaluate.features import cached_features, checkpoint_identity, open_encoder
 from usdrl.evaluate.finetune import finetune, labelled_subset
 from usdrl.evaluate.linear import ProbeSettings, train_linear_probe, validation_split
 from usdrl.evaluate.results import provenance, write_results
@@ -38,10 +38,16 @@ def _splits(data_root: str | Path, benchmark: str) -> tuple[SkeletonSplit, Skele
 
 
 def frozen_features(data_root: str | Path, benchmark: str, checkpoint: str | Path | None, params: Params,
-                    modality: str, progress: bool = False) -> dict[str, Any]:
-    """Train and test instance features of a frozen encoder (cached), with labels and provenance."""
+                    modality: str | None = None, progress: bool = False, backbone: str | None = None) -> dict[str, Any]:
+    """Train and test instance features of a frozen encoder (cached), with labels and provenance.
+
+    ``modality`` / ``backbone`` None: the checkpoint's recorded ones (params for random and released
+    encoders); given ones that differ from our checkpoint's are refused (CheckpointError naming both).
+    """
     train, test = _splits(data_root, benchmark)
-    encoder = load_encoder(checkpoint, params.model, train.layout, seed=params.pretrain.seed)
+    encoder, recorded = open_encoder(checkpoint, params.model, train.layout, seed=params.pretrain.seed,
+                                     modality=modality, backbone=backbone)
+    modality = modality or recorded or params.pretrain.modality
     identity = checkpoint_identity(checkpoint, params.model, params.pretrain.seed)
     device = resolve_device(params.evaluation.device)
     state_before = {k: v.clone() for k, v in encoder.state_dict().items()}
@@ -52,22 +58,25 @@ def frozen_features(data_root: str | Path, benchmark: str, checkpoint: str | Pat
     encoder = encoder.cpu()
     unchanged = all((state_before[k] == v).all() for k, v in encoder.state_dict().items())
     return {"train": train, "test": test, "train_features": features["train"], "test_features": features["test"],
-            "encoder": encoder, "encoder_unchanged": bool(unchanged), "identity": identity, "device": device}
+            "encoder": encoder, "encoder_unchanged": bool(unchanged), "identity": identity, "device": device,
+            "modality": modality}
 
 
 def run_linear_probe(data_root: str | Path, benchmark: str, checkpoint: str | Path | None, out: str | Path,
-                     params: Params, modality: str | None = None, progress: bool = False) -> dict[str, Any]:
+                     params: Params, modality: str | None = None, progress: bool = False,
+                     backbone: str | None = None) -> dict[str, Any]:
     """Linear probe on cached frozen features; writes ``out`` (JSON) and ``out`` with .scores.npz."""
     started = time.perf_counter()
-    modality = modality or params.pretrain.modality
-    data = frozen_features(data_root, benchmark, checkpoint, params, modality, progress)
+    data = frozen_features(data_root, benchmark, checkpoint, params, modality, progress, backbone)
+    modality = data["modality"]
     train, test = data["train"], data["test"]
     backbone = data["encoder"].config.backbone
     rate = params.probe.learning_rate(backbone, str(train.manifest.get("dataset")), benchmark)
     settings = ProbeSettings(epochs=params.probe.epochs, batch_size=params.probe.batch_size, learning_rate=rate,
                              momentum=params.probe.momentum, weight_decay=params.probe.weight_decay,
                              milestones=tuple(params.probe.milestones),
-                             learning_rate_decay=params.probe.learning_rate_decay, seed=params.probe.seed)
+                             learning_rate_decay=params.probe.learning_rate_decay, seed=params.probe.seed,
+                             feature_normalization=params.probe.feature_normalization)
     train_features, train_labels = data["train_features"], train.label
     validation = None
     if params.probe.validation_fraction > 0:
@@ -94,11 +103,12 @@ def run_linear_probe(data_root: str | Path, benchmark: str, checkpoint: str | Pa
 
 
 def run_retrieval(data_root: str | Path, benchmark: str, checkpoint: str | Path | None, out: str | Path,
-                  params: Params, modality: str | None = None, progress: bool = False) -> dict[str, Any]:
+                  params: Params, modality: str | None = None, progress: bool = False,
+                  backbone: str | None = None) -> dict[str, Any]:
     """kNN accuracy of test features against the training features, for every k of params.retrieval."""
     started = time.perf_counter()
-    modality = modality or params.pretrain.modality
-    data = frozen_features(data_root, benchmark, checkpoint, params, modality, progress)
+    data = frozen_features(data_root, benchmark, checkpoint, params, modality, progress, backbone)
+    modality = data["modality"]
     metrics = {f"knn{k}": knn_accuracy(data["train_features"], data["train"].label, data["test_features"],
                                        data["test"].label, k, params.retrieval.chunk_size, data["device"])
                for k in params.retrieval.k}
@@ -110,30 +120,34 @@ def run_retrieval(data_root: str | Path, benchmark: str, checkpoint: str | Path 
 
 def run_finetune(data_root: str | Path, benchmark: str, checkpoint: str | Path | None, out: str | Path,
                  params: Params, fraction: float, seeds: list[int] | None = None, modality: str | None = None,
-                 progress: bool = False) -> dict[str, Any]:
-    """Semi-supervised fine-tuning for each seed (subset and head); mean and std over seeds."""
+                 progress: bool = False, backbone: str | None = None) -> dict[str, Any]:
+    """Semi-supervised fine-tuning for each seed (subset and head); mean and std over seeds.
+
+    ``modality`` / ``backbone`` None: the checkpoint's recorded ones (see ``frozen_features``)."""
     started = time.perf_counter()
-    modality = modality or params.pretrain.modality
     train, test = _splits(data_root, benchmark)
     device = resolve_device(params.evaluation.device)
     settings = params.finetune
-    runs = []
-    identity = checkpoint_identity(checkpoint, params.model, params.pretrain.seed)
+    runs, encoder_config = [], None
+    requested = modality
     for seed in (seeds if seeds is not None else list(settings.seeds)):
         positions = labelled_subset(len(train), fraction, seed)
-        model = load_encoder(checkpoint, params.model, train.layout, seed=params.pretrain.seed,
-                             num_classes=train.num_classes)
+        model, recorded = open_encoder(checkpoint, params.model, train.layout, seed=params.pretrain.seed,
+                                       num_classes=train.num_classes, modality=requested, backbone=backbone)
+        modality = requested or recorded or params.pretrain.modality
+        encoder_config = model.config.to_dict()
         result = finetune(model, train, test, positions, settings, device, seed, modality,
                           params.evaluation.precision, progress)
         runs.append({"seed": seed, "top1": result["metrics"]["top1"], "labelled": len(positions),
                      "labelled_positions": positions.tolist(), "history": result["history"]})
+    identity = checkpoint_identity(checkpoint, params.model, params.pretrain.seed)
     accuracies = np.array([run["top1"] for run in runs])
     metrics = {"top1": float(accuracies.mean()), "top1_std": float(accuracies.std()), "seeds": len(runs),
                "fraction": fraction, "per_seed": [{k: v for k, v in run.items() if k != "labelled_positions"}
                                                   for run in runs]}
     write_results(out, "semi_supervised", {**metrics, "labelled_positions": {r["seed"]: r["labelled_positions"] for r in runs}},
                   {"finetune": asdict(settings), "modality": modality, "fraction": fraction,
-                   "model": asdict(params.model), "precision": params.evaluation.precision,
+                   "model": encoder_config, "precision": params.evaluation.precision,
                    "labelled_positions": "positions in the training split, per seed (see metrics)"},
                   provenance(checkpoint, identity, train), device, started)
     return {"metrics": metrics, "out": str(out)}
