@@ -1,6 +1,11 @@
-"""Every notebook executed by papermill in a smoke setting (tiny model, one epoch, small synthetic data)."""
+"""Every notebook executed by papermill in a smoke setting (tiny model, one epoch, small synthetic data).
+
+The series runs as JupyterLab runs it: the kernel's working directory is ``notebooks/`` of a temporary
+project (a copy of params.yaml and dvc.yaml), with no results/, figures/ or runs/ folder to start with.
+"""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,47 +18,67 @@ SMOKE = ["data.synthetic.subjects=3", "data.synthetic.replications=1", "model.hi
          "detection.epochs=1", "ablation.epochs=1", "ablation.alphas=[0.0, 1.0]", "ablation.loss_variants=[none, all]"]
 
 
-def _run(name: str, workdir: Path, **parameters) -> dict:
-    output = workdir / "executed" / f"{name}.ipynb"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(str(REPOSITORY / "notebooks" / f"{name}.ipynb"), str(output), cwd=str(workdir),
-                               parameters={"params_file": str(REPOSITORY / "params.yaml"), "profile": "demo",
-                                           "overrides": SMOKE, **parameters}, progress_bar=False, kernel_name="python3")
+def _run(name: str, cwd: Path, **parameters) -> dict:
+    output = cwd.parent / "executed" / f"{name}.ipynb"
+    for folder in (cwd, output.parent):
+        folder.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(str(REPOSITORY / "notebooks" / f"{name}.ipynb"), str(output), cwd=str(cwd),
+                               parameters={"profile": "demo", "overrides": SMOKE, **parameters}, progress_bar=False,
+                               kernel_name="python3")
     return json.loads(output.read_text())
 
 
 @pytest.mark.notebook
-def test_the_notebook_series_runs_end_to_end(tmp_path):
-    for folder in ("results", "figures"):
-        (tmp_path / folder).mkdir()
-    _run("01_data_prep", tmp_path, dataset="synthetic")
-    assert (tmp_path / "results/data/synthetic.json").is_file() and (tmp_path / "figures/skeleton_synthetic.png").is_file()
-    _run("02_pretrain", tmp_path, dataset="synthetic")
+def test_the_notebook_series_runs_end_to_end_from_the_notebooks_folder(tmp_path):
+    project = tmp_path / "project"
+    notebooks = project / "notebooks"  # where JupyterLab and papermill --cwd notebooks start the kernel
+    notebooks.mkdir(parents=True)
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy2(REPOSITORY / name, project / name)
+    _run("01_data_prep", notebooks, dataset="synthetic")
+    assert (project / "results/data/synthetic.json").is_file() and (project / "figures/skeleton_synthetic.png").is_file()
+    _run("02_pretrain", notebooks, dataset="synthetic")
     run = "synthetic_xview_dste_joint"
-    assert (tmp_path / f"runs/{run}/checkpoints/last.pt").is_file() and (tmp_path / f"figures/loss_{run}.png").is_file()
-    _run("03_linear_probe", tmp_path, dataset="synthetic")
-    probe = json.loads((tmp_path / f"results/linear/{run}.json").read_text())
-    assert probe["protocol"] == "linear_probe" and (tmp_path / f"results/linear/{run}_random.json").is_file()
-    _run("04_semi_supervised", tmp_path, dataset="synthetic")
-    assert (tmp_path / f"results/semi/{run}/20pct.json").is_file()
-    _run("05_retrieval", tmp_path, dataset="synthetic")
-    assert "knn1" in json.loads((tmp_path / f"results/retrieval/{run}.json").read_text())["metrics"]
-    _run("06_detection", tmp_path, detection="synthetic_xsub_dste_joint", pretrain_run=run, dataset="synthetic",
+    assert (project / f"runs/{run}/checkpoints/last.pt").is_file() and (project / f"figures/loss_{run}.png").is_file()
+    assert (project / f"results/pretrain/loss/{run}.csv").read_text().startswith("epoch,total,similarity,")
+    _run("03_linear_probe", notebooks, dataset="synthetic")
+    probe = json.loads((project / f"results/linear/{run}.json").read_text())
+    assert probe["protocol"] == "linear_probe" and (project / f"results/linear/{run}_random.json").is_file()
+    headline = json.loads((project / f"results/linear/{run}.metrics.json").read_text())
+    assert headline == {"pretrained": {"top1": round(100 * probe["metrics"]["top1"], 2)},
+                        "random_init": {"top1": headline["random_init"]["top1"]}}
+    assert any((project / "cache/features").iterdir())  # evaluation.cache_dir resolved from the project root
+    _run("04_semi_supervised", notebooks, dataset="synthetic")
+    assert (project / f"results/semi/{run}/20pct.json").is_file()
+    assert set(json.loads((project / f"results/semi/{run}.metrics.json").read_text())["pretrained"]) == {"top1_20pct"}
+    _run("05_retrieval", notebooks, dataset="synthetic")
+    assert "knn1" in json.loads((project / f"results/retrieval/{run}.json").read_text())["metrics"]
+    _run("06_detection", notebooks, detection="synthetic_xsub_dste_joint", pretrain_run=run, dataset="synthetic",
          benchmark="xsub")
-    assert (tmp_path / "results/detection/synthetic_xsub_dste_joint/results.json").is_file()
-    assert (tmp_path / "figures/detection_synthetic_xsub_dste_joint.png").is_file()
-    _run("07_tsne", tmp_path, dataset="synthetic", max_points=200)
-    assert (tmp_path / f"figures/tsne_{run}.png").is_file() and (tmp_path / f"figures/umap_{run}.png").is_file()
-    _run("08_alpha_ablation", tmp_path, dataset="synthetic")
-    assert len(list((tmp_path / "results/ablation/synthetic_xview").glob("*.json"))) == 4
+    assert (project / "results/detection/synthetic_xsub_dste_joint/results.json").is_file()
+    assert (project / "figures/detection_synthetic_xsub_dste_joint.png").is_file()
+    assert set(json.loads((project / "results/detection/synthetic_xsub_dste_joint.metrics.json").read_text())
+               ["pretrained"]) == {"mAP_a@0.5", "mAP_v@0.5"}
+    _run("07_tsne", notebooks, dataset="synthetic", max_points=200)
+    assert (project / f"figures/tsne_{run}.png").is_file() and (project / f"figures/umap_{run}.png").is_file()
+    _run("08_alpha_ablation", notebooks, dataset="synthetic")
+    assert len(list((project / "results/ablation/synthetic_xview").glob("*.json"))) == 4
+    assert (project / "runs/ablation/synthetic_xview").is_dir()
+    assert not [path for path in notebooks.rglob("*") if path.is_file()], "a notebook wrote into notebooks/"
     from usdrl.report import build_tables
 
-    tables = build_tables(tmp_path / "results", tmp_path / "results/tables", "demo")
-    linear = (tmp_path / "results/tables/linear.md").read_text()
+    tables = build_tables(project / "results", project / "results/tables", "demo")
+    linear = (project / "results/tables/linear.md").read_text()
     assert "DSTE (joint)" in linear and "random init" in linear and len(tables) == 6
+    # every row says what it was computed on: 3 subjects x 20 actions seen by cameras 2 and 3 (train) and 1 (test)
+    assert "| DSTE (joint) | synthetic | xview | 120 / 60 |" in linear
 
 
 @pytest.mark.notebook
-def test_a_notebook_asked_for_unprepared_data_names_the_command(tmp_path):
-    with pytest.raises(papermill.PapermillExecutionError, match="usdrl prepare ntu120"):
-        _run("03_linear_probe", tmp_path, dataset="ntu120")
+def test_a_notebook_run_outside_the_project_takes_project_root_and_names_the_prepare_command(tmp_path):
+    """papermill in any folder: params_file names the repository's params.yaml, project_root the outputs' root."""
+    with pytest.raises(papermill.PapermillExecutionError, match="usdrl prepare ntu120") as raised:
+        _run("03_linear_probe", tmp_path / "anywhere", dataset="ntu120", params_file=str(REPOSITORY / "params.yaml"),
+             project_root=str(tmp_path))
+    message = raised.value.evalue
+    assert f"--out {tmp_path.resolve()}/data/ntu120" in message and "dvc repro" not in message

@@ -1,12 +1,15 @@
 """dvc.yaml, params.yaml and the notebooks agree, and the notebooks are stored without outputs."""
 
+import csv
 import json
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from usdrl.config import load_params
+from usdrl.data.errors import DataError
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPOSITORY / "notebooks").glob("*.ipynb"))
@@ -30,8 +33,8 @@ def test_every_params_reference_in_dvc_yaml_exists():
         _lookup(params, reference)  # KeyError names the missing key
     for name, stage in stages.items():
         body = stage.get("do", stage)
-        for key in body.get("params", []):
-            _lookup(params, key)
+        for key in body.get("params", []):  # e.g. profiles.${profile}
+            _lookup(params, re.sub(r"\$\{([^}]+)\}", lambda match: str(_lookup(params, match.group(1))), key))
         if "foreach" in stage:
             items = _lookup(params, stage["foreach"][2:-1])
             assert items, f"stage {name} expands over an empty list"
@@ -66,3 +69,99 @@ def test_notebooks_have_literal_parameters_and_no_outputs():
         for cell in notebook["cells"]:
             if cell["cell_type"] == "code":
                 assert not cell.get("outputs") and not cell.get("execution_count"), f"{path.name} has outputs"
+
+
+def test_the_project_root_is_found_from_the_notebooks_folder_and_every_path_resolved_from_it(monkeypatch, tmp_path):
+    from usdrl import pipeline
+    from usdrl.config import ConfigError
+
+    monkeypatch.chdir(REPOSITORY / "notebooks")  # where JupyterLab starts a notebook's kernel
+    assert pipeline.find_project_root() == REPOSITORY
+    root, params = pipeline.load_project("params.yaml", "demo", ["pretrain.epochs=2"])
+    assert root == REPOSITORY and params.pretrain.epochs == 2 and params.model.hidden_size == 64
+    assert Path(params.data.root) == REPOSITORY / "data"
+    assert Path(params.evaluation.cache_dir) == REPOSITORY / "cache" / "features"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="project_root"):
+        pipeline.load_project()
+    root, params = pipeline.load_project(REPOSITORY / "params.yaml", "demo", project_root=tmp_path)
+    assert root == tmp_path.resolve() and Path(params.data.root) == tmp_path.resolve() / "data"
+
+
+def test_hints_name_the_right_commands_and_never_the_users_own_output(tmp_path):
+    from usdrl import pipeline
+
+    root, params = pipeline.load_project(REPOSITORY / "params.yaml", "demo", project_root=tmp_path)
+    with pytest.raises(DataError) as synthetic:
+        pipeline.require_prepared(params, "synthetic")
+    assert f"usdrl prepare synthetic --out {tmp_path.resolve()}/data/synthetic" in str(synthetic.value)
+    assert "dvc repro data_prep" in str(synthetic.value)
+    with pytest.raises(DataError) as real:
+        pipeline.require_prepared(params, "ntu120")
+    assert "usdrl prepare ntu120" in str(real.value) and "dvc repro" not in str(real.value)
+    with pytest.raises(FileNotFoundError) as in_pipeline:
+        pipeline.require_checkpoint(root, params, "synthetic_xview_dste_joint")
+    message = str(in_pipeline.value)
+    assert ("papermill notebooks/02_pretrain.ipynb results/notebooks/02_pretrain_synthetic_xview_dste_joint.ipynb "
+            "-p dataset synthetic -p benchmark xview -p backbone dste -p modality joint -p profile demo") in message
+    assert "dvc repro pretrain@synthetic_xview_dste_joint" in message and "out.ipynb" not in message
+    with pytest.raises(FileNotFoundError) as by_hand:
+        pipeline.require_checkpoint(root, params, "ntu120_xsub_sttr_joint")
+    assert "-p dataset ntu120 -p benchmark xsub -p backbone sttr" in str(by_hand.value)
+    assert "dvc repro" not in str(by_hand.value)
+
+
+def test_dvc_registers_only_headline_metrics_and_plots_the_total_loss():
+    definition = yaml.safe_load((REPOSITORY / "dvc.yaml").read_text())
+    for name, stage in definition["stages"].items():
+        body = stage.get("do", stage)
+        for entry in body.get("metrics", []):
+            assert next(iter(entry)).endswith(".metrics.json"), f"stage {name}: {entry} is not a headline file"
+        assert "plots" not in body, f"stage {name}: plots are defined at the top level, with their columns"
+        if "papermill" in body["cmd"]:
+            assert body["cmd"].startswith("mkdir -p results/notebooks && papermill"), name  # papermill does not
+    (plot,) = definition["plots"]
+    (properties,) = plot.values()
+    assert properties["x"] == "epoch" and properties["y"][0] == "total" and len(properties["y"]) == 4
+    assert "/dvc_plots/" in (REPOSITORY / ".gitignore").read_text().split()  # dvc plots show writes it
+
+
+def test_headline_metrics_are_a_few_numbers_per_results_file(tmp_path):
+    from usdrl import pipeline
+
+    files = []
+    for name, checkpoint, top1 in (("a", "runs/a/checkpoints/last.pt", 0.56041), ("a_random", "random", 0.19)):
+        files.append(tmp_path / f"{name}.json")
+        files[-1].write_text(json.dumps({"protocol": "linear_probe", "metrics": {"top1": top1, "top5": 0.9, "history": []},
+                                         "provenance": {"checkpoint": checkpoint}}))
+    assert pipeline.main(["headline", *map(str, files), "--out", str(tmp_path / "a.metrics.json")]) == 0
+    assert json.loads((tmp_path / "a.metrics.json").read_text()) == {"pretrained": {"top1": 56.04},
+                                                                     "random_init": {"top1": 19.0}}
+
+
+def test_a_table_row_says_the_samples_it_was_computed_on(tmp_path):
+    from usdrl.report import build_tables
+
+    def probe(name, samples):
+        provenance = {"checkpoint": "runs/x/checkpoints/last.pt", "checkpoint_sha256": "1" * 64,
+                      "data_manifest_sha256": "2" * 64, "dataset": "ntu60", "benchmark": "xsub",
+                      "scores": f"/somewhere/results/linear/{name}.scores.npz", **samples}
+        return {"protocol": "linear_probe", "metrics": {"top1": 0.5}, "provenance": provenance,
+                "settings": {"model": {"backbone": "dste"}, "modality": name}}
+
+    results = tmp_path / "results"
+    (results / "linear").mkdir(parents=True)
+    (results / "ensemble").mkdir()
+    for name in ("joint", "bone", "motion"):  # a 720-sample subset made by hand
+        (results / "linear" / f"{name}.json").write_text(json.dumps(probe(name, {"samples": {"train": 720, "test": 300}})))
+    (results / "linear" / "old.json").write_text(json.dumps(probe("old", {})))  # a results file from before the field
+    (results / "ensemble" / "three.json").write_text(json.dumps({
+        "protocol": "ensemble", "metrics": {"top1": 0.6}, "provenance": {},
+        "settings": {"dataset": "ntu60", "benchmark": "xsub",
+                     "score_files": [f"results/linear/{name}.scores.npz" for name in ("joint", "bone", "motion")]}}))
+    build_tables(results, tmp_path / "tables", "demo")
+    rows = list(csv.DictReader((tmp_path / "tables" / "linear.csv").open()))
+    samples = {row["row"]: row["samples"] for row in rows}
+    assert samples["DSTE (joint)"] == "720 / 300" and samples["DSTE (old)"] == "not recorded"
+    assert samples["DSTE 3 streams (J+M+B)"] == "720 / 300"
+    assert "| 720 / 300 | 50.0 | 85.2 |" in (tmp_path / "tables" / "linear.md").read_text()  # beside the paper: says so

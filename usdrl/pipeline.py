@@ -1,22 +1,70 @@
-"""Names and places shared by the notebooks and dvc.yaml: dataset folders, run names, result paths,
-and the check that data is prepared (with the command that prepares it)."""
+"""Names and places shared by the notebooks and dvc.yaml: the project root, dataset folders, run names,
+the check that data is prepared (with the command that prepares it) and the headline metrics files.
+
+Every notebook starts with ``root, params = load_project(params_file, profile, overrides, project_root)``
+and resolves every path from ``root``, so it runs the same whatever the kernel's working directory
+(JupyterLab and ``papermill --cwd`` start it in ``notebooks/``; ``dvc repro`` in the repository).
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 from pathlib import Path
+from typing import Any, Iterable, Sequence
 
-from usdrl.config import Params
+from usdrl.config import ConfigError, Params, load_params
 from usdrl.data.errors import DataError
-from usdrl.data.store import MANIFEST_NAME
+from usdrl.data.store import MANIFEST_NAME, write_json_atomically
 
-DEFAULT_BENCHMARK = {"synthetic": "xview", "ntu60": "xsub", "ntu120": "xsub", "pku1": "xsub", "pku2": "xsub"}
+PROJECT_MARKERS = ("dvc.yaml", "params.yaml")  # a folder holding one of these is the project root
+DEFAULT_BENCHMARK = {"synthetic": "xview", "utkinect": "xsub", "ntu60": "xsub", "ntu120": "xsub", "pku1": "xsub",
+                     "pku2": "xsub"}
+PREPARED_IN_TWO_FORMS = ("synthetic", "utkinect")  # DATA/<name>/actions (trimmed) and DATA/<name>/streams (untrimmed)
 PREPARE_COMMANDS = {
     "synthetic": "usdrl prepare synthetic --out {root}/synthetic",
+    "utkinect": "usdrl prepare utkinect --raw <UTKinect folder with joints_s01_e01.txt ...> --out {root}/utkinect",
     "ntu60": "usdrl prepare ntu60 --raw <nturgb+d_skeletons/> --out {root}/ntu60 --missing NTU_RGBD_samples_with_missing_skeletons.txt",
     "ntu120": "usdrl prepare ntu120 --raw <skeletons/> --out {root}/ntu120 --missing NTU_RGBD120_samples_with_missing_skeletons.txt",
     "pku1": "usdrl prepare pku1 --raw <PKU_Skeleton_Renew/> --labels <Train_Label_PKU_final/> --splits <Split/> --out {root}/pku1",
     "pku2": "usdrl prepare pku2 --raw <skeleton/> --labels <label/> --splits <split/> --out {root}/pku2",
 }
+PIPELINE_PREPARES = {"synthetic": "dvc repro data_prep"}  # the only dataset dvc repro prepares (dvc.yaml)
+
+
+def find_project_root(start: str | Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: the working directory) holding dvc.yaml or params.yaml."""
+    start = Path(start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if any((folder / marker).is_file() for marker in PROJECT_MARKERS):
+            return folder
+    raise ConfigError(f"no {' or '.join(PROJECT_MARKERS)} in {start} or any folder above it: open the notebook "
+                      f"inside the usdrl repository, or pass the repository as project_root "
+                      f"(papermill: -p project_root PATH)")
+
+
+def load_project(params_file: str | Path = "params.yaml", profile: str | None = None,
+                 overrides: Sequence[str] = (), project_root: str | Path | None = None,
+                 dataset: str | None = None) -> tuple[Path, Params]:
+    """The project root (``project_root``, else found above the working directory) and its params
+    (the profile's settings for ``dataset`` applied: ``datasets.<dataset>`` in params.yaml).
+
+    A relative ``params_file`` is read from the root. The params' relative folders (``data.root``,
+    ``evaluation.cache_dir``) are made absolute from the root; results/, figures/ and runs/ are
+    ``root / ...`` in the notebooks.
+    """
+    if project_root is None:
+        root = find_project_root()
+    else:
+        root = Path(project_root).resolve()
+        if not root.is_dir():
+            raise ConfigError(f"project_root {root} is not a folder; pass the repository (the folder of dvc.yaml)")
+    params = load_params(root / params_file, profile, list(overrides), dataset)
+    utkinect = dataclasses.replace(params.data.utkinect, raw=str(root / params.data.utkinect.raw))
+    data = dataclasses.replace(params.data, root=str(root / params.data.root), utkinect=utkinect)
+    evaluation = dataclasses.replace(params.evaluation, cache_dir=str(root / params.evaluation.cache_dir))
+    return root, dataclasses.replace(params, data=data, evaluation=evaluation)
 
 
 def benchmark_or_default(dataset: str, benchmark: str | None) -> str:
@@ -30,8 +78,8 @@ def benchmark_or_default(dataset: str, benchmark: str | None) -> str:
 def dataset_root(params: Params, dataset: str, untrimmed: bool = False) -> Path:
     """Folder of a prepared dataset; the synthetic data has trimmed ``actions`` and untrimmed ``streams``."""
     root = Path(params.data.root)
-    if dataset == "synthetic":
-        return root / "synthetic" / ("streams" if untrimmed else "actions")
+    if dataset in PREPARED_IN_TWO_FORMS:
+        return root / dataset / ("streams" if untrimmed else "actions")
     return root / dataset
 
 
@@ -39,9 +87,12 @@ def require_prepared(params: Params, dataset: str, untrimmed: bool = False) -> P
     """The dataset folder, or a DataError naming the command that prepares it."""
     path = dataset_root(params, dataset, untrimmed)
     if not (path / MANIFEST_NAME).is_file():
-        command = PREPARE_COMMANDS.get(dataset, "usdrl prepare <dataset> --out {root}/<dataset>").format(root=params.data.root)
+        command = PREPARE_COMMANDS.get(dataset, "usdrl prepare <dataset> --out {root}/<dataset>")
+        command = command.format(root=params.data.root)
+        pipeline = (f"\nor, in the repository: {PIPELINE_PREPARES[dataset]} (the pipeline prepares this dataset)"
+                    if dataset in PIPELINE_PREPARES else "")
         raise DataError(f"dataset {dataset!r} is not prepared ({path / MANIFEST_NAME} is missing). Prepare it with:\n"
-                        f"    {command}\nor run: dvc repro (the synthetic data is prepared by the pipeline)")
+                        f"    {command}{pipeline}")
     return path
 
 
@@ -49,15 +100,66 @@ def run_name(dataset: str, benchmark: str, backbone: str, modality: str) -> str:
     return f"{dataset}_{benchmark}_{backbone}_{modality}"
 
 
-def run_checkpoint(name: str, runs_root: str | Path = "runs") -> Path:
-    return Path(runs_root) / name / "checkpoints" / "last.pt"
+def run_checkpoint(root: str | Path, run: str) -> Path:
+    """The last checkpoint of pretraining run ``run`` of the project at ``root``."""
+    return Path(root) / "runs" / run / "checkpoints" / "last.pt"
 
 
-def require_checkpoint(dataset: str, benchmark: str, backbone: str, modality: str, runs_root: str | Path = "runs") -> Path:
-    """The last checkpoint of a pretraining run, or an error naming the notebook that makes it."""
-    path = run_checkpoint(run_name(dataset, benchmark, backbone, modality), runs_root)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: pretrain first, e.g. papermill notebooks/02_pretrain.ipynb "
-                                f"out.ipynb -p dataset {dataset} -p benchmark {benchmark} -p backbone {backbone} "
-                                f"-p modality {modality} (or dvc repro)")
-    return path
+def require_checkpoint(root: str | Path, params: Params, run: str) -> Path:
+    """The last checkpoint of a pretraining run, or an error naming the commands that make it."""
+    path = run_checkpoint(root, run)
+    if path.is_file():
+        return path
+    parts = run.rsplit("_", 3)  # run_name's dataset_benchmark_backbone_modality
+    flags = "".join(f" -p {name} {value}" for name, value in zip(("dataset", "benchmark", "backbone", "modality"), parts)
+                    ) if len(parts) == 4 else " -p dataset <dataset> -p benchmark <benchmark> ..."
+    command = (f"mkdir -p results/notebooks && papermill notebooks/02_pretrain.ipynb "
+               f"results/notebooks/02_pretrain_{run}.ipynb{flags} -p profile {params.profile}")
+    pipeline = f"\nor: dvc repro pretrain@{run}" if run in params.pipeline.runs else ""
+    raise FileNotFoundError(f"{path} does not exist: pretrain first, in {Path(root)}:\n    {command}{pipeline}")
+
+
+def headline_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a results file that the paper reports, in percent (what ``dvc metrics show`` lists)."""
+    protocol, metrics = result["protocol"], result["metrics"]
+    if protocol in ("linear_probe", "ensemble"):
+        chosen = {"top1": metrics["top1"]}
+    elif protocol == "knn_retrieval":
+        chosen = {name: value for name, value in metrics.items() if name.startswith("knn")}
+    elif protocol == "semi_supervised":
+        chosen = {f"top1_{metrics['fraction'] * 100:g}pct": metrics["top1"]}
+    elif protocol == "detection":
+        at = metrics["by_overlap"]["0.5"]
+        chosen = {"mAP_a@0.5": at["mAP_a"], "mAP_v@0.5": at["mAP_v"]}
+    else:
+        raise ValueError(f"no headline metrics for protocol {protocol!r}")
+    return {name: round(100 * float(value), 2) for name, value in chosen.items()}
+
+
+def write_headline_metrics(path: str | Path, results_files: Iterable[str | Path]) -> Path:
+    """A small JSON of the headline metrics of results files, grouped by encoder (pretrained, random_init).
+
+    dvc.yaml registers these files as ``metrics``; the full results files are outputs.
+    """
+    groups: dict[str, dict[str, float]] = {}
+    for results_file in results_files:
+        result = json.loads(Path(results_file).read_text())
+        group = "random_init" if result.get("provenance", {}).get("checkpoint") == "random" else "pretrained"
+        groups.setdefault(group, {}).update(headline_metrics(result))
+    return write_json_atomically(path, groups)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m usdrl.pipeline headline --out OUT RESULTS...``: the headline metrics file of a CLI stage."""
+    parser = argparse.ArgumentParser(prog="python -m usdrl.pipeline")
+    commands = parser.add_subparsers(dest="command", required=True)
+    headline = commands.add_parser("headline", help="write the headline metrics of results files (dvc.yaml metrics)")
+    headline.add_argument("results", nargs="+", type=Path, help="results JSON files")
+    headline.add_argument("--out", required=True, type=Path, help="the small metrics JSON to write")
+    arguments = parser.parse_args(argv)
+    write_headline_metrics(arguments.out, arguments.results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

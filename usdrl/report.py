@@ -1,7 +1,8 @@
 """Result tables beside the paper's numbers (SPEC.md 6), and the figures of the pipeline.
 
 Tables are built from the results JSON files the protocols write (never from hard-coded numbers of
-ours): every row says where its numbers came from (profile, checkpoint and data checksums).
+ours): every row says what it was computed on (dataset, benchmark, samples in the train / test split, as
+the results file records them) and where its numbers came from (profile, checkpoint and data checksums).
 """
 
 from __future__ import annotations
@@ -69,6 +70,22 @@ def _row_label(result: dict[str, Any]) -> str:
     return f"{backbone} ({modality})" + (" random init" if random else "")
 
 
+def _samples(provenance: dict[str, Any]) -> str:
+    """"train / test" sample counts of the split a result was computed on, from its results file."""
+    samples = provenance.get("samples") or {}
+    if samples.get("train") is None or samples.get("test") is None:
+        return "not recorded"
+    return f"{samples['train']} / {samples['test']}"
+
+
+def _ensemble_samples(result: dict[str, Any], results: list[dict[str, Any]]) -> str:
+    """The samples of the linear probes whose scores an ensemble summed (the ensemble file records none)."""
+    names = {Path(path).name for path in result["settings"].get("score_files", [])}
+    found = {_samples(r["provenance"]) for r in results
+             if r["protocol"] == "linear_probe" and Path(str(r["provenance"].get("scores"))).name in names}
+    return found.pop() if len(found) == 1 else "not recorded"
+
+
 def _source(result: dict[str, Any], profile: str) -> str:
     provenance = result["provenance"]
     return (f"profile {profile}; checkpoint {_short(provenance.get('checkpoint_sha256')) if provenance.get('checkpoint') != 'random' else 'random'}"
@@ -114,6 +131,7 @@ def _protocol_rows(results: list[dict[str, Any]], protocol: str, table: str, met
         dataset, benchmark = _experiment(result)
         label = _row_label(result)
         rows.append({"table": table, "row": label, "dataset": dataset, "benchmark": benchmark,
+                     "samples": _samples(result["provenance"]),
                      "ours": _percent(result["metrics"].get(metric)), "paper": _paper(table, label, dataset, benchmark),
                      "source": _source(result, profile)})
     return rows
@@ -126,8 +144,10 @@ def build_tables(results_dir: str | Path, out_dir: str | Path, profile: str) -> 
     results = [r for r in everything if "ablation" not in Path(r["path"]).parts or r["protocol"] == "ablation"]
     out_dir = Path(out_dir)
     written = []
-    columns = ["table", "row", "dataset", "benchmark", "ours", "paper", "source"]
+    columns = ["table", "row", "dataset", "benchmark", "samples", "ours", "paper", "source"]
     common_notes = [f"Ours: the last epoch's result (never a best-over-epochs number), profile `{profile}`.",
+                    "Samples: train / test samples (detection: sequences) of the split the row was computed on, as "
+                    "its results file records them; a row on a subset of a dataset is not the paper's benchmark.",
                     "Paper: SPEC.md 6 (the published numbers, released implementation). '-' where the paper has no "
                     "such number (the synthetic dataset is ours)."]
 
@@ -137,7 +157,8 @@ def build_tables(results_dir: str | Path, out_dir: str | Path, profile: str) -> 
             dataset, benchmark = result["settings"].get("dataset", "-"), result["settings"].get("benchmark", "-")
             label = "DSTE 3 streams (J+M+B)"
             rows.append({"table": "linear", "row": label, "dataset": dataset, "benchmark": benchmark,
-                         "ours": _percent(result["metrics"]["top1"]), "paper": _paper("linear", label, dataset, benchmark),
+                         "samples": _ensemble_samples(result, results), "ours": _percent(result["metrics"]["top1"]),
+                         "paper": _paper("linear", label, dataset, benchmark),
                          "source": f"profile {profile}; sum of the joint, bone and motion probes' scores; {Path(result['path']).name}"})
     _write(sorted(rows, key=lambda r: (r["dataset"], r["benchmark"], r["row"])), columns, out_dir / "linear",
            "Linear evaluation (Table 1): top-1 accuracy (%)", common_notes)
@@ -157,7 +178,8 @@ def build_tables(results_dir: str | Path, out_dir: str | Path, profile: str) -> 
         label = f"{_row_label(result)} {fraction * 100:g}%"
         seeds = result["metrics"]["seeds"]
         ours = _percent(result["metrics"]["top1"]) + (f" +- {100 * result['metrics']['top1_std']:.1f} ({seeds} seeds)" if seeds > 1 else "")
-        rows.append({"table": "semi_supervised", "row": label, "dataset": dataset, "benchmark": benchmark, "ours": ours,
+        rows.append({"table": "semi_supervised", "row": label, "dataset": dataset, "benchmark": benchmark,
+                     "samples": _samples(result["provenance"]), "ours": ours,
                      "paper": _paper("semi_supervised", label, dataset, benchmark), "source": _source(result, profile)})
     _write(sorted(rows, key=lambda r: (r["dataset"], r["benchmark"], r["row"])), columns, out_dir / "semi_supervised",
            "Semi-supervised fine-tuning (Table 3): top-1 accuracy (%)",
@@ -177,7 +199,8 @@ def build_tables(results_dir: str | Path, out_dir: str | Path, profile: str) -> 
         for metric in ("mAP_a", "mAP_v"):
             label = f"{backbone} {metric}@0.5" + (" random init" if random else "")
             rows.append({"table": "detection", "row": label, "dataset": dataset, "benchmark": benchmark,
-                         "ours": _percent(at.get(metric)), "paper": _paper("detection", label, dataset, benchmark),
+                         "samples": _samples(provenance), "ours": _percent(at.get(metric)),
+                         "paper": _paper("detection", label, dataset, benchmark),
                          "source": f"profile {profile}; official PKU-MMD AP; {Path(result['path']).parent.name}"})
     _write(sorted(rows, key=lambda r: (r["dataset"], r["row"])), columns, out_dir / "detection",
            "Temporal action detection (Table 4): mAP (%) at overlap 0.5",
@@ -194,11 +217,13 @@ def build_tables(results_dir: str | Path, out_dir: str | Path, profile: str) -> 
         ours = f"{_percent(metrics['linear_top1'])} / {_percent(metrics['knn1'])}"
         if result["settings"].get("kind") == "alpha":
             alpha_rows.append({"table": "alpha", "row": f"alpha = {result['settings']['alpha']:g}", "dataset": dataset,
-                               "benchmark": benchmark, "ours": ours, "paper": "-", "source": _source(result, profile)})
+                               "benchmark": benchmark, "samples": _samples(result["provenance"]), "ours": ours,
+                               "paper": "-", "source": _source(result, profile)})
         else:
             label = result["settings"]["variant_label"]
             ablation_rows.append({"table": "ablation", "row": label, "dataset": dataset, "benchmark": benchmark,
-                                  "ours": ours, "paper": _paper("ablation", label, dataset, benchmark),
+                                  "samples": _samples(result["provenance"]), "ours": ours,
+                                  "paper": _paper("ablation", label, dataset, benchmark),
                                   "source": _source(result, profile)})
     notes = common_notes + ["Each cell: linear top-1 / kNN-1 (%). Ablation runs use the ablation's own (shorter) "
                             "pretraining schedule (params.yaml: ablation), so compare rows with each other."]

@@ -46,7 +46,9 @@ def provenance(checkpoint: str | Path | None, identity: str, split: SkeletonSpli
     return {"checkpoint": RANDOM if random else str(checkpoint), "checkpoint_sha256": None if random else identity,
             "data_root": str(split.root),
             "data_manifest_sha256": hashlib.sha256((split.root / MANIFEST_NAME).read_bytes()).hexdigest(),
-            "dataset": split.manifest.get("dataset"), "benchmark": split.benchmark}
+            "dataset": split.manifest.get("dataset"), "benchmark": split.benchmark,
+            "samples": {name: split.manifest.get("counts", {}).get(f"{split.benchmark}/{name}", {}).get("total")
+                        for name in ("train", "test")}}  # the benchmark's split sizes, for the tables
 
 
 def write_results(path: str | Path, protocol: str, metrics: dict[str, Any], settings: dict[str, Any],

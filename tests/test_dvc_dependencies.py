@@ -1,0 +1,189 @@
+"""dvc.yaml tells the truth about code: every stage depends on all the package code it runs.
+
+A stage's code is derived from what it runs: the notebook's imports, or the CLI command's module (and
+``python -m`` modules), followed transitively through usdrl/ (imports inside functions too, and the
+packages' __init__.py). Then a real ``dvc status`` in a copy of the repository must name an edited module
+for exactly the stages that run it.
+"""
+
+import ast
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+PACKAGE = "usdrl"
+
+
+def _module_file(module: str) -> Path | None:
+    path = REPOSITORY.joinpath(*module.split("."))
+    if (path / "__init__.py").is_file():
+        return path / "__init__.py"
+    if path.with_suffix(".py").is_file():
+        return path.with_suffix(".py")
+    return None
+
+
+def _imports(tree: ast.AST, module: str = "", top_level_only: bool = False) -> set[str]:
+    """The package modules a module (or notebook) imports; relative imports resolved against ``module``."""
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                package = module.split(".") if _module_file(module).name == "__init__.py" else module.split(".")[:-1]
+                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names}  # `from usdrl import pipeline`
+    return {name for name in found if name.split(".")[0] == PACKAGE and _module_file(name)}
+
+
+def code_of(modules: set[str]) -> set[str]:
+    """Files (relative to the repository) of ``modules``, their parent packages and everything they import."""
+    seen, pending = set(), list(modules)
+    while pending:
+        parts = pending.pop().split(".")
+        for end in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__.py and a/b/__init__.py
+            module = ".".join(parts[:end])
+            if module not in seen and _module_file(module):
+                seen.add(module)
+                pending += _imports(ast.parse(_module_file(module).read_text()), module)
+    return {_module_file(module).relative_to(REPOSITORY).as_posix() for module in seen}
+
+
+def _notebook_modules(path: Path) -> set[str]:
+    cells = json.loads(path.read_text())["cells"]
+    source = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
+    return _imports(ast.parse(source))
+
+
+def _cli_command_modules(command: str) -> set[str]:
+    """``usdrl COMMAND`` runs cli.py: what it imports at module level, and what the command's handler imports
+    (not the imports inside the other commands' handlers)."""
+    tree = ast.parse((REPOSITORY / "usdrl" / "cli.py").read_text())
+    table = next(node.value for node in tree.body if isinstance(node, ast.AnnAssign)
+                 and getattr(node.target, "id", "") == "COMMANDS")
+    handlers = {key.value: value.id for key, value in zip(table.keys, table.values)}
+    assert command in handlers, f"dvc.yaml runs usdrl {command}, which cli.py does not have"
+    handler = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == handlers[command])
+    return _imports(tree, "usdrl.cli", top_level_only=True) | _imports(handler, "usdrl.cli")
+
+
+def stage_code(cmd: str) -> set[str]:
+    """The package files a stage command runs."""
+    modules, files = set(), set()
+    for part in cmd.split("&&"):
+        words = part.split()
+        if not words:
+            continue
+        if words[0] == "papermill":
+            modules |= _notebook_modules(REPOSITORY / words[1])
+        elif words[0] == "usdrl":
+            modules |= _cli_command_modules(words[1])
+            files.add(f"{PACKAGE}/cli.py")
+        elif words[:2] == ["python", "-m"] and words[2].startswith(PACKAGE):
+            modules.add(words[2])
+    return code_of(modules) | files
+
+
+def _stages() -> dict[str, dict]:
+    """Stage name -> {cmd, deps} as written in dvc.yaml (foreach stages once, by their template)."""
+    stages = yaml.safe_load((REPOSITORY / "dvc.yaml").read_text())["stages"]
+    return {name: stage.get("do", stage) for name, stage in stages.items()}
+
+
+def _covered(path: str, deps: list[str]) -> bool:
+    return any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps)
+
+
+def test_the_import_analysis_sees_imports_inside_functions_and_package_inits():
+    code = code_of({"usdrl.cli"})
+    assert "usdrl/report.py" in code  # cli.py imports build_tables inside _run_report
+    assert {"usdrl/__init__.py", "usdrl/data/__init__.py", "usdrl/data/store.py"} <= code
+    assert "usdrl/report.py" not in code_of({"usdrl.losses"})
+
+
+@pytest.mark.parametrize("name", sorted(_stages()))
+def test_every_stage_depends_on_the_code_it_runs(name):
+    stage = _stages()[name]
+    deps = [str(dep) for dep in stage.get("deps", [])]
+    for word in stage["cmd"].split():
+        if word.startswith("notebooks/") and word.endswith(".ipynb"):
+            assert word in deps, f"stage {name} runs {word} but does not depend on it"
+    needed = stage_code(stage["cmd"])
+    assert needed, f"stage {name}: no package code found in its command"
+    missing = sorted(path for path in needed if not _covered(path, deps))
+    assert not missing, f"dvc.yaml, stage {name}: add to deps: {', '.join(missing)}"
+    extra = sorted(dep for dep in deps
+                   if dep.startswith(f"{PACKAGE}/") and not any(_covered(path, [dep]) for path in needed))
+    assert not extra, f"dvc.yaml, stage {name}: remove from deps (the stage does not run them): {', '.join(extra)}"
+
+
+def _copy_of_repository(destination: Path) -> Path:
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPOSITORY,
+                            capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    for name in listed.stdout.split("\0"):
+        source = REPOSITORY / name
+        if name and source.is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+    shutil.copy2(REPOSITORY / "dvc.lock", destination / "dvc.lock")
+    subprocess.run(["git", "init", "-q"], cwd=destination, check=True)
+    return destination
+
+
+def _dvc_status(project: Path) -> dict[str, dict[str, str]]:
+    """Stage -> {changed dependency: how} as ``dvc status`` reports it."""
+    result = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=project, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return {stage: {path: how for change in changes if isinstance(change, dict)
+                    for path, how in change.get("changed deps", {}).items()}
+            for stage, changes in json.loads(result.stdout or "{}").items()}
+
+
+def _record_code_hashes(project: Path) -> None:
+    """Write the current hash of every changed code dependency into the copy's dvc.lock, as dvc repro would, so
+    that the status afterwards shows only the test's edit, whatever the committed dvc.lock holds."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    for stage, changed in _dvc_status(project).items():
+        entry = lock["stages"].setdefault(stage, {"cmd": "", "deps": []})
+        recorded = {dep["path"]: dep for dep in entry.setdefault("deps", [])}
+        for path in changed:
+            if path.startswith((f"{PACKAGE}/", "notebooks/")) and (project / path).is_file():
+                content = (project / path).read_bytes()
+                if path not in recorded:
+                    recorded[path] = {"path": path}
+                    entry["deps"].append(recorded[path])
+                recorded[path].update(hash="md5", md5=hashlib.md5(content).hexdigest(), size=len(content))
+    (project / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+
+
+def test_dvc_status_marks_exactly_the_stages_that_run_an_edited_module(tmp_path):
+    pytest.importorskip("dvc")
+    project = _copy_of_repository(tmp_path / "copy")
+    _record_code_hashes(project)
+    stages = {name: stage_code(body["cmd"]) for name, body in _stages().items()}
+    for module in ("usdrl/skeleton.py", "usdrl/evaluate/dense.py"):
+        before = _dvc_status(project)
+        with open(project / module, "a") as handle:
+            handle.write("\n# edited by the test\n")
+        after = _dvc_status(project)
+        assert any(module in changed for changed in after.values()), f"no stage depends on {module}"
+        for name, changed in after.items():
+            runs_it = module in stages[name.split("@")[0]]
+            assert module not in before.get(name, {}), f"{name}: {module} changed before the edit"
+            assert (changed.get(module) == "modified") == runs_it, (
+                f"after an edit of {module}, dvc status {'does not mark' if runs_it else 'marks'} stage {name}, "
+                f"which {'runs' if runs_it else 'does not run'} it")
