@@ -1,5 +1,7 @@
 import json
 import pickle
+import re
+import zipfile
 
 import numpy as np
 import pytest
@@ -186,3 +188,104 @@ def test_two_dimensional_arrays_are_stored_as_given_unless_asked(tmp_path):
     stored = load_split(tmp_path / "normalised", "all", "all").batch(np.arange(3))
     np.testing.assert_allclose(stored[:, :, :, 0, 0], 0, atol=1e-3)  # nose at the origin in every frame
     np.testing.assert_allclose(stored[:, 1, 0, 6, 0] - stored[:, 1, 0, 5, 0], 0, atol=1e-3)
+
+
+def _agcn_folder(tmp_path, count=2):
+    """A valid AGCN folder (xsub) of ``count`` train and val samples."""
+    folder = tmp_path / "xsub"
+    folder.mkdir()
+    x, lengths = _samples(np.random.default_rng(6), count, frames=30)
+    for source in ("train", "val"):
+        np.save(folder / f"{source}_data_joint.npy", x)
+        with open(folder / f"{source}_label.pkl", "wb") as handle:
+            pickle.dump(([f"s{i}" for i in range(count)], list(range(count))), handle)
+        np.save(folder / f"{source}_num_frame.npy", lengths)
+    return folder
+
+
+def _object_array():
+    values = np.empty(2, dtype=object)
+    values[:] = [1, "a"]
+    return values
+
+
+def _write_text(path):
+    path.write_text("1 2 3\n")
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:300])
+
+
+def _save_npz(path):
+    with open(path, "wb") as handle:
+        np.savez(handle, x=np.zeros(3))
+
+
+@pytest.mark.parametrize("file, damage, message", [
+    ("train_data_joint.npy", lambda path: path.write_bytes(b""), "train_data_joint.npy: not a readable .npy array"),
+    ("train_data_joint.npy", _write_text, "train_data_joint.npy: not a readable .npy array"),
+    ("train_data_joint.npy", _truncate, "train_data_joint.npy: not a readable .npy array .mmap length"),
+    ("train_data_joint.npy", lambda path: np.save(path, _object_array(), allow_pickle=True),
+     "train_data_joint.npy: not a readable .npy array .Array can't be memory-mapped: Python objects"),
+    ("train_data_joint.npy", _save_npz, "train_data_joint.npy: a .npz file, expected one .npy array"),
+    ("val_data_joint.npy", lambda path: np.save(path, np.zeros((0, 3, 30, 25, 2))), "val_data_joint.npy: holds no samples"),
+    ("train_num_frame.npy", _write_text, "train_num_frame.npy: not a readable .npy array"),
+    ("train_num_frame.npy", lambda path: np.save(path, np.array(["10", "20"])), "train_num_frame.npy: holds <U2 values"),
+])
+def test_agcn_refuses_unreadable_arrays_by_name(tmp_path, file, damage, message, capsys):
+    from usdrl.cli import main
+
+    folder = _agcn_folder(tmp_path)
+    damage(folder / file)
+    assert main(["import", "agcn", str(folder), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1 and "Traceback" not in error
+    assert re.search(message, error), error
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_undamaged_agcn_folder_imports(tmp_path):
+    import_agcn(_agcn_folder(tmp_path), tmp_path / "out")
+    assert len(load_split(tmp_path / "out", "xsub", "test")) == 2
+
+
+def _raw_pickle_npz(path, members):
+    """A .npz whose members are pickles, not .npy arrays (np.load hands them back as bytes)."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for member in members:
+            archive.writestr(f"{member}.npy", pickle.dumps({"not": "an array"}))
+    return path
+
+
+CTRGCN_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda path: np.savez(path, **{key: _object_array() for key in CTRGCN_ARRAYS}),
+     "x_train: not a readable .npz array .Object arrays"),
+    (lambda path: _raw_pickle_npz(path, CTRGCN_ARRAYS), r"x_train: not a numpy array \(pickled or raw data\)"),
+    (lambda path: np.savez(path, x_train=np.zeros((2, 30, 150)), y_train=np.zeros((2, 0)),
+                           x_test=np.zeros((1, 30, 150)), y_test=np.eye(3)[:1]), r"y_train has shape \(2, 0\)"),
+    (lambda path: np.savez(path, x_train=np.full((2, 30, 150), "a"), y_train=np.eye(2),
+                           x_test=np.zeros((1, 30, 150)), y_test=np.eye(2)[:1]), "x_train: holds <U1 values"),
+])
+def test_ctrgcn_refuses_unreadable_arrays_by_name(tmp_path, make, message):
+    make(tmp_path / "NTU60_CS.npz")
+    with pytest.raises(DataError, match=message):
+        import_ctrgcn(tmp_path / "NTU60_CS.npz", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp_path: _raw_pickle_npz(tmp_path / "raw.npz", ["x", "label"]), r"x: not a numpy array \(pickled"),
+    (lambda tmp_path: _pose_file(tmp_path, x=np.full((8, 3, 30, 25, 2), "1.5")), "x: holds <U3 values"),
+    (lambda tmp_path: _pose_file(tmp_path, x=np.ones((8, 3, 30, 25, 2), dtype=complex)), "x: holds complex128"),
+    (lambda tmp_path: _pose_file(tmp_path, names=np.array(["a", "b", "c"])),
+     r"names has shape \(3,\); expected one name per sample \(8,\)"),
+    (lambda tmp_path: _pose_file(tmp_path, class_names=np.array(["only one"])), "label 1 has no class name"),
+])
+def test_arrays_refuses_unreadable_or_inconsistent_arrays(tmp_path, make, message):
+    with pytest.raises(DataError, match=message):
+        import_arrays(make(tmp_path), tmp_path / "out")
+    assert not (tmp_path / "out").exists()

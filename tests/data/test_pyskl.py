@@ -181,6 +181,10 @@ def _broken(annotations, index, **changes):
     (lambda a: _broken(a, 4, keypoint=np.zeros((1, 41, 17, 3))), "annotation 4 .* has V=17, C=3; annotation 0 .* V=25"),
     (lambda a: _broken(a, 1, keypoint=np.full((1, 5, 25, 3), np.inf)), r"annotation 1 \(S001C002P001R001A002\): keypoint contains NaN"),
     (lambda a: _broken(a, 0, label=1.5), "label 1.5 is not a 0-based class index"),
+    (lambda a: _broken(a, 3, keypoint=np.zeros((0, 12, 25, 3))), r"annotation 3 \(S001C002P002R001A001\): keypoint "
+                                                                  r"has shape .* \(0, 12, 25, 3\), with no person"),
+    (lambda a: _broken(a, 5, keypoint=np.zeros((1, 0, 25, 3))), r"annotation 5 \(S001C003P003R001A003\): keypoint "
+                                                                 r"has shape .* \(1, 0, 25, 3\), with no person, frame"),
     (lambda a: {"split": {**NTU_SPLITS, "cs_val": NTU_NAMES[:1]}, "annotations": a}, "both become xsub/test"),
 ])
 def test_bad_annotation_files_are_refused_by_name(tmp_path, make, message):

@@ -9,6 +9,8 @@ given for 2D ones (image coordinates: see ``default_normalise``).
 from __future__ import annotations
 
 import re
+import zipfile
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -97,6 +99,48 @@ def normalisation_record(layout: SkeletonLayout, normalise: bool, origin: str) -
                 "; the score channel unchanged" if positions < layout.num_coordinates else "")}
 
 
+NUMERIC_KINDS = "iuf"  # dtype kinds of coordinates, labels, frame counts and indices (not bool, complex or text)
+
+
+def npz_members(path: Path) -> list[str]:
+    """The array names of a .npz file, opened without pickle; a DataError naming the file when it is not one."""
+    try:
+        stored = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: not a readable .npz file ({error}); write it with numpy.savez") from None
+    if not isinstance(stored, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: a single .npy array, not a .npz file of named arrays; write it with numpy.savez")
+    with stored:
+        return list(stored.files)
+
+
+def load_array(path: Path, member: str | None = None, *, kinds: str | None = NUMERIC_KINDS,
+               ndim: int | None = None, mmap: bool = False) -> np.ndarray:
+    """The array of a .npy file (``member`` None; memory-mapped with ``mmap``) or one member of a .npz, read
+    without pickle. A DataError naming the file when it is unreadable, truncated, not an array (an object array,
+    a pickled or raw member), of a dtype kind outside ``kinds`` (None: any but object) or not ``ndim``-dimensional."""
+    where = str(path) if member is None else f"{path}: {member}"
+    try:
+        if member is None:
+            array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        else:
+            with np.load(path, allow_pickle=False) as stored:
+                array = stored[member]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as error:
+        raise DataError(f"{where}: not a readable {'.npy' if member is None else '.npz'} array ({error}); "
+                        f"write it with numpy.save / numpy.savez") from None
+    if isinstance(array, np.lib.npyio.NpzFile):
+        array.close()
+        raise DataError(f"{where}: a .npz file, expected one .npy array; write it with numpy.save")
+    if not isinstance(array, np.ndarray) or array.dtype.kind in "OV":
+        raise DataError(f"{where}: not a numpy array (pickled or raw data); write it with numpy.save / numpy.savez")
+    if kinds is not None and array.dtype.kind not in kinds:
+        raise DataError(f"{where}: holds {array.dtype} values; expected numbers (integers or floats)")
+    if ndim is not None and array.ndim != ndim:
+        raise DataError(f"{where}: has shape {array.shape}; expected {ndim} dimension(s)")
+    return array
+
+
 def _check_samples(x: np.ndarray, source: str, layout: SkeletonLayout) -> None:
     if x.ndim != 5:
         raise DataError(f"{source}: expected 5 dimensions (N, C, T, V, M), found shape {x.shape}")
@@ -161,11 +205,11 @@ def _ids_from_names(names: list[str]) -> dict[str, np.ndarray]:
 
 
 def _write_parts(out_dir: Path, parts: list[dict[str, Any]], benchmark: str, layout: SkeletonLayout,
-                 class_names: list[str], details: dict[str, Any]) -> dict:
+                 class_names: list[str], inputs: list[Path], details: dict[str, Any]) -> dict:
     """parts: [{"split", "x" (n, C, T, V, M), "label", "num_frames" or None, "names"}] stored once, split by index."""
     total = sum(len(part["x"]) for part in parts)
     shape = parts[0]["x"].shape[1:]
-    with DatasetWriter(out_dir) as writer:
+    with DatasetWriter(out_dir, inputs) as writer:
         x = writer.open_array("x", (total, *shape))
         labels, frames, names, splits, row = [], [], [], {}, 0
         for part in parts:
@@ -221,20 +265,22 @@ def import_agcn(path: str | Path, out_dir: str | Path, benchmark: str | None = N
     layout = ntu25_layout()
     parts, num_classes = [], 0
     for source, split in (("train", "train"), ("val", "test")):
-        x = np.load(path / f"{source}_data_joint.npy", mmap_mode="r")
+        x = load_array(path / f"{source}_data_joint.npy", mmap=True)
         _check_samples(x, str(path / f"{source}_data_joint.npy"), layout)
+        if len(x) == 0:
+            raise DataError(f"{path / f'{source}_data_joint.npy'}: holds no samples")
         names, labels = _load_label_pickle(path / f"{source}_label.pkl")
         if len(names) != len(x) or len(labels) != len(x):
             raise DataError(f"{path / f'{source}_label.pkl'}: {len(labels)} labels for {len(x)} samples")
         frames_path = path / f"{source}_num_frame.npy"
-        frames = (_check_num_frames(np.load(frames_path), len(x), x.shape[2], str(frames_path))
+        frames = (_check_num_frames(load_array(frames_path), len(x), x.shape[2], str(frames_path))
                   if frames_path.is_file() else None)
         num_classes = max(num_classes, int(labels.max()) + 1)
         parts.append({"split": split, "x": x, "label": labels, "num_frames": frames, "names": names})
     if min(int(part["label"].min()) for part in parts) < 0:
         raise DataError(f"{path}: negative labels; labels must be 0-based class indices")
     dataset = dataset or ("ntu60" if num_classes <= 60 else "ntu120")
-    return _write_parts(Path(out_dir), parts, benchmark, layout, _class_names(60 if dataset == "ntu60" else num_classes), {
+    return _write_parts(Path(out_dir), parts, benchmark, layout, _class_names(60 if dataset == "ntu60" else num_classes), [path], {
         "dataset": dataset, "sources": {"importer": "agcn", "path": str(path.resolve())},
         "excluded": [], "skipped": [],
         "preprocessing": {"version": "as imported (AGCN layout)",
@@ -256,31 +302,27 @@ def import_ctrgcn(path: str | Path, out_dir: str | Path, benchmark: str | None =
     if is_up_to_date(Path(out_dir), fingerprint):
         return {"up_to_date": True, "out": str(out_dir)}
     layout = ntu25_layout()
-    try:
-        stored = np.load(path)
-        keys = set(stored.files)
-    except Exception as error:
-        raise DataError(f"{path}: not a readable .npz file ({error})") from error
+    keys = set(npz_members(path))
     required = {"x_train", "y_train", "x_test", "y_test"}
     if not required <= keys:
         raise DataError(f"{path}: missing arrays {', '.join(sorted(required - keys))}; the CTR-GCN layout has "
                         f"x_train, y_train, x_test, y_test")
     parts = []
     for source, split in (("train", "train"), ("test", "test")):
-        flat = stored[f"x_{source}"]
+        flat = load_array(path, f"x_{source}")
         if flat.ndim != 3 or flat.shape[2] != layout.num_persons * layout.num_joints * 3:
             raise DataError(f"{path}: x_{source} has shape {flat.shape}; expected (N, T, 150)")
         batch, frames, _ = flat.shape
         x = flat.reshape(batch, frames, layout.num_persons, layout.num_joints, 3).transpose(0, 4, 1, 3, 2)
-        one_hot = stored[f"y_{source}"]
-        if one_hot.ndim != 2 or len(one_hot) != batch:
+        one_hot = load_array(path, f"y_{source}", kinds="b" + NUMERIC_KINDS)
+        if one_hot.ndim != 2 or len(one_hot) != batch or one_hot.shape[1] == 0:
             raise DataError(f"{path}: y_{source} has shape {one_hot.shape}; expected one-hot (N, classes) with N={batch}")
         _check_samples(x, f"{path}: x_{source}", layout)
         parts.append({"split": split, "x": np.ascontiguousarray(x, dtype=np.float32), "label": one_hot.argmax(1),
-                      "num_frames": None, "names": [f"{source}_{i:06d}" for i in range(batch)]})
-    num_classes = int(stored["y_train"].shape[1])
+                      "classes": one_hot.shape[1], "num_frames": None, "names": [f"{source}_{i:06d}" for i in range(batch)]})
+    num_classes = int(parts[0]["classes"])  # the columns of y_train
     dataset = dataset or ("ntu60" if num_classes == 60 else "ntu120" if num_classes == 120 else path.stem)
-    return _write_parts(Path(out_dir), parts, benchmark, layout, _class_names(num_classes), {
+    return _write_parts(Path(out_dir), parts, benchmark, layout, _class_names(num_classes), [path], {
         "dataset": dataset, "sources": {"importer": "ctrgcn", "path": str(path.resolve())},
         "excluded": [], "skipped": [],
         "preprocessing": {"version": "as imported (CTR-GCN layout)", "num_frames": "counted: last non-zero frame"},
@@ -313,18 +355,18 @@ def import_arrays(path: str | Path, out_dir: str | Path, layout: str | Path | No
     layout = layout if layout is not None else "ntu25"
     skeleton_layout = load_layout(layout)
     normalise = default_normalise(skeleton_layout) if normalise is None else bool(normalise)
-    fingerprint = input_fingerprint([path] + ([Path(layout)] if Path(str(layout)).is_file() else []),
+    layout_file = [Path(layout)] if Path(str(layout)).is_file() else []
+    fingerprint = input_fingerprint([path] + layout_file,
                                     {"importer": "arrays", "layout": skeleton_layout.to_dict(), "normalise": normalise})
     if is_up_to_date(Path(out_dir), fingerprint):
         return {"up_to_date": True, "out": str(out_dir)}
-    try:
-        stored = np.load(path, allow_pickle=False)
-        arrays = {key: stored[key] for key in stored.files}
-    except Exception as error:
-        raise DataError(f"{path}: not a readable .npz file ({error})") from error
+    text_keys = ("names", "class_names")  # any kind of values, written as text
+    members = npz_members(path)
+    arrays = {key: load_array(path, key, kinds=None if key in text_keys else NUMERIC_KINDS) for key in members
+              if key in ("x", "label", "num_frames", *text_keys) or key.startswith("split_")}
     for key in ("x", "label"):
         if key not in arrays:
-            raise DataError(f"{path}: missing array {key!r}; found {', '.join(sorted(arrays)) or 'none'}")
+            raise DataError(f"{path}: missing array {key!r}; found {', '.join(sorted(members)) or 'none'}")
     x, label = arrays["x"].astype(np.float32, copy=False), _integer_array(arrays["label"], f"{path}: label")
     _check_samples(x, f"{path}: x", skeleton_layout)
     if label.shape != (len(x),):
@@ -339,9 +381,16 @@ def import_arrays(path: str | Path, out_dir: str | Path, layout: str | Path | No
     counted = num_frames is None
     if counted:
         num_frames = count_nonzero_frames(x)
+    if "names" in arrays and arrays["names"].shape != (len(x),):
+        raise DataError(f"{path}: names has shape {arrays['names'].shape}; expected one name per sample ({len(x)},)")
+    if "class_names" in arrays and arrays["class_names"].ndim != 1:
+        raise DataError(f"{path}: class_names has shape {arrays['class_names'].shape}; expected a flat list")
     names = [str(n) for n in arrays["names"]] if "names" in arrays else [f"sample_{i:06d}" for i in range(len(x))]
     class_names = ([str(n) for n in arrays["class_names"]] if "class_names" in arrays
                    else [f"class {i + 1}" for i in range(int(label.max()) + 1)])
+    if int(label.max()) >= len(class_names):
+        raise DataError(f"{path}: label {label.max()} has no class name ({len(class_names)} class_names); "
+                        f"labels must be 0-based indices into class_names")
     splits = {}
     for key, value in arrays.items():
         if key.startswith("split_"):
@@ -365,7 +414,7 @@ def import_arrays(path: str | Path, out_dir: str | Path, layout: str | Path | No
     preprocessing = normalisation_record(skeleton_layout, normalise, "plain arrays")
     preprocessing["num_frames"] = ("counted: up to the last non-zero frame of the raw data" if counted
                                    else "from the num_frames array")
-    with DatasetWriter(out_dir) as writer:
+    with DatasetWriter(out_dir, [path] + layout_file) as writer:
         _write_samples(writer, samples, len(x), x.shape[1:])
         finish_dataset(writer, kind="trimmed", layout=skeleton_layout, class_names=class_names, label=label,
                        num_frames=num_frames, names=names, ids={}, splits=splits, details={
@@ -426,6 +475,9 @@ def _pyskl_keypoint(annotation: Any, index: int, path: Path) -> tuple[str, np.nd
     if keypoint.ndim != 4 or keypoint.dtype.kind not in "fiu":
         raise DataError(f"{where}: keypoint must be a numeric array (M, T, V, C); found {keypoint.dtype} "
                         f"of shape {keypoint.shape}")
+    if 0 in keypoint.shape:
+        raise DataError(f"{where}: keypoint has shape (M, T, V, C) = {keypoint.shape}, with no person, frame, joint "
+                        f"or coordinate; drop this annotation or fix it")
     score = annotation.get("keypoint_score")
     if score is not None:
         score = np.asarray(score)
@@ -544,7 +596,7 @@ def import_pyskl(path: str | Path, out_dir: str | Path, layout: str | Path | Non
     preprocessing.update({"max_frames": frames, "num_frames": "the annotation's frames, at most max_frames",
                           "padding": f"zero-padded to {frames} frames and {persons} person(s)",
                           "longer": f"sequences longer than {frames} frames subsampled uniformly"})
-    with DatasetWriter(out_dir) as writer:
+    with DatasetWriter(out_dir, [path] + layout_file) as writer:
         _write_samples(writer, samples, len(names), (skeleton_layout.num_coordinates, frames, joints, persons))
         finish_dataset(writer, kind="trimmed", layout=skeleton_layout, class_names=class_names, label=label,
                        num_frames=num_frames, names=names, ids=_ids_from_names(names), splits=splits, details={

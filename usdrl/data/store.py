@@ -33,6 +33,14 @@ from usdrl.skeleton import SkeletonLayout, layout_from_dict
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+SPLITS_FOLDER = "splits"
+# Every file DatasetWriter may create in a dataset folder (beside SPLITS_FOLDER/*.npy): DatasetWriter.path refuses
+# other names, and a folder holding anything else is not ours and is never replaced.
+DATASET_FILES = frozenset({MANIFEST_NAME, "x.npy", "num_frames.npy", "frames.npy", "offsets.npy", "frame_labels.npy",
+                           "instances.npy", "label.npy", "names.json", "ids.npz", "sources.json", "clip_ranges.npy",
+                           "frame_ids.npy"})
+DATASET_KINDS = ("trimmed", "untrimmed")
+PREPARED_ROOT_FOLDERS = ("actions", "streams")  # prepare synthetic / utkinect --out X write X/actions and X/streams
 
 
 def file_sha256(path: Path, chunk_size: int = 1 << 22) -> str:
@@ -92,34 +100,84 @@ def shrink_leading_dimension(path: Path, rows: int) -> None:
         handle.truncate(header_end + rows * row_bytes)
 
 
-def is_dataset_folder(path: Path) -> bool:
-    """A folder this project made: a dataset (it holds manifest.json), or a folder holding only datasets
-    (``usdrl prepare synthetic --out X`` writes X/actions and X/streams)."""
-    if (path / MANIFEST_NAME).is_file():
-        return True
-    entries = list(path.iterdir())
-    return bool(entries) and all(entry.is_dir() and (entry / MANIFEST_NAME).is_file() for entry in entries)
+def _manifest_is_ours(path: Path) -> bool:
+    """True when ``path`` is a manifest written by ``DatasetWriter.finish`` (our format_version and kind)."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    return (type(version) is int and 1 <= version <= FORMAT_VERSION and manifest.get("kind") in DATASET_KINDS
+            and isinstance(manifest.get("layout"), dict))
 
 
-def check_output_folder(out_dir: Path) -> bool:
+def _dataset_obstacle(folder: Path) -> str | None:
+    """None when ``folder`` is a dataset of ours holding only what DatasetWriter makes, else what is in the way."""
+    if not (folder / MANIFEST_NAME).exists():
+        return f"{folder} (no {MANIFEST_NAME})"
+    if not _manifest_is_ours(folder / MANIFEST_NAME):
+        return f"{folder / MANIFEST_NAME} (not a usdrl manifest)"
+    for entry in sorted(folder.iterdir()):
+        if entry.is_symlink():
+            return f"{entry} (a symbolic link)"
+        if entry.name == SPLITS_FOLDER and entry.is_dir():
+            for split in sorted(entry.iterdir()):
+                if split.is_symlink() or not split.is_file() or split.suffix != ".npy":
+                    return str(split)
+        elif entry.name not in DATASET_FILES or not entry.is_file():
+            return str(entry)
+    return None
+
+
+def _output_obstacle(folder: Path) -> str | None:
+    """None when the existing folder ``folder`` may be replaced, else what is in the way: it is one of our datasets,
+    or a root of them as ``prepare synthetic`` / ``prepare utkinect`` write (only ``PREPARED_ROOT_FOLDERS``)."""
+    if (folder / MANIFEST_NAME).exists() or (folder / MANIFEST_NAME).is_symlink():
+        return _dataset_obstacle(folder)
+    for entry in sorted(folder.iterdir()):
+        if entry.name not in PREPARED_ROOT_FOLDERS or entry.is_symlink() or not entry.is_dir():
+            return str(entry)
+        obstacle = _dataset_obstacle(entry)
+        if obstacle is not None:
+            return obstacle
+    return None
+
+
+def check_output_folder(out_dir: Path, inputs: Iterable[str | Path] = ()) -> bool:
     """True when ``out_dir`` holds a dataset of ours that may be replaced, False when it is absent or empty.
 
-    Anything else (a file, a folder with content we did not make) is a DataError: nothing of the user's
-    is ever deleted or moved.
+    Anything else (a file, a symbolic link, a folder holding anything our writer did not make, a folder holding one
+    of ``inputs``) is a DataError naming what is in the way: nothing of the user's is ever deleted or moved.
     """
+    out_dir = Path(out_dir)
+    if out_dir.name in ("", ".", ".."):
+        raise DataError(f"--out {str(out_dir)!r} names no new folder; name the dataset's own folder, e.g. "
+                        f"--out data/my_dataset")
     for parent in out_dir.parents:
         if parent.exists() and not parent.is_dir():
             raise DataError(f"--out {out_dir}: {parent} is a file, not a folder; choose another --out")
-    if not out_dir.exists() and not out_dir.is_symlink():
+    if out_dir.is_symlink():
+        raise DataError(f"--out {out_dir} is a symbolic link (to {os.readlink(out_dir)}); it is left alone: pass the "
+                        f"folder it points to, or a new folder")
+    resolved = out_dir.resolve()
+    for source in inputs:
+        source_path = Path(source).resolve()
+        if source_path == resolved or resolved in source_path.parents:
+            raise DataError(f"--out {out_dir} holds the input {source}; it is left alone: choose an --out folder "
+                            f"outside the input")
+    if not out_dir.exists():
         return False
     if not out_dir.is_dir():
         raise DataError(f"--out {out_dir} is an existing file; it is left alone: choose a new folder or remove the "
                         f"file yourself")
     if not any(out_dir.iterdir()):
         return False
-    if not is_dataset_folder(out_dir):
-        raise DataError(f"--out {out_dir} is a folder that holds other things than a prepared dataset (no "
-                        f"{MANIFEST_NAME}); it is left alone: choose a new or empty folder")
+    obstacle = _output_obstacle(out_dir)
+    if obstacle is not None:
+        raise DataError(f"--out {out_dir}: {obstacle} is in the way (only a dataset folder holding nothing but what "
+                        f"usdrl writes is replaced); it is left alone: choose a new or empty folder")
     return True
 
 
@@ -127,20 +185,22 @@ class DatasetWriter:
     """Writes a dataset into ``<out>.tmp-<pid>`` and renames it to ``out`` only when complete.
 
     Used as a context manager: an exception leaves no partial dataset under ``out``. Every prepare and
-    import writes through here: ``out`` may be absent, empty or one of our datasets (replaced, said on
-    stderr); anything else is refused before any work (``check_output_folder``).
+    import writes through here: ``out`` may be absent, empty or one of our datasets holding nothing but
+    ``DATASET_FILES`` and splits (replaced, said on stderr); anything else, or an ``out`` holding one of ``inputs``,
+    is refused before anything is written (``check_output_folder``).
     """
 
-    def __init__(self, out_dir: str | Path) -> None:
+    def __init__(self, out_dir: str | Path, inputs: Iterable[str | Path] = ()) -> None:
         self.out_dir = Path(out_dir)
-        self.work_dir = self.out_dir.with_name(f"{self.out_dir.name}.tmp-{os.getpid()}")
+        self.inputs = list(inputs)  # files read to make the dataset: an --out holding one is refused
+        self.work_dir = self.out_dir.parent / f"{self.out_dir.name or 'dataset'}.tmp-{os.getpid()}"  # --out . refused
 
     def __enter__(self) -> "DatasetWriter":
-        check_output_folder(self.out_dir)
+        check_output_folder(self.out_dir, self.inputs)
         if self.work_dir.exists():
             shutil.rmtree(self.work_dir)
         try:
-            (self.work_dir / "splits").mkdir(parents=True)
+            (self.work_dir / SPLITS_FOLDER).mkdir(parents=True)
         except OSError as error:
             raise DataError(f"--out {self.out_dir}: cannot write there ({error.strerror}: {error.filename}); "
                             f"choose a writable folder") from None
@@ -151,23 +211,29 @@ class DatasetWriter:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def path(self, name: str) -> Path:
+        """Where the dataset file ``name`` goes; only names of ``DATASET_FILES`` (the folder must stay ours)."""
+        if name not in DATASET_FILES:
+            raise ValueError(f"{name} is not one of store.DATASET_FILES; add it there first")
         return self.work_dir / name
 
     def save(self, name: str, array: np.ndarray) -> None:
-        np.save(self.work_dir / f"{name}.npy", array)
+        np.save(self.path(f"{name}.npy"), array)
 
     def open_array(self, name: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.memmap:
-        return np.lib.format.open_memmap(self.work_dir / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+        return np.lib.format.open_memmap(self.path(f"{name}.npy"), mode="w+", dtype=dtype, shape=shape)
 
     def save_split(self, benchmark: str, split: str, indices: np.ndarray) -> None:
+        file_name = f"{benchmark}_{split}.npy"
+        if Path(file_name).name != file_name or file_name.startswith("."):
+            raise DataError(f"split {benchmark}/{split}: its name cannot be a file name; rename it (no '/')")
         indices = np.asarray(indices, dtype=np.int64)
-        np.save(self.work_dir / "splits" / f"{benchmark}_{split}.npy", indices)
+        np.save(self.work_dir / SPLITS_FOLDER / file_name, indices)
 
     def finish(self, manifest: dict[str, Any]) -> Path:
         """Write the manifest last, then move the directory into place."""
         manifest = {"format_version": FORMAT_VERSION, **manifest}
-        (self.work_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, default=_json_default))
-        if check_output_folder(self.out_dir):
+        self.path(MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, default=_json_default))
+        if check_output_folder(self.out_dir, self.inputs):
             print(f"replacing the dataset in {self.out_dir} (made by usdrl)", file=sys.stderr)
         if self.out_dir.is_dir():
             old = self.out_dir.with_name(f"{self.out_dir.name}.old-{os.getpid()}")

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from usdrl.data.normalize import PREPROCESSING_VERSION, normalize_batch
-from usdrl.data.store import DatasetWriter, finish_dataset, is_up_to_date, write_sequences
+from usdrl.data.store import DatasetWriter, check_output_folder, finish_dataset, is_up_to_date, write_sequences
 from usdrl.skeleton import ntu25_layout
 
 GENERATOR_VERSION = 1
@@ -406,6 +406,8 @@ def prepare_synthetic(out_dir: str | Path, config: SyntheticConfig = SyntheticCo
     targets = {"actions": out_dir / "actions", "streams": out_dir / "streams"}
     if all(is_up_to_date(path, fingerprint) for path in targets.values()):
         return {"up_to_date": True, "out": str(out_dir)}
+    for path in targets.values():  # both refused or accepted before either is written
+        check_output_folder(path)
     layout = ntu25_layout()
     details = {"dataset": "synthetic", "generator": {"version": GENERATOR_VERSION, **asdict(config)},
                "sources": {"generator": "usdrl.data.synthetic"}, "excluded": [], "skipped": [],

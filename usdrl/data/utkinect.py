@@ -52,7 +52,8 @@ from tqdm.auto import tqdm
 from usdrl.data.errors import DataError
 from usdrl.data.normalize import PREPROCESSING_VERSION, normalize_batch
 from usdrl.data.pkummd import resample_clip
-from usdrl.data.store import DatasetWriter, finish_dataset, input_fingerprint, is_up_to_date, write_sequences
+from usdrl.data.store import (DatasetWriter, check_output_folder, finish_dataset, input_fingerprint, is_up_to_date,
+                              write_sequences)
 from usdrl.skeleton import kinect_v1_layout
 
 READER_VERSION = 1
@@ -347,7 +348,9 @@ def prepare_utkinect(raw_dir: str | Path, out_dir: str | Path, labels: str | Non
         "input_fingerprint": fingerprint,
     }
     subjects = np.array(clip_subjects, dtype=np.int32)
-    with DatasetWriter(targets["actions"]) as writer:
+    for path in targets.values():  # both refused or accepted before either is written
+        check_output_folder(path)
+    with DatasetWriter(targets["actions"], inputs=[raw_dir, label_path]) as writer:
         writer.save("x", x.astype(np.float32))
         writer.save("clip_ranges", np.array(clip_ranges, dtype=np.int64).reshape(-1, 4))
         finish_dataset(
@@ -366,7 +369,7 @@ def prepare_utkinect(raw_dir: str | Path, out_dir: str | Path, labels: str | Non
     first_label = {}
     for row, label, *_ in instance_rows:
         first_label.setdefault(row, label - 1)
-    with DatasetWriter(targets["streams"]) as writer:
+    with DatasetWriter(targets["streams"], inputs=[raw_dir, label_path]) as writer:
         write_sequences(writer, sequences, sum(len(r.frame_ids) for r in recordings),
                         (3, layout.num_joints, layout.num_persons))
         writer.save("frame_ids", np.concatenate([r.frame_ids for r in recordings]))
