@@ -192,3 +192,92 @@ def test_evaluation_takes_modality_and_backbone_from_our_checkpoint_and_refuses_
     _one_line_error(capsys, str(bone_run), "bone", "motion")
     assert main([*_command("pretrain --resume", synthetic, bone_run, tmp_path), "--set", "model.backbone=sttr"]) == 2
     _one_line_error(capsys, str(bone_run), "backbone 'dste' (this run: 'sttr')")
+
+
+def _not_checkpoints(folder, marker):
+    """Files that are no PyTorch checkpoint at all, by kind: (path, words the error must use)."""
+    import gzip
+    import pickle
+
+    np.save(folder / "weights.npy", np.zeros((4, 4), dtype=np.float32))
+    (folder / "program.bin").write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(200))
+    (folder / "archive.gz").write_bytes(gzip.compress(b"some text"))
+    (folder / "random.bin").write_bytes(b"\x01" + np.random.default_rng(0).bytes(4095))
+    (folder / "config.json").write_text('{"a":1}')
+    (folder / "plain.pkl").write_bytes(pickle.dumps(Malicious(marker), protocol=5))
+    np.savez(folder / "arrays.npz", x=np.zeros(3))
+    return {"weights.npy": "a NumPy .npy file", "program.bin": "an ELF executable",
+            "archive.gz": "gzip-compressed data",
+            "random.bin": "binary data of no known kind", "config.json": "text (7 bytes, starting '{\"a\":1}')",
+            "plain.pkl": "a Python pickle", "arrays.npz": "a zip archive (x.npy; a NumPy .npz?)"}
+
+
+def test_a_file_that_is_no_pytorch_checkpoint_is_named_for_what_it_is_without_convert_advice(
+        synthetic, tmp_path, capsys, outside_the_checkout):
+    marker = tmp_path / "marker"
+    for name, kind in _not_checkpoints(tmp_path, marker).items():
+        path = tmp_path / name
+        with pytest.raises(CheckpointError) as raised:
+            load_checkpoint(path)
+        assert not isinstance(raised.value, UnsafeCheckpointError), raised.value
+        assert f"{path} is not a readable checkpoint: it is {kind}" in str(raised.value)
+        assert str(raised.value).endswith("not a PyTorch checkpoint") and "convert" not in str(raised.value)
+        assert main(_command("probe", synthetic, path, tmp_path)) == 2
+        line = _one_line_error(capsys, kind, "not a PyTorch checkpoint")
+        assert "convert" not in line
+        assert main(["convert-checkpoint", str(path), "--out", str(tmp_path / "new.pt"), "--trust-this-file"]) == 2
+        _one_line_error(capsys, kind, "nothing to convert")
+    assert not marker.exists() and not (tmp_path / "new.pt").exists()
+
+
+def test_torch_files_needing_an_unsafe_load_get_the_convert_advice_without_a_warning(tmp_path, capsys, synthetic,
+                                                                                   outside_the_checkout):
+    import warnings
+
+    marker = tmp_path / "marker"
+    legacy, protocol5 = tmp_path / "legacy.pt", tmp_path / "protocol5.pt"
+    torch.save({"model": Malicious(marker)}, legacy, _use_new_zipfile_serialization=False)
+    torch.save({"model": Malicious(marker)}, protocol5, pickle_protocol=5)
+    for path in (legacy, protocol5):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(UnsafeCheckpointError, match=f"usdrl convert-checkpoint {path} --out"):
+                load_checkpoint(path)
+        assert not caught, [str(warning.message) for warning in caught]  # torch's pickle-protocol warning
+        assert main(_command("probe", synthetic, path, tmp_path)) == 2
+        _one_line_error(capsys, f"{path} holds Python objects", "convert-checkpoint")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("entry_point", ["probe", "finetune", "detect train"])
+@pytest.mark.parametrize("change, message", [
+    ({"hidden_size": -3}, "records encoder_config.hidden_size=-3, which must be a positive integer"),
+    ({"hidden_size": 10**7}, r"needs encoder.spatial_position of shape (1, 50, 10000000), but the file holds "
+                             r"(1, 50, 16)"),
+    ({"backbone": "xyz"}, "records encoder_config.backbone='xyz', which must be dste or sttr"),
+    ({"hidden_size": "abc"}, "records encoder_config.hidden_size='abc'"),
+    ({"num_layers": 3}, "config says 3 layers, but the file holds the weights of 1"),
+    ({"num_heads": 3}, "records an encoder that cannot be built: hidden size 16 is not divisible by 3 heads"),
+    ({"width": 3}, "has an encoder config this version does not know: width"),
+])
+def test_a_recorded_encoder_config_is_checked_against_the_stored_weights(entry_point, change, message, bone_run,
+                                                                         synthetic, tmp_path, capsys,
+                                                                         outside_the_checkout):
+    content = load_checkpoint(bone_run)
+    content["encoder_config"].update(change)
+    edited = tmp_path / "edited.pt"
+    torch.save(content, edited)
+    assert main(_command(entry_point, synthetic, edited, tmp_path)) == 2  # never a 400 TB allocation
+    _one_line_error(capsys, str(edited), message)
+
+
+def test_an_existing_folder_as_results_file_or_a_file_as_proposals_folder_is_refused(synthetic, tmp_path, capsys,
+                                                                                   outside_the_checkout):
+    (tmp_path / "probe.json").mkdir()
+    assert main(_command("probe", synthetic, "random", tmp_path)) == 2
+    _one_line_error(capsys, "probe.json is a folder; the results go to a file")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["probe.json"]  # no probe.json.tmp-PID left
+    (tmp_path / "proposals.txt").write_text("1,0,10,0.5\n")
+    assert main(["detect", "evaluate", "--proposals", str(tmp_path / "proposals.txt"), "--data",
+                 str(synthetic / "streams"), "--benchmark", "xsub"]) == 2
+    _one_line_error(capsys, "proposals.txt is a file; pass the folder of <video>.txt proposal files")

@@ -105,3 +105,89 @@ def test_nested_sections_come_from_the_type_hints():
     assert _build(Outer, {"inner": {"size": 3}}, "", lambda key: "test").inner == Inner(3)
     with pytest.raises(ConfigError, match="inner.size must be an integer"):
         _build(Outer, {"inner": {"size": "x"}}, "", lambda key: "test")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.hidden_size=0", "--set model.hidden_size=0: model.hidden_size must be at least 1, got 0"),
+    ("model.hidden_size=-4", "model.hidden_size must be at least 1, got -4"),
+    ("model.hidden_size=15", r"model.hidden_size \(15\) must be even"),
+    ("model.backbone=xyz", "--set model.backbone=xyz: model.backbone must be one of dste, sttr, got 'xyz'"),
+    ("model.num_heads=3", r"--set model.num_heads=3: model.hidden_size \(1024\) must be even and a multiple of "
+                          r"model.num_heads \(3\)"),
+    ("model.clip_frames=300", "model.clip_frames must be at least 1 and at most 200"),
+    ("loss.form=xyz", "loss.form must be one of released, paper"),
+    ("evaluation.device=tpu", "evaluation.device must be auto, cpu, cuda or cuda:N"),
+    ("pretrain.device=cuda1", "pretrain.device must be auto, cpu, cuda or cuda:N"),
+    ("pretrain.precision=fp8", "pretrain.precision must be one of auto, fp32, bf16, fp16"),
+    ("pretrain.checkpoint_every=0", "pretrain.checkpoint_every must be at least 1, got 0"),
+    ("pretrain.batch_size=1", "pretrain.batch_size must be at least 2"),
+    ("augment.views=1", "augment.views must be at least 2, got 1"),
+    ("augment.crop_scale=[0, 1]", r"augment.crop_scale must be greater than 0 and at most 1, got \[0, 1\]"),
+    ("pretrain.workers=-1", "pretrain.workers must be at least 0, got -1"),
+    ("probe.epochs=-1", "probe.epochs must be at least 1, got -1"),
+    ("probe.validation_fraction=2", "probe.validation_fraction must be at least 0 and below 1, got 2"),
+    ("probe.validation_fraction=1", "probe.validation_fraction must be at least 0 and below 1"),
+    ("retrieval.k=[1, 0]", r"retrieval.k must be at least 1, got \[1, 0\]"),
+    ("detection.proposal_rule=xyz", "detection.proposal_rule must be one of threshold, smoothed"),
+])
+def test_every_value_is_checked_against_its_allowed_range(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_params(None, overrides=[override])
+
+
+def test_allowed_values_pass_and_a_bad_value_in_a_file_names_the_file(tmp_path):
+    params = load_params(None, overrides=["model.hidden_size=18", "model.num_heads=3", "pretrain.device=cuda:1",
+                                          "probe.validation_fraction=0.2", "augment.crop_scale=[0.5, 1]"])
+    assert params.model.num_heads == 3 and params.pretrain.device == "cuda:1"  # available or not: train.resolve_device
+    path = tmp_path / "params.yaml"
+    path.write_text("profiles:\n  small:\n    augment: {views: 1}\n")
+    with pytest.raises(ConfigError, match=r"params.yaml \(profile small\): augment.views must be at least 2, got 1"):
+        load_params(path, "small")
+
+
+def test_a_binary_file_or_a_folder_as_params_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "binary.yaml").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "folder").mkdir()
+    for given, message in (("binary.yaml", "binary.yaml is not a text file (binary data)"),
+                           ("folder", "params file folder is a folder")):
+        with pytest.raises(ConfigError) as raised:
+            load_params(given)  # relative: from tmp_path
+        assert message in str(raised.value)
+        code = main(["probe", "--data", "d", "--benchmark", "xsub", "--checkpoint", "random", "--out", "r.json",
+                     "--params", given])
+        error = capsys.readouterr().err
+        assert code == 2 and message in error and len(error.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("override", ["model.hidden_size=0", "model.backbone=xyz", "loss.form=xyz",
+                                      "probe.validation_fraction=2"])
+def test_a_bad_setting_on_the_command_line_is_one_line_and_exit_2(override, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = main(["pretrain", "--data", "d", "--benchmark", "xsub", "--out", "run", "--set", override])
+    error = capsys.readouterr().err
+    assert code == 2 and error.startswith(f"usdrl pretrain: error: --set {override}: ")
+    assert len(error.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_layout_file_that_does_not_parse_is_one_line(tmp_path, capsys):
+    from usdrl.skeleton import LayoutError, load_layout
+
+    layout = tmp_path / "layout.yaml"
+    layout.write_text("name: mine\njoint_names: [a, b\nbones: []\n")
+    with pytest.raises(LayoutError) as raised:
+        load_layout(layout)
+    assert "could not be parsed" in str(raised.value) and "line 3" in str(raised.value)
+    assert "\n" not in str(raised.value)
+    binary = tmp_path / "layout.bin"
+    binary.write_bytes(bytes(range(128, 256)))
+    with pytest.raises(LayoutError, match="could not be parsed"):
+        load_layout(binary)
+    import numpy as np
+
+    np.savez(tmp_path / "poses.npz", x=np.zeros((2, 3, 4, 25, 1), dtype=np.float32), label=np.array([0, 1]),
+             split_xsub_train=np.array([0]), split_xsub_test=np.array([1]))
+    assert main(["import", "arrays", str(tmp_path / "poses.npz"), "--out", str(tmp_path / "data"),
+                 "--layout", str(layout)]) == 2
+    error = capsys.readouterr().err
+    assert "could not be parsed" in error and len(error.strip().splitlines()) == 1

@@ -82,3 +82,20 @@ def test_a_notebook_run_outside_the_project_takes_project_root_and_names_the_pre
              project_root=str(tmp_path))
     message = raised.value.evalue
     assert f"--out {tmp_path.resolve()}/data/ntu120" in message and "dvc repro" not in message
+
+
+@pytest.mark.notebook
+def test_the_data_notebook_prepares_the_real_dataset_of_the_demo(tmp_path):
+    from conftest import shared_path
+
+    raw = shared_path() / "data" / "utkinect"
+    if not (raw / "actionLabel.txt").is_file():
+        pytest.skip(f"UTKinect files {raw} are absent")
+    project = tmp_path / "project"
+    (project / "notebooks").mkdir(parents=True)
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy2(REPOSITORY / name, project / name)
+    _run("01_data_prep", project / "notebooks", dataset="utkinect", overrides=[f"data.utkinect.raw={raw}"])
+    summary = json.loads((project / "results/data/utkinect.json").read_text())
+    assert summary["trimmed"]["samples"] == 199 and (project / "data/utkinect/streams/manifest.json").is_file()
+    assert (project / "figures/skeleton_utkinect.png").is_file()

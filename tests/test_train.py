@@ -1,6 +1,7 @@
 import json
 import socket
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as multiprocessing
@@ -117,3 +118,121 @@ def test_cli_pretrain_with_params_and_bad_input(synthetic, tmp_path, capsys, mon
                  "--set", "pretrain.epoch=3"]) == 2
     error = capsys.readouterr().err
     assert "unknown key" in error and "pretrain.epoch" in error
+
+
+def test_short_clips_that_are_never_cropped_in_time_give_a_warning():
+    from usdrl.train import warn_if_crops_never_happen
+
+    class Split:
+        root = "data/short"
+        num_frames = np.array([5, 20, 28, 40, 90])
+
+        def __len__(self):
+            return 5
+
+    with pytest.warns(UserWarning, match="augment.minimum_crop=64 frames, so they are never cropped"):
+        assert warn_if_crops_never_happen(Split(), 64) == 0.8
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert warn_if_crops_never_happen(Split(), 8) == 0.2
+
+
+@pytest.fixture
+def one_thread():
+    """One thread is several times faster than two on a busy 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _contents(folder):
+    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def test_out_is_a_new_or_empty_folder_or_our_run_to_resume(synthetic, tmp_path, monkeypatch, capsys, one_thread):
+    from usdrl.train import check_run_folder
+
+    user = tmp_path / "user"  # someone's folder that happens to hold files with our names
+    user.mkdir()
+    for name, text in {"log.jsonl": "my log\n", "run.json": '{"mine": 1}', "notes.txt": "notes",
+                       "backup.tmp-999999": "a backup"}.items():
+        (user / name).write_text(text)
+    before = _contents(user)
+    for resume in (False, True):
+        with pytest.raises(TrainingError, match=r"--out .*user is not empty and not a run of usdrl pretrain \(it holds "
+                                                r"backup.tmp-999999, log.jsonl, notes.txt, run.json\); nothing was "
+                                                r"changed"):
+            pretrain(synthetic, "xview", user, TINY_MODEL, settings=_settings(epochs=1), resume=resume, progress=False)
+    assert _contents(user) == before
+    with pytest.raises(TrainingError, match="is a file"):
+        check_run_folder(user / "notes.txt", resume=False)
+
+    run = tmp_path / "run"  # empty but for a dead writer's temporary file: a new run, the leftover removed
+    run.mkdir()
+    (run / "run.json.tmp-999999999").write_text("{")
+    pretrain(synthetic, "xview", run, TINY_MODEL, settings=_settings(epochs=1), progress=False)
+    assert sorted(_contents(run)) == ["checkpoints/checkpoint_0001.pt", "checkpoints/last.pt", "log.jsonl", "run.json"]
+    finished = _contents(run)
+    with pytest.raises(TrainingError, match=r"run holds a pretraining run already; resume it with --resume, or "
+                                            r"choose a new --out"):
+        pretrain(synthetic, "xview", run, TINY_MODEL, settings=_settings(epochs=2), progress=False)
+    assert _contents(run) == finished  # log and checkpoints untouched
+
+    # resuming our run keeps what is not ours, even names that look temporary
+    (run / "notes.txt").write_text("notes")
+    (run / "backup.tmp-999999").write_text("a backup")
+    (run / "checkpoints" / "notes.pt.tmp-999999999").write_text("kept")
+    pretrain(synthetic, "xview", run, TINY_MODEL, settings=_settings(epochs=2), resume=True, progress=False)
+    assert {"notes.txt", "backup.tmp-999999", "checkpoints/notes.pt.tmp-999999999"} <= set(_contents(run))
+    assert [json.loads(line)["epoch"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2]
+
+    monkeypatch.chdir(user)  # --out . in a folder that is not a run
+    assert main(["pretrain", "--data", str(synthetic), "--benchmark", "xview", "--out", ".", "--quiet", "--epochs", "1",
+                 "--batch-size", "16", "--device", "cpu", "--set", "model.hidden_size=16"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("usdrl pretrain: error: --out . is not empty") and len(error.strip().splitlines()) == 1
+    assert _contents(user) == before
+
+
+def test_a_batch_larger_than_the_split_is_refused_before_the_model_is_built(synthetic, tmp_path, monkeypatch, capsys):
+    from usdrl import train
+    from usdrl.config import ConfigError
+
+    def build_model(*arguments):
+        raise AssertionError("the model was built before the batch size was checked")
+
+    monkeypatch.setattr(train, "build_model", build_model)
+    with pytest.raises(ConfigError, match="has 120 samples, fewer than one batch of 356; lower --batch-size"):
+        pretrain(synthetic, "xview", tmp_path / "run", TINY_MODEL, settings=_settings(batch_size=356), progress=False)
+    monkeypatch.chdir(tmp_path)  # no ./params.yaml: the released batch of 356
+    assert main(["pretrain", "--data", str(synthetic), "--benchmark", "xview", "--out", "run2", "--device", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert "fewer than one batch of 356" in error and len(error.strip().splitlines()) == 1
+
+
+def test_a_device_or_precision_this_machine_lacks_is_a_clear_error(synthetic, tmp_path, monkeypatch, capsys):
+    from usdrl.config import ConfigError
+    from usdrl.train import autocast_settings, resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on a GPU machine
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    for name in ("cuda", "cuda:0"):
+        with pytest.raises(ConfigError, match=f"device '{name}': no CUDA GPU is available here"):
+            resolve_device(name)
+    for name in ("tpu", "xyz", "meta"):
+        with pytest.raises(ConfigError, match=f"device '{name}' is not one of auto, cpu, cuda, cuda:N"):
+            resolve_device(name)
+    with pytest.raises(ConfigError, match="precision 'fp16' is not available on cpu"):
+        autocast_settings(torch.device("cpu"), "fp16")
+    assert autocast_settings(torch.device("cpu"), "auto") == (None, False)
+    monkeypatch.chdir(tmp_path)
+    common = ["pretrain", "--data", str(synthetic), "--benchmark", "xview", "--out", "run", "--batch-size", "16"]
+    for extra, message in ((["--device", "cuda"], "no CUDA GPU is available"),
+                           (["--device", "cpu", "--precision", "fp16"], "fp16 needs a CUDA GPU")):
+        assert main([*common, *extra]) == 2
+        error = capsys.readouterr().err
+        assert message in error and len(error.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()

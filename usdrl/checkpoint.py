@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import pickle
 import re
+import warnings
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -60,6 +63,21 @@ class UnsafeCheckpointError(CheckpointError):
     """A checkpoint that only ``weights_only=False`` could load (it may run code); convert it if trusted."""
 
 
+LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."  # torch.save's older (non-zip) format
+
+
+def is_torch_file(path: Path) -> bool:
+    """Whether a file is a torch.save file: a zip archive holding data.pkl, or the legacy format's magic number."""
+    with open(path, "rb") as handle:
+        if handle.read(len(LEGACY_TORCH_MAGIC)) == LEGACY_TORCH_MAGIC:
+            return True
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.rsplit("/", 1)[-1] == "data.pkl" for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+
+
 def describe_file(path: Path) -> str:
     """What an unreadable file holds, in a few words, for error messages."""
     size = path.stat().st_size
@@ -68,13 +86,25 @@ def describe_file(path: Path) -> str:
     with open(path, "rb") as handle:
         head = handle.read(64)
     if head.startswith(b"PK\x03\x04"):
-        return f"a truncated or damaged PyTorch archive ({size} bytes)"
-    if head.startswith(b"\x80"):
-        return f"a damaged pickle ({size} bytes)"
+        if is_torch_file(path):
+            return f"a damaged PyTorch archive ({size} bytes)"
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = ", ".join(archive.namelist()[:4])
+            return f"a zip archive ({names}; a NumPy .npz?), not a PyTorch checkpoint"
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return f"a truncated or damaged PyTorch archive ({size} bytes)"
+    if head.startswith(LEGACY_TORCH_MAGIC):
+        return f"a damaged PyTorch checkpoint in the legacy format ({size} bytes)"
+    kinds = {b"\x93NUMPY": "a NumPy .npy file", b"\x1f\x8b": "gzip-compressed data", b"\x7fELF": "an ELF executable",
+             b"\x80": "a Python pickle"}
+    for magic, kind in kinds.items():
+        if head.startswith(magic):
+            return f"{kind} ({size} bytes), not a PyTorch checkpoint"
     if all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head):
         first_line = head.decode("ascii").strip().splitlines()[0][:40] if head.strip() else ""
-        return f"text ({size} bytes, starting {first_line!r})"
-    return f"{size} bytes of data that is not a PyTorch checkpoint"
+        return f"text ({size} bytes, starting {first_line!r}), not a PyTorch checkpoint"
+    return f"binary data of no known kind ({size} bytes), not a PyTorch checkpoint"
 
 
 def convert_hint(path: Path) -> str:
@@ -99,11 +129,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is an empty file (0 bytes), not a checkpoint (an interrupted copy or write?)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols 4/5 before failing; the error says it all
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
+        if not is_torch_file(path):  # a .npy, text, a plain pickle ...: converting would not help
+            raise CheckpointError(f"{path} is not a readable checkpoint: it is {describe_file(path)}") from None
         try:
-            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception:  # noqa: BLE001 - not an archive: handled below as a damaged file
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001 - the legacy format has no such listing
             unsafe = []
         if unsafe or "weights only load failed" in str(error).lower():
             named = f" ({', '.join(unsafe[:4])})" if unsafe else ""
@@ -124,6 +160,47 @@ def describe_content(content: Any) -> str:
         keys = ", ".join(map(str, list(content)[:6])) + (", ..." if len(content) > 6 else "")
         return f"a dict with keys {keys}"
     return f"a {type(content).__name__}"
+
+
+def recorded_encoder_config(content: dict[str, Any], source: str | Path) -> EncoderConfig:
+    """The encoder config a checkpoint of usdrl pretrain records, checked before any model is built: known
+    keys, a known backbone, positive integer sizes, finite numbers, and the sizes of the stored weights (so a
+    damaged or forged config never builds a model larger than the tensors the file holds)."""
+    recorded, weights = content.get("encoder_config"), content.get("model")
+    if not isinstance(recorded, dict) or not isinstance(weights, dict):
+        raise CheckpointError(f"{source} is not a checkpoint of usdrl pretrain (it holds {describe_content(content)})")
+    fields = {field.name: type(field.default) for field in dataclasses.fields(EncoderConfig)}
+    unknown = sorted(map(str, set(recorded) - set(fields)))
+    if unknown:
+        raise CheckpointError(f"{source} has an encoder config this version does not know: {', '.join(unknown)}")
+    for name, value in recorded.items():
+        kind = fields[name]
+        if kind is str:
+            valid, wanted = value in ("dste", "sttr"), "dste or sttr"
+        elif kind is int:
+            valid, wanted = isinstance(value, int) and not isinstance(value, bool) and value > 0, "a positive integer"
+        else:
+            valid = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            wanted = "a number"
+        if not valid:
+            raise CheckpointError(f"{source} records encoder_config.{name}={value!r}, which must be {wanted}; the file "
+                                  f"is damaged or was not written by usdrl pretrain")
+    config = EncoderConfig(**recorded)
+    expected = {"encoder.spatial_position": (1, config.spatial_length, config.hidden_size),  # (1, M*V, H)
+                "encoder.temporal_embedding.0.weight": (config.hidden_size, config.temporal_input_size),  # (H, M*V*C)
+                "encoder.spatial_embedding.0.weight": (config.hidden_size, config.spatial_input_size)}  # (H, T*C)
+    for key, shape in expected.items():
+        stored = weights.get(key)
+        if not isinstance(stored, torch.Tensor) or tuple(stored.shape) != shape:
+            held = tuple(stored.shape) if isinstance(stored, torch.Tensor) else "nothing"
+            raise CheckpointError(f"{source} does not fit the model: its encoder config needs {key} of shape {shape}, "
+                                  f"but the file holds {held}; the config and the weights disagree (a damaged or "
+                                  f"edited checkpoint)")
+    layers = {key.split(".")[2] for key in weights if str(key).startswith("encoder.temporal_layers.")}
+    if len(layers) != config.num_layers:
+        raise CheckpointError(f"{source} does not fit the model: its encoder config says {config.num_layers} layers, "
+                              f"but the file holds the weights of {len(layers)}; the config and the weights disagree")
+    return config
 
 
 def recorded_modality(content: dict[str, Any]) -> str | None:
@@ -192,6 +269,8 @@ def convert_checkpoint(old: str | Path, new: str | Path, trust_this_file: bool =
         raise CheckpointError(f"{old} already loads safely (weights_only=True); use it as it is")
     if not old.is_file() or old.stat().st_size == 0:
         load_checkpoint(old)  # raises the clear error: missing, a directory, empty
+    if not is_torch_file(old):  # an unsafe load of a plain pickle would run it, and convert nothing
+        raise CheckpointError(f"{old} is not a readable checkpoint: it is {describe_file(old)}; nothing to convert")
     try:
         content = torch.load(old, map_location="cpu", weights_only=False)  # the user vouched for this file
     except Exception:  # noqa: BLE001 - damaged files fail in many ways
@@ -283,7 +362,10 @@ def load_released(path_or_state_dict: str | Path | dict[str, Any], backbone: str
                            num_joints=num_joints, num_persons=num_persons, num_coordinates=coordinates)
     has_projectors = any(key.startswith("instance_projector.") for key in translated)
     num_classes = num_class or (translated["head.weight"].shape[0] if "head.weight" in translated else None)
-    model = SkeletonModel(config, num_classes=num_classes, projectors=has_projectors)
+    try:
+        model = SkeletonModel(config, num_classes=num_classes, projectors=has_projectors)
+    except (ValueError, AssertionError, RuntimeError) as error:  # e.g. a backbone name or heads that do not divide the hidden size
+        raise CheckpointError(f"{source}: no {backbone} encoder can be built from it: {error}") from None
     try:
         missing, unexpected = model.load_state_dict(translated, strict=False)
     except RuntimeError as error:  # a shape mismatch

@@ -282,6 +282,9 @@ def _run_detection(arguments: argparse.Namespace) -> dict:
     from usdrl.evaluate.dense import ground_truth_of
     from usdrl.evaluate.detection import dataset_action_classes, detection_metrics, read_proposals
 
+    if not arguments.proposals.is_dir():
+        state = "is a file" if arguments.proposals.exists() else "does not exist"
+        raise DataError(f"--proposals {arguments.proposals} {state}; pass the folder of <video>.txt proposal files")
     split = load_split(arguments.data, arguments.benchmark, arguments.split)
     truth = ground_truth_of(split)
     metrics = detection_metrics(read_proposals(arguments.proposals), truth, arguments.thetas,

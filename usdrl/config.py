@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+
+from usdrl.skeleton import MODALITIES
 
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")  # read when no params file is named and it exists
@@ -213,6 +216,110 @@ class Params:
     pipeline: PipelineSection = field(default_factory=PipelineSection)
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """What values a setting may take (every item of a list setting): one of ``choices``, a string matching
+    ``pattern`` (described by ``meaning``), or a number within ``low`` and ``high`` (each bound included or not)."""
+
+    choices: tuple = ()
+    pattern: str = ""
+    meaning: str = ""
+    low: float | None = None
+    high: float | None = None
+    low_included: bool = True
+    high_included: bool = True
+
+    def problem(self, value: Any) -> str | None:
+        """None when ``value`` is allowed, else what is allowed."""
+        for item in value if isinstance(value, tuple) else (value,):
+            if self.choices and item not in self.choices:
+                return f"one of {', '.join(map(str, self.choices))}"
+            if self.pattern and not (isinstance(item, str) and re.fullmatch(self.pattern, item)):
+                return self.meaning
+            too_low = self.low is not None and (item < self.low if self.low_included else item <= self.low)
+            too_high = self.high is not None and (item > self.high if self.high_included else item >= self.high)
+            if too_low or too_high:
+                bounds = []
+                if self.low is not None:
+                    bounds.append(f"{'at least' if self.low_included else 'greater than'} {self.low}")
+                if self.high is not None:
+                    bounds.append(f"{'at most' if self.high_included else 'below'} {self.high}")
+                return " and ".join(bounds)
+        return None
+
+
+def _at_least(low: int) -> Allowed:
+    return Allowed(low=low)
+
+
+def _fraction(low_included: bool = True, high_included: bool = True) -> Allowed:
+    """A number from 0 to 1, either end included or not."""
+    return Allowed(low=0, high=1, low_included=low_included, high_included=high_included)
+
+
+DEVICE = Allowed(pattern=r"auto|cpu|cuda(:\d+)?", meaning="auto, cpu, cuda or cuda:N (GPU N)")
+
+
+# The allowed values of the settings that have limits, checked whenever a section is built (params.yaml, a
+# profile, a dataset's settings, --set); a setting not listed takes any value of its type.
+ALLOWED: dict[tuple[type, str], Allowed] = {
+    **{(ModelSection, name): _at_least(1) for name in ("hidden_size", "num_heads", "num_layers", "gap", "kernel_size")},
+    (ModelSection, "backbone"): Allowed(choices=("dste", "sttr")),
+    (ModelSection, "alpha"): _fraction(),
+    (ModelSection, "drop_path"): _fraction(high_included=False),
+    (ModelSection, "clip_frames"): Allowed(low=1, high=200),  # usdrl.model.MAX_TEMPORAL_POSITIONS
+    (AugmentSection, "views"): _at_least(2),
+    (AugmentSection, "crop_scale"): _fraction(low_included=False),
+    (AugmentSection, "minimum_crop"): _at_least(1),
+    (AugmentSection, "corrupted_joints"): _at_least(0),
+    (LossSection, "form"): Allowed(choices=("released", "paper")),
+    **{(LossSection, name): _at_least(0) for name in ("similarity_weight", "variance_covariance_weight",
+                                                       "cross_correlation_weight", "variance_weight",
+                                                       "off_diagonal_weight", "invariance_weight", "epsilon",
+                                                       "tau")},  # tau 0: the ablation without XC
+    (PretrainSection, "epochs"): _at_least(1),
+    (PretrainSection, "batch_size"): _at_least(2),  # BatchNorm needs two samples
+    **{(PretrainSection, name): _at_least(0) for name in ("learning_rate", "weight_decay", "milestones",
+                                                           "learning_rate_decay", "workers", "log_every")},
+    (PretrainSection, "checkpoint_every"): _at_least(1),
+    (PretrainSection, "modality"): Allowed(choices=MODALITIES),
+    (PretrainSection, "device"): DEVICE,
+    (PretrainSection, "precision"): Allowed(choices=PRECISIONS),
+    (EvaluationSection, "device"): DEVICE,
+    (EvaluationSection, "precision"): Allowed(choices=PRECISIONS),
+    (EvaluationSection, "batch_size"): _at_least(1),
+    **{(ProbeSection, name): _at_least(1) for name in ("epochs", "batch_size")},
+    **{(ProbeSection, name): _at_least(0) for name in ("weight_decay", "milestones", "learning_rate_decay")},
+    (ProbeSection, "momentum"): _fraction(),
+    (ProbeSection, "validation_fraction"): _fraction(high_included=False),
+    (ProbeSection, "feature_normalization"): Allowed(choices=("none", "standardize")),
+    (RetrievalSection, "k"): _at_least(1),
+    (RetrievalSection, "chunk_size"): _at_least(1),
+    (FinetuneSection, "fractions"): _fraction(low_included=False),
+    **{(FinetuneSection, name): _at_least(1) for name in ("epochs", "batch_size")},
+    **{(FinetuneSection, name): _at_least(0) for name in ("warmup_epochs", "learning_rate", "weight_decay",
+                                                           "layer_decay", "rotation_radians")},
+    (FinetuneSection, "label_smoothing"): _fraction(high_included=False),
+    (FinetuneSection, "crop_scale"): _fraction(low_included=False),
+    (EnsembleSection, "streams"): Allowed(choices=MODALITIES),
+    (EnsembleSection, "normalise"): Allowed(choices=("none", "softmax")),
+    **{(DetectionSection, name): _at_least(1) for name in ("epochs", "batch_size", "stride", "smoothing_window")},
+    **{(DetectionSection, name): _at_least(0) for name in ("learning_rate", "weight_decay")},
+    (DetectionSection, "momentum"): _fraction(),
+    (DetectionSection, "proposal_rule"): Allowed(choices=("threshold", "smoothed")),
+    (DetectionSection, "thetas"): _fraction(low_included=False),
+    (DetectionSection, "modality"): Allowed(choices=MODALITIES),
+    (AblationSection, "alphas"): _fraction(),
+    (AblationSection, "loss_variants"): Allowed(choices=("none", "vac_mg", "vac_xc", "all")),
+    (AblationSection, "epochs"): _at_least(1),
+    (AblationSection, "milestones"): _at_least(0),
+    (UTKinectSection, "labels"): Allowed(choices=("original", "modified")),
+}
+
+
 def _describe(hint: Any) -> str:
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping"}
     if hint in names:
@@ -279,6 +386,18 @@ def _build(cls: type, values: Any, where: str, source: Callable[[str], str]) -> 
             advice = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(names)}"
             raise ConfigError(f"{source(key)}: unknown key {key!r}; {advice}")
         built[name] = _check_value(hints[name], value, key, source)
+        allowed = ALLOWED.get((cls, name))
+        problem = allowed.problem(built[name]) if allowed else None
+        if problem:
+            raise ConfigError(f"{source(key)}: {key} must be {problem}, got {value!r}")
+    if cls is ModelSection:  # the sinusoidal positions need an even hidden size, the attention heads a share each
+        hidden = built.get("hidden_size", ModelSection.hidden_size)
+        heads = built.get("num_heads", ModelSection.num_heads)
+        if hidden % 2 or hidden % heads:
+            origins = [source(f"{where}.{name}") for name in ("num_heads", "hidden_size") if name in built]
+            origin = next((text for text in origins if text.startswith("--set")), origins[0])  # the override, if any
+            raise ConfigError(f"{origin}: model.hidden_size ({hidden}) must be even and a multiple of "
+                              f"model.num_heads ({heads})")
     return cls(**built)
 
 
@@ -315,6 +434,9 @@ def _read_yaml(path: Path) -> dict:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file (binary data), so not a params file; pass a YAML file "
+                          f"like params.yaml") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -331,6 +453,8 @@ def load_params(path: str | Path | None = DEFAULT_PARAMS_FILE, profile: str | No
     name = "the package defaults"
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"params file {path} is a folder; pass a YAML file like params.yaml")
         if not path.is_file():
             raise ConfigError(f"params file {path} does not exist; check the path (without --params, "
                               f"./params.yaml or else the package defaults are used)")

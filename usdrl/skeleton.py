@@ -223,16 +223,16 @@ def load_layout(path_or_name: str | Path) -> SkeletonLayout:
     if not path.is_file():
         raise LayoutError(f"layout file {path} does not exist; pass a built-in layout "
                           f"({', '.join(BUILTIN_LAYOUTS)}) or a YAML/JSON layout file")
-    text = path.read_text()
     try:
+        text = path.read_text()
         if path.suffix.lower() == ".json":
             data = json.loads(text)
         else:
             import yaml
 
             data = yaml.safe_load(text)
-    except Exception as error:  # the parser's own message names the line
-        raise LayoutError(f"layout file {path} could not be parsed: {error}") from error
+    except Exception as error:  # the parser's own message names the line; one line of it
+        raise LayoutError(f"layout file {path} could not be parsed: {' '.join(str(error).split())}") from None
     if not isinstance(data, dict):
         raise LayoutError(f"layout file {path} must hold a mapping with joint_names, bones, center_joint, shoulder_pair")
     layout = layout_from_dict(data, source=str(path))

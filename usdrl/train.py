@@ -19,8 +19,10 @@ import contextlib
 import json
 import os
 import random
+import re
 import resource
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
@@ -34,7 +36,7 @@ from tqdm.auto import tqdm
 from usdrl.augment import AugmentConfig, make_views
 from usdrl.checkpoint import (CheckpointError, UnsafeCheckpointError, describe_content, load_checkpoint,
                               plain_numpy_random_state, recorded_modality, save_atomically)
-from usdrl.config import AugmentSection, LossSection, ModelSection, PretrainSection
+from usdrl.config import AugmentSection, ConfigError, LossSection, ModelSection, PretrainSection
 from usdrl.data import load_split
 from usdrl.data.store import SkeletonSplit, write_json_atomically
 from usdrl.losses import mgfd_loss
@@ -47,11 +49,24 @@ class TrainingError(RuntimeError):
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """The device a setting names (auto: this process's GPU if there is one, else the CPU); a ConfigError for
+    a device this machine does not have."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         return torch.device("cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {name!r} is not one of auto, cpu, cuda, cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: no CUDA GPU is available here (or this PyTorch has no CUDA); use cpu or "
+                          f"auto")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r}: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0")
+    return device
 
 
 def autocast_settings(device: torch.device, precision: str = "auto") -> tuple[torch.dtype | None, bool]:
@@ -62,7 +77,8 @@ def autocast_settings(device: torch.device, precision: str = "auto") -> tuple[to
         return torch.bfloat16, False
     if precision in ("fp16", "auto") and device.type == "cuda":
         return torch.float16, True
-    raise ValueError(f"precision {precision!r} is not available on {device}; use auto, fp32, bf16 or fp16")
+    raise ConfigError(f"precision {precision!r} is not available on {device} (fp16 needs a CUDA GPU); use auto, fp32 "
+                      f"or bf16")
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -171,15 +187,48 @@ def process_is_alive(pid: int) -> bool:
     return True
 
 
+# the temporary names of this module's atomic writes (checkpoints, log, run info): NAME.tmp-PID
+OUR_TEMPORARY_FILE = re.compile(r"(checkpoint_\d+\.pt|last\.pt|log\.jsonl|run\.json)\.tmp-(\d+)")
+
+
 def remove_stale_temporary_files(folder: Path) -> list[Path]:
-    """Remove ``*.tmp-PID`` files (interrupted atomic writes) whose writer is this process or dead."""
+    """Remove the temporary files of our interrupted writes whose writer is this process or dead; no other file."""
     removed = []
-    for path in folder.glob("*.tmp-*") if folder.is_dir() else []:
-        pid = path.name.rsplit(".tmp-", 1)[1].split(".")[0]
-        if path.is_file() and pid.isdigit() and (int(pid) == os.getpid() or not process_is_alive(int(pid))):
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        match = OUR_TEMPORARY_FILE.fullmatch(path.name)
+        if match and path.is_file() and (int(match[2]) == os.getpid() or not process_is_alive(int(match[2]))):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def is_pretraining_run(folder: Path) -> bool:
+    """Whether a folder holds a run of usdrl pretrain: its run.json, as ``Pretrainer`` writes it."""
+    try:
+        info = json.loads((folder / "run.json").read_text())
+    except (OSError, ValueError):  # absent, unreadable, not UTF-8 or not JSON
+        return False
+    return isinstance(info, dict) and {"data", "model", "pretrain"} <= set(info)
+
+
+def check_run_folder(out_dir: str | Path, resume: bool | str | Path) -> None:
+    """``out_dir`` must be absent or empty (a new run), or with ``resume`` a run of usdrl pretrain; anything else
+    is refused with a TrainingError and left untouched (our stale temporary files count as nothing)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TrainingError(f"--out {out_dir} is a file; choose a new folder for the run")
+    entries = [path.name for path in (out_dir.iterdir() if out_dir.is_dir() else [])
+               if not OUR_TEMPORARY_FILE.fullmatch(path.name)]
+    if not entries:
+        return
+    if is_pretraining_run(out_dir):
+        if resume:
+            return
+        raise TrainingError(f"--out {out_dir} holds a pretraining run already; resume it with --resume, or choose a "
+                            f"new --out")
+    shown = ", ".join(sorted(entries)[:5]) + (", ..." if len(entries) > 5 else "")
+    raise TrainingError(f"--out {out_dir} is not empty and not a run of usdrl pretrain (it holds {shown}); nothing "
+                        f"was changed: choose a new or empty folder")
 
 
 def peak_memory_megabytes(device: torch.device) -> float:
@@ -192,15 +241,30 @@ def build_model(model: ModelSection, layout) -> SkeletonModel:
     return SkeletonModel(EncoderConfig.from_layout(layout, **asdict(model)), layout=layout)
 
 
+def warn_if_crops_never_happen(split: SkeletonSplit, minimum_crop: int) -> float:
+    """The part of the clips shorter than the minimum temporal crop; a warning when it is most of them.
+
+    The released crop length is clip(floor(n * s), minimum_crop, n): a clip of n <= minimum_crop frames is
+    never cropped, so its views differ only spatially (measured on UTKinect, median 28 frames: the encoder
+    then lost to a random one on kNN; ``augment.minimum_crop=8`` fixed it)."""
+    uncropped = float(np.mean(np.asarray(split.num_frames) <= minimum_crop)) if len(split) else 0.0
+    if uncropped > 0.5:
+        warnings.warn(f"{100 * uncropped:.0f}% of the training clips of {split.root} have at most "
+                      f"augment.minimum_crop={minimum_crop} frames, so they are never cropped in time; for short "
+                      f"clips set it lower, e.g. --set augment.minimum_crop=8", stacklevel=3)
+    return uncropped
+
+
 class Pretrainer:
     """Holds the run: model, optimiser, scaler, data, and the directory with checkpoints and logs."""
 
     def __init__(self, data_root: str | Path, benchmark: str, out_dir: str | Path, model: ModelSection,
                  augment: AugmentSection, loss: LossSection, settings: PretrainSection, progress: bool = True) -> None:
         if settings.modality not in MODALITIES:
-            raise ValueError(f"unknown modality {settings.modality!r}; choose one of {', '.join(MODALITIES)}")
+            raise ConfigError(f"unknown modality {settings.modality!r}; choose one of {', '.join(MODALITIES)}")
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.device = resolve_device(settings.device)
+        self.autocast_dtype, needs_scaler = autocast_settings(self.device, settings.precision)
         if self.distributed and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.rank = dist.get_rank() if self.distributed else 0
@@ -208,12 +272,19 @@ class Pretrainer:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self.split = load_split(data_root, benchmark, "train")
+        if len(self.split) < settings.batch_size * self.world_size:  # before anything is built
+            suggestion = max(2, len(self.split) // (4 * self.world_size))
+            raise ConfigError(f"the {benchmark} training split of {data_root} has {len(self.split)} samples, fewer "
+                              f"than one batch of {settings.batch_size * self.world_size}; lower --batch-size "
+                              f"(pretrain.batch_size), e.g. --batch-size {suggestion}")
         self.out_dir = Path(out_dir)
         self.settings, self.loss, self.model_section = settings, loss, model
         self.augment = AugmentConfig(views=augment.views, crop_scale=tuple(augment.crop_scale),
                                      minimum_crop=augment.minimum_crop, corrupted_joints=augment.corrupted_joints,
                                      clip_frames=model.clip_frames)
         self.progress = progress and self.rank == 0
+        if self.rank == 0:
+            warn_if_crops_never_happen(self.split, augment.minimum_crop)
         seed_everything(settings.seed)  # the initial weights
         self.model = build_model(model, self.split.layout).to(self.device)
         objective: nn.Module = PretrainingObjective(self.model)
@@ -223,7 +294,6 @@ class Pretrainer:
         self.objective = objective
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.learning_rate,
                                           weight_decay=settings.weight_decay)
-        self.autocast_dtype, needs_scaler = autocast_settings(self.device, settings.precision)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=needs_scaler)
         self.start_epoch = 0
         self.run_info = {
@@ -233,9 +303,6 @@ class Pretrainer:
             "world_size": self.world_size, "device": str(self.device),
             "precision": str(self.autocast_dtype or torch.float32),
         }
-        if len(self.split) < settings.batch_size * self.world_size:
-            raise ValueError(f"the split has {len(self.split)} samples, fewer than one batch of "
-                             f"{settings.batch_size * self.world_size}; lower --batch-size")
 
     # -- checkpoints ------------------------------------------------------------------------------
     def checkpoint_path(self, epoch: int) -> Path:
@@ -428,7 +495,10 @@ def pretrain(data_root: str | Path, benchmark: str, out_dir: str | Path, model: 
              augment: AugmentSection = AugmentSection(), loss: LossSection = LossSection(),
              settings: PretrainSection = PretrainSection(), resume: bool | str | Path = False,
              progress: bool = True) -> dict[str, Any]:
-    """Pretrain on the ``train`` split of a prepared dataset; returns a summary with the epoch history."""
+    """Pretrain on the ``train`` split of a prepared dataset; returns a summary with the epoch history.
+
+    ``out_dir`` must be absent or empty, or with ``resume`` a run of usdrl pretrain to continue."""
+    check_run_folder(out_dir, resume)
     trainer = Pretrainer(data_root, benchmark, out_dir, model, augment, loss, settings, progress)
     try:
         trainer.clean_interrupted_writes()

@@ -10,11 +10,30 @@ from usdrl.data.errors import DataError
 
 
 def load_scores(path: str | Path) -> dict[str, np.ndarray]:
+    """A score file of usdrl probe: scores (N, classes) and labels (N,); a DataError naming the file otherwise."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"score file {path} is a folder; pass the <out>.scores.npz file usdrl probe wrote")
     if not path.is_file():
         raise DataError(f"score file {path} does not exist; run usdrl probe (it writes <out>.scores.npz) first")
-    with np.load(path) as stored:
-        return {key: stored[key] for key in stored.files}
+    what = "a score file of usdrl probe (a .npz of scores and labels)"
+    with open(path, "rb") as handle:
+        if not handle.read(4).startswith(b"PK\x03\x04"):
+            raise DataError(f"{path} is not a .npz archive (empty, a .npy, text or other data), so not {what}")
+    try:
+        with np.load(path, allow_pickle=False) as stored:  # no pickled objects: loading never runs code
+            scores = {key: stored[key] for key in stored.files}
+    except Exception as error:  # noqa: BLE001 - numpy reports damage as ValueError, OSError, BadZipFile, EOFError ...
+        reason = " ".join(str(error).split())[:120] or type(error).__name__
+        raise DataError(f"{path} is not {what}: {reason}") from None
+    scores = {key: value for key, value in scores.items() if isinstance(value, np.ndarray)}  # raw members are bytes
+    for key, dimensions in (("scores", 2), ("labels", 1)):
+        if key not in scores or scores[key].ndim != dimensions or scores[key].dtype.kind not in "iuf":
+            raise DataError(f"{path} has no numeric '{key}' array of {dimensions} dimension(s) (it holds "
+                            f"{', '.join(scores) or 'no arrays'}); pass the <out>.scores.npz file usdrl probe wrote")
+    if len(scores["labels"]) != len(scores["scores"]):
+        raise DataError(f"{path}: {len(scores['labels'])} labels for {len(scores['scores'])} rows of scores")
+    return scores
 
 
 def ensemble_scores(score_files: list[str | Path], weights: list[float] | None = None,

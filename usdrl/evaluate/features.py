@@ -19,7 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from usdrl.augment import resize_whole
-from usdrl.checkpoint import CheckpointError, describe_content, load_checkpoint, load_released, recorded_modality
+from usdrl.checkpoint import (CheckpointError, describe_content, load_checkpoint, load_released,
+                              recorded_encoder_config, recorded_modality)
 from usdrl.config import ModelSection
 from usdrl.data.store import SkeletonSplit
 from usdrl.model import EncoderConfig, SkeletonModel
@@ -88,16 +89,17 @@ def _our_encoder(path: Path, content: dict[str, Any], layout: SkeletonLayout, nu
                  modality: str | None, backbone: str | None) -> tuple[SkeletonModel, str | None]:
     if not isinstance(content.get("model"), dict) or not isinstance(content.get("layout"), dict):
         raise CheckpointError(f"{path} is not a checkpoint of usdrl pretrain (it holds {describe_content(content)})")
-    try:
-        config = EncoderConfig(**content["encoder_config"])
-    except TypeError as error:
-        raise CheckpointError(f"{path} has an encoder config this version does not know: {error}") from None
     stored_layout = layout_from_dict(content["layout"], source=str(path))
     if (stored_layout.num_joints, stored_layout.num_persons, stored_layout.num_coordinates) != (
             layout.num_joints, layout.num_persons, layout.num_coordinates):
         raise CheckpointError(f"{path} was trained on layout {stored_layout.name!r} "
                               f"(V={stored_layout.num_joints}, M={stored_layout.num_persons}), "
                               f"which does not fit this dataset's {layout.name!r}")
+    config = recorded_encoder_config(content, path)  # checked against the stored weights before anything is built
+    if (config.num_joints, config.num_persons, config.num_coordinates) != (
+            stored_layout.num_joints, stored_layout.num_persons, stored_layout.num_coordinates):
+        raise CheckpointError(f"{path}: its encoder config (V={config.num_joints}, M={config.num_persons}) and its "
+                              f"layout {stored_layout.name!r} disagree (a damaged or edited checkpoint)")
     if backbone and backbone != config.backbone:
         raise CheckpointError(f"{path} holds a {config.backbone} encoder, but backbone {backbone} was asked for; pass "
                               f"a {backbone} checkpoint, or leave the backbone out to evaluate it as {config.backbone}")
@@ -106,7 +108,10 @@ def _our_encoder(path: Path, content: dict[str, Any], layout: SkeletonLayout, nu
         raise CheckpointError(f"{path} holds an encoder pretrained on {recorded}, but modality {modality} was asked "
                               f"for; pass the {modality} run's checkpoint, or leave --modality out to evaluate it "
                               f"on {recorded}")
-    encoder = SkeletonModel(config, layout=layout, num_classes=num_classes)
+    try:
+        encoder = SkeletonModel(config, layout=layout, num_classes=num_classes)
+    except (ValueError, AssertionError, RuntimeError) as error:  # e.g. a hidden size the heads do not divide
+        raise CheckpointError(f"{path} records an encoder that cannot be built: {error}") from None
     weights = {k: v for k, v in content["model"].items() if not k.startswith("head.")}  # a new head is trained
     try:
         missing, unexpected = encoder.load_state_dict(weights, strict=False)

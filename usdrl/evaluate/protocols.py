@@ -37,6 +37,14 @@ def _splits(data_root: str | Path, benchmark: str) -> tuple[SkeletonSplit, Skele
     return load_split(root, benchmark, "train"), load_split(root, benchmark, "test")
 
 
+def refuse_folders(*paths: str | Path) -> None:
+    """Results files are written to a temporary name and renamed: an existing folder in their place is refused
+    before any work (nothing is written)."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise DataError(f"--out {path} is a folder; the results go to a file, e.g. {path / 'results.json'}")
+
+
 def frozen_features(data_root: str | Path, benchmark: str, checkpoint: str | Path | None, params: Params,
                     modality: str | None = None, progress: bool = False, backbone: str | None = None) -> dict[str, Any]:
     """Train and test instance features of a frozen encoder (cached), with labels and provenance.
@@ -67,6 +75,7 @@ def run_linear_probe(data_root: str | Path, benchmark: str, checkpoint: str | Pa
                      backbone: str | None = None) -> dict[str, Any]:
     """Linear probe on cached frozen features; writes ``out`` (JSON) and ``out`` with .scores.npz."""
     started = time.perf_counter()
+    refuse_folders(out, Path(out).with_suffix(".scores.npz"))
     data = frozen_features(data_root, benchmark, checkpoint, params, modality, progress, backbone)
     modality = data["modality"]
     train, test = data["train"], data["test"]
@@ -107,6 +116,7 @@ def run_retrieval(data_root: str | Path, benchmark: str, checkpoint: str | Path 
                   backbone: str | None = None) -> dict[str, Any]:
     """kNN accuracy of test features against the training features, for every k of params.retrieval."""
     started = time.perf_counter()
+    refuse_folders(out)
     data = frozen_features(data_root, benchmark, checkpoint, params, modality, progress, backbone)
     modality = data["modality"]
     metrics = {f"knn{k}": knn_accuracy(data["train_features"], data["train"].label, data["test_features"],
@@ -125,6 +135,7 @@ def run_finetune(data_root: str | Path, benchmark: str, checkpoint: str | Path |
 
     ``modality`` / ``backbone`` None: the checkpoint's recorded ones (see ``frozen_features``)."""
     started = time.perf_counter()
+    refuse_folders(out)
     train, test = _splits(data_root, benchmark)
     device = resolve_device(params.evaluation.device)
     settings = params.finetune
@@ -156,6 +167,7 @@ def run_finetune(data_root: str | Path, benchmark: str, checkpoint: str | Path |
 def run_ensemble(score_files: list[str | Path], out: str | Path, weights: list[float] | None = None,
                  normalise: str = "none", dataset: str | None = None, benchmark: str | None = None) -> dict[str, Any]:
     started = time.perf_counter()
+    refuse_folders(out)
     metrics = ensemble_scores(score_files, weights, normalise)
     import torch
 
