@@ -64,8 +64,8 @@ def pretrained(utkinect, tmp_path_factory) -> Path:
 def test_pretraining_beats_random_init_on_real_skeletons(utkinect, pretrained, tmp_path, capsys):
     probe, knn = _probe_and_knn(utkinect / "actions", str(pretrained), tmp_path / "pretrained", capsys)
     random_probe, random_knn = _probe_and_knn(utkinect / "actions", "random", tmp_path / "random", capsys)
-    assert probe >= random_probe + 0.03, (probe, random_probe)
-    assert knn >= random_knn + 0.03, (knn, random_knn)
+    assert probe >= random_probe + 0.02, (probe, random_probe)
+    assert knn >= random_knn + 0.02, (knn, random_knn)
 
 
 def test_detection_on_real_streams_beats_random_init(utkinect, pretrained, tmp_path, capsys):
@@ -124,5 +124,5 @@ def test_own_capture_as_plain_arrays_in_metres_through_the_generic_path(utkinect
                            "--set", "augment.minimum_crop=8")
     probe, knn = _probe_and_knn(out, str(checkpoint), tmp_path / "pretrained", capsys)
     random_probe, random_knn = _probe_and_knn(out, "random", tmp_path / "random", capsys)
-    assert probe >= random_probe + 0.03, (probe, random_probe)
-    assert knn >= random_knn + 0.03, (knn, random_knn)
+    assert probe >= random_probe + 0.02, (probe, random_probe)
+    assert knn >= random_knn + 0.02, (knn, random_knn)

@@ -294,6 +294,26 @@ def _run_detection(arguments: argparse.Namespace) -> dict:
     return {"metrics": metrics}
 
 
+def _add_folds(commands: argparse._SubParsersAction) -> None:
+    folds = commands.add_parser("folds", help="cross-validation folds (e.g. UTKinect loso1..loso10): pretrain, probe "
+                                "and kNN per fold, pretrained and random init; mean and spread")
+    folds.add_argument("--data", required=True, type=Path,
+                       help="a prepared dataset with <family>1, <family>2 ... benchmarks")
+    folds.add_argument("--family", default="loso", help="benchmark family (default: loso)")
+    folds.add_argument("--folds", nargs="+", help="only these benchmarks, e.g. loso1 loso2 (default: all)")
+    folds.add_argument("--out", required=True, type=Path, help="folder: <fold>/run, <fold>/*.json, summary.json")
+    folds.add_argument("--quiet", action="store_true")
+    _add_params_arguments(folds)
+
+
+def _run_folds(arguments: argparse.Namespace) -> dict:
+    from usdrl.evaluate.folds import run_folds
+
+    params = load_settings(arguments, {})
+    return run_folds(arguments.data, arguments.family, arguments.out, params, arguments.folds,
+                     progress=not arguments.quiet)
+
+
 def _add_report(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser("report", help="result tables beside the paper's numbers (Markdown and CSV)")
     report.add_argument("--results", type=Path, default=Path("results"), help="folder of results JSON files")
@@ -337,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pretrain(commands)
     _add_evaluation(commands)
     _add_detection(commands)
+    _add_folds(commands)
     _add_report(commands)
     _add_convert(commands)
     return parser
@@ -353,6 +374,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {
     "ensemble": _run_evaluation,
     "detect": _run_detection,
     "report": _run_report,
+    "folds": _run_folds,
     "convert-checkpoint": _run_convert,
 }
 

@@ -93,7 +93,7 @@ class ProbeSection:
         "default": 0.006, "ntu60/xview": 0.03, "pku2/xsub": 0.01, "sttr/ntu60/xsub": 0.03})
     validation_fraction: float = 0.0  # > 0: hold out this part of the training subjects for model selection
     seed: int = 0
-    feature_normalization: str = "none"  # released: none; "standardize": training-split mean / std per dimension
+    feature_normalization: str = "none"  # released: none; center_scale, standardize (usdrl.evaluate.linear)
 
     def learning_rate(self, backbone: str, dataset: str, benchmark: str) -> float:
         for key in (f"{backbone}/{dataset}/{benchmark}", f"{dataset}/{benchmark}", "default"):
@@ -295,7 +295,7 @@ ALLOWED: dict[tuple[type, str], Allowed] = {
     **{(ProbeSection, name): _at_least(0) for name in ("weight_decay", "milestones", "learning_rate_decay")},
     (ProbeSection, "momentum"): _fraction(),
     (ProbeSection, "validation_fraction"): _fraction(high_included=False),
-    (ProbeSection, "feature_normalization"): Allowed(choices=("none", "standardize")),
+    (ProbeSection, "feature_normalization"): Allowed(choices=("none", "center_scale", "standardize")),
     (RetrievalSection, "k"): _at_least(1),
     (RetrievalSection, "chunk_size"): _at_least(1),
     (FinetuneSection, "fractions"): _fraction(low_included=False),
@@ -306,7 +306,8 @@ ALLOWED: dict[tuple[type, str], Allowed] = {
     (FinetuneSection, "crop_scale"): _fraction(low_included=False),
     (EnsembleSection, "streams"): Allowed(choices=MODALITIES),
     (EnsembleSection, "normalise"): Allowed(choices=("none", "softmax")),
-    **{(DetectionSection, name): _at_least(1) for name in ("epochs", "batch_size", "stride", "smoothing_window")},
+    (DetectionSection, "epochs"): _at_least(0),  # 0: the untrained detector, a baseline
+    **{(DetectionSection, name): _at_least(1) for name in ("batch_size", "stride", "smoothing_window")},
     **{(DetectionSection, name): _at_least(0) for name in ("learning_rate", "weight_decay")},
     (DetectionSection, "momentum"): _fraction(),
     (DetectionSection, "proposal_rule"): Allowed(choices=("threshold", "smoothed")),

@@ -16,12 +16,13 @@ def _features(seed: int, classes: int = 10, per_class: int = 40, dimensions: int
     return features.astype(np.float32), labels
 
 
-def test_standardised_probe_gives_the_same_accuracy_for_scaled_and_shifted_features():
+@pytest.mark.parametrize("normalization", ["center_scale", "standardize"])
+def test_normalised_probe_gives_the_same_accuracy_for_scaled_and_shifted_features(normalization):
     all_x, all_y = _features(2)
     order = np.random.default_rng(3).permutation(len(all_y))
     train, test = order[:300], order[300:]
     settings = ProbeSettings(epochs=40, batch_size=64, learning_rate=1.0, milestones=(28, 36),
-                             feature_normalization="standardize")
+                             feature_normalization=normalization)
     original = train_linear_probe(all_x[train], all_y[train], all_x[test], all_y[test], 10, settings)
     moved = train_linear_probe(100 * all_x[train] + 50, all_y[train], 100 * all_x[test] + 50, all_y[test], 10, settings)
     assert original["metrics"]["top1"] > 0.5  # it learns (chance 0.1)

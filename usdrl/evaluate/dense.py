@@ -223,6 +223,7 @@ def run_detection(data_root: str | Path, benchmark: str, checkpoint: str | Path 
     # the modality asked for, else the one the checkpoint was pretrained on, else params.detection.modality
     encoder, recorded = open_encoder(checkpoint, params.model, train.layout, seed=params.pretrain.seed, modality=modality)
     settings = detection_settings(params, modality=modality or recorded or params.detection.modality)
+    torch.manual_seed(settings.seed)  # the head's initial weights: the same whatever ran before in the process
     model = DenseDetector(encoder, train.num_classes)
     history = train_detector(model, train, settings, device, params.evaluation.precision, progress)
     out_dir = Path(out_dir)

@@ -26,13 +26,15 @@ class ProbeSettings:
     milestones: tuple[int, ...] = (120, 140)
     learning_rate_decay: float = 0.1
     seed: int = 0
-    # "none" (released): the raw features; "standardize": each feature dimension centred and scaled by the
-    # training split's mean and standard deviation (a BatchNorm without affine parameters, frozen at the
-    # training statistics), so the learning rate does not depend on the scale of the features
+    # "none" (released): the raw features. Both others use the training split's statistics only and make the
+    # learning rate independent of the features' scale and offset: "center_scale" subtracts the mean and divides
+    # every dimension by one scale (the root mean variance), keeping their relative sizes; "standardize" scales
+    # each dimension to unit variance (a BatchNorm without affine parameters), which also amplifies dimensions
+    # that hardly vary (measured: STTR synthetic probe 49.8 with center_scale, 33.5 with standardize)
     feature_normalization: str = "none"
 
 
-FEATURE_NORMALIZATIONS = ("none", "standardize")
+FEATURE_NORMALIZATIONS = ("none", "standardize", "center_scale")
 
 
 def feature_statistics(features: torch.Tensor, normalization: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,6 +46,8 @@ def feature_statistics(features: torch.Tensor, normalization: str) -> tuple[torc
         return torch.zeros(dimensions, device=features.device), torch.ones(dimensions, device=features.device)
     mean = features.mean(dim=0)
     scale = features.std(dim=0, unbiased=False)
+    if normalization == "center_scale":  # one scale for every dimension: their relative sizes are kept
+        return mean, torch.full_like(scale, float(scale.pow(2).mean().sqrt().clamp_min(1e-12)))
     # a constant dimension stays constant (0) instead of dividing by zero; relative so scale never matters
     return mean, scale.clamp_min(1e-6 * float(scale.max().clamp_min(1e-12)))
 
