@@ -104,15 +104,6 @@ def test_killed_pretraining_resumes_to_the_weights_of_an_uninterrupted_run(synth
             assert torch.equal(ours["model"][key], tensor), (name, key)
 
 
-@pytest.fixture
-def one_thread():
-    """The in-process runs: one thread is several times faster than two on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _settings(**changes) -> PretrainSection:
     values = dict(epochs=2, batch_size=16, workers=0, device="cpu", checkpoint_every=2, log_every=1, milestones=(9,))
     values.update(changes)

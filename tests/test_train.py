@@ -139,15 +139,6 @@ def test_short_clips_that_are_never_cropped_in_time_give_a_warning():
         assert warn_if_crops_never_happen(Split(), 8) == 0.2
 
 
-@pytest.fixture
-def one_thread():
-    """One thread is several times faster than two on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _contents(folder):
     return {path.relative_to(folder).as_posix(): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
 
