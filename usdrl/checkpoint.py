@@ -385,3 +385,33 @@ def save_atomically(content: dict[str, Any], path: str | Path) -> Path:
     torch.save(content, temporary)
     temporary.replace(path)
     return path
+
+
+def save_tensors_atomically(tensors: dict[str, torch.Tensor], path: str | Path,
+                            metadata: dict[str, str] | None = None) -> Path:
+    """Tensors as a safetensors file (no pickle: loading it runs no code), written to a temporary name, then
+    renamed. ``metadata``: text only (safetensors' header)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    save_file({name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}, str(temporary),
+              metadata=metadata)
+    temporary.replace(path)
+    return path
+
+
+def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, text metadata) of a safetensors file, on the CPU; a CheckpointError naming the file when it is
+    missing or not a safetensors file."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist; it should hold safetensors weights")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            return {name: handle.get_tensor(name) for name in handle.keys()}, dict(handle.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({' '.join(str(error).split())})") from None

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from usdrl.checkpoint import CheckpointError
+from usdrl.cli_model import (add_detect_run, add_export, add_use, run_detect_stream, run_embed, run_export,
+                             run_recognize)
 from usdrl.config import ConfigError
 from usdrl.data.errors import DataError
 from usdrl.data.store import write_json_atomically
@@ -269,9 +271,12 @@ def _add_detection(commands: argparse._SubParsersAction) -> None:
     score.add_argument("--split", default="test")
     score.add_argument("--thetas", type=float, nargs="+", default=[0.1, 0.3, 0.5])
     score.add_argument("--out", type=Path, help="also write the metrics to this JSON file")
+    add_detect_run(actions)
 
 
 def _run_detection(arguments: argparse.Namespace) -> dict:
+    if arguments.action == "run":
+        return run_detect_stream(arguments)
     if arguments.action == "train":
         from usdrl.evaluate.dense import run_detection
 
@@ -360,10 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_folds(commands)
     _add_report(commands)
     _add_convert(commands)
+    add_export(commands)
+    add_use(commands)
     return parser
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {
+COMMANDS: dict[str, Callable[[argparse.Namespace], dict | str]] = {  # a str is printed as it is
     "prepare": _run_prepare,
     "import": _run_import,
     "inspect": _run_inspect,
@@ -376,6 +383,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {
     "report": _run_report,
     "folds": _run_folds,
     "convert-checkpoint": _run_convert,
+    "export": run_export,
+    "embed": run_embed,
+    "recognize": run_recognize,
 }
 
 
@@ -392,6 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"usdrl {arguments.command}: error: {paths + ': ' if paths else ''}{reason}; check that the path "
               f"exists and is writable", file=sys.stderr)
         return 2
+    if isinstance(result, str):
+        sys.stdout.write(result)
+        return 0
     if result.get("up_to_date"):
         print(f"{result['out']} is up to date (inputs unchanged); nothing to do", file=sys.stderr)
     print(json.dumps(result, indent=1))

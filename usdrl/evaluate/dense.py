@@ -15,7 +15,7 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -76,21 +76,29 @@ def cut_window(split: SkeletonSplit, position: int, start: int, window: int) -> 
 
 
 @torch.no_grad()
-def frame_probabilities(model: DenseDetector, split: SkeletonSplit, position: int, window: int, modality: str,
-                        device: torch.device, precision: str = "auto", batch_size: int = 64) -> np.ndarray:
-    """(L, classes + 1) softmax probabilities of one sequence from non-overlapping windows, padding dropped."""
+def window_probabilities(model: DenseDetector, windows: Callable[[int], np.ndarray], length: int, window: int,
+                         modality: str, device: torch.device, precision: str = "auto",
+                         batch_size: int = 64) -> np.ndarray:
+    """(L, classes + 1) softmax probabilities of a sequence of ``length`` frames from non-overlapping windows,
+    padding dropped. ``windows(start)`` gives the (C, window, V, M) frames from ``start``, zero past the end:
+    only ``batch_size`` windows are in memory at once, whatever the length."""
     model.eval()
     dtype, _ = autocast_settings(device, precision)
-    length = int(split.num_frames[position])
     starts = list(range(0, length, window))
     outputs = []
     for first in range(0, len(starts), batch_size):
-        pieces = [cut_window(split, position, start, window)[0] for start in starts[first:first + batch_size]]
-        x = torch.from_numpy(np.stack(pieces)).to(device)
+        x = torch.from_numpy(np.stack([windows(start) for start in starts[first:first + batch_size]])).to(device)
         with autocast_context(device, dtype):
             logits = model(x, modality)
         outputs.append(torch.softmax(logits.float(), dim=-1).cpu())
     return torch.cat(outputs).reshape(-1, outputs[0].shape[-1])[:length].numpy()
+
+
+def frame_probabilities(model: DenseDetector, split: SkeletonSplit, position: int, window: int, modality: str,
+                        device: torch.device, precision: str = "auto", batch_size: int = 64) -> np.ndarray:
+    """(L, classes + 1) softmax probabilities of one sequence of a split (``window_probabilities``)."""
+    return window_probabilities(model, lambda start: cut_window(split, position, start, window)[0],
+                                int(split.num_frames[position]), window, modality, device, precision, batch_size)
 
 
 def proposals_of(probabilities: np.ndarray, video: str, settings: DetectionSettings) -> list[tuple]:
@@ -227,6 +235,8 @@ def run_detection(data_root: str | Path, benchmark: str, checkpoint: str | Path 
     model = DenseDetector(encoder, train.num_classes)
     history = train_detector(model, train, settings, device, params.evaluation.precision, progress)
     out_dir = Path(out_dir)
+    (out_dir / "results.json").unlink(missing_ok=True)  # never a results file beside another run's weights
+    detector_file = save_detector(model, out_dir, train.class_names, settings.modality)
     proposals, figures_written = [], []
     truth = ground_truth_of(test)
     window = encoder.config.clip_frames
@@ -250,6 +260,22 @@ def run_detection(data_root: str | Path, benchmark: str, checkpoint: str | Path 
                   {"detection": asdict(settings), "model": encoder.config.to_dict(),
                    "test_windows": f"non-overlapping windows of {window} frames, last one padded and masked",
                    "classes_averaged": classes},
-                  {**provenance(checkpoint, identity, train), "figures": figures_written},
+                  {**provenance(checkpoint, identity, train), "figures": figures_written,
+                   "detector": str(detector_file)},
                   device, started)
     return {"metrics": metrics, "out": str(out_dir), "proposals": len(proposals), "figures": figures_written}
+
+
+DETECTOR_FILE = "detector.safetensors"
+
+
+def save_detector(model: DenseDetector, out_dir: str | Path, class_names: list[str], modality: str) -> Path:
+    """The fine-tuned encoder and frame head as safetensors in the detection folder (what ``usdrl export
+    --detector`` puts in a model bundle); the pretraining projectors, unused here, are left out."""
+    import json
+
+    from usdrl.checkpoint import save_tensors_atomically
+
+    weights = {name: value for name, value in model.state_dict().items() if "_projector." not in name}
+    return save_tensors_atomically(weights, Path(out_dir) / DETECTOR_FILE,
+                                   {"class_names": json.dumps(list(class_names)), "modality": modality})

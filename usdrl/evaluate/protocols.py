@@ -75,7 +75,7 @@ def run_linear_probe(data_root: str | Path, benchmark: str, checkpoint: str | Pa
                      backbone: str | None = None) -> dict[str, Any]:
     """Linear probe on cached frozen features; writes ``out`` (JSON) and ``out`` with .scores.npz."""
     started = time.perf_counter()
-    refuse_folders(out, Path(out).with_suffix(".scores.npz"))
+    refuse_folders(out, Path(out).with_suffix(".scores.npz"), probe_head_path(out))
     data = frozen_features(data_root, benchmark, checkpoint, params, modality, progress, backbone)
     modality = data["modality"]
     train, test = data["train"], data["test"]
@@ -101,14 +101,32 @@ def run_linear_probe(data_root: str | Path, benchmark: str, checkpoint: str | Pa
     temporary = scores_path.with_name(scores_path.name + ".tmp.npz")
     np.savez(temporary, scores=result["test_scores"], labels=test.label, names=np.array(test.names))
     temporary.replace(scores_path)
+    head_path = save_probe_head(result["head"], out, train.class_names, modality)
     metrics = {**result["metrics"], "encoder_unchanged": data["encoder_unchanged"]}
     settings_record = {"probe": asdict(settings), "modality": modality, "model": data["encoder"].config.to_dict(),
                        "validation_fraction": params.probe.validation_fraction,
                        "features": "instance features of the frozen encoder (eval mode), whole sequence resized"}
     write_results(out, "linear_probe", {**metrics, "history": result["history"]}, settings_record,
-                  {**provenance(checkpoint, data["identity"], train), "scores": str(scores_path)},
+                  {**provenance(checkpoint, data["identity"], train), "scores": str(scores_path),
+                   "head": str(head_path)},
                   data["device"], started)
-    return {"metrics": metrics, "out": str(out), "scores": str(scores_path)}
+    return {"metrics": metrics, "out": str(out), "scores": str(scores_path), "head": str(head_path)}
+
+
+def probe_head_path(results: str | Path) -> Path:
+    """Where ``run_linear_probe`` keeps the trained head of the results file ``results``."""
+    return Path(results).with_suffix(".head.safetensors")
+
+
+def save_probe_head(head: dict[str, Any], results: str | Path, class_names: list[str], modality: str) -> Path:
+    """The probe's Linear(2H, classes) and the feature statistics it was trained on, as safetensors beside the
+    results file (what ``usdrl export --probe`` puts in a model bundle); class names and modality as metadata."""
+    import json
+
+    from usdrl.checkpoint import save_tensors_atomically
+
+    return save_tensors_atomically(head, probe_head_path(results),
+                                   {"class_names": json.dumps(list(class_names)), "modality": modality})
 
 
 def run_retrieval(data_root: str | Path, benchmark: str, checkpoint: str | Path | None, out: str | Path,
