@@ -284,11 +284,12 @@ def _encoder_from(path: Path, description: dict[str, Any], weights: dict[str, to
     return model.eval()
 
 
-def assemble(path: Path, description: dict[str, Any], device: torch.device) -> TrainedModel:
+def assemble(path: Path, description: dict[str, Any], device: torch.device, precision: str = "auto") -> TrainedModel:
     """The modules of a bundle whose files were checked (or are being written)."""
     layout = layout_from_dict(description["layout"], source=str(path / DESCRIPTION_FILE))
     encoder = _encoder_from(path, description, load_tensors(path / ENCODER_FILE)[0], layout)
-    model = TrainedModel(path=path, description=description, layout=layout, encoder=encoder.to(device), device=device)
+    model = TrainedModel(path=path, description=description, layout=layout, encoder=encoder.to(device), device=device,
+                         precision=precision)
     if "classifier" in description["heads"]:
         head = load_tensors(path / CLASSIFIER_FILE)[0]
         model.classifier = torch.nn.Linear(head["weight"].shape[1], head["weight"].shape[0])
@@ -305,11 +306,12 @@ def assemble(path: Path, description: dict[str, Any], device: torch.device) -> T
     return model
 
 
-def load_model(path: str | Path, device: str = "cpu") -> TrainedModel:
+def load_model(path: str | Path, device: str = "cpu", precision: str = "auto") -> TrainedModel:
     """A bundle written by ``usdrl export``, checked (``read_description``), ready for ``embed``, ``recognize``
-    and, with a detector, ``detect``."""
+    and, with a detector, ``detect``. ``precision``: autocast as the pipeline's evaluation.precision (auto, the
+    pipeline's default, gives the features the pipeline computed on this machine; fp32 to rule autocast out)."""
     path = Path(path)
-    return assemble(path, read_description(path), resolve_device(device))
+    return assemble(path, read_description(path), resolve_device(device), precision)
 
 
 def model_card(description: dict[str, Any]) -> str:

@@ -45,6 +45,8 @@ def add_use(commands: argparse._SubParsersAction) -> None:
                             "xview/test (default: every sample)")
         parser.add_argument("--device", default="cpu", help="cpu, cuda, auto")
         parser.add_argument("--batch-size", type=int, default=256, help="clips per forward pass")
+        parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                            help="autocast as the pipeline's evaluation.precision (default auto, as the pipeline)")
         if name == "embed":
             parser.add_argument("--out", required=True, type=Path, help="features .npz: names, features (, dense)")
             parser.add_argument("--dense", action="store_true", help="also per-frame features (N, T, H)")
@@ -64,6 +66,7 @@ def add_detect_run(actions: argparse._SubParsersAction) -> None:
     run.add_argument("--figures", type=int, default=4, help="timeline pictures of the first streams")
     run.add_argument("--device", default="cpu")
     run.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (bounds the memory)")
+    run.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
 
 
 def run_export(arguments: argparse.Namespace) -> dict:
@@ -86,7 +89,7 @@ def save_npz_atomically(path: Path, **arrays: np.ndarray) -> Path:
 def run_embed(arguments: argparse.Namespace) -> dict:
     from usdrl import load_model
 
-    model = load_model(arguments.model, arguments.device)
+    model = load_model(arguments.model, arguments.device, arguments.precision)
     result = model.embed(arguments.input, dense=arguments.dense, split=arguments.split,
                          batch_size=arguments.batch_size)
     arrays = {"names": np.array(result["names"]), "features": result["features"]}
@@ -112,7 +115,7 @@ def run_recognize(arguments: argparse.Namespace) -> str:
 
     if arguments.top_k < 1:
         raise DataError(f"--top-k {arguments.top_k}: list at least one class")
-    model = load_model(arguments.model, arguments.device)
+    model = load_model(arguments.model, arguments.device, arguments.precision)
     rows = model.recognize(arguments.input, arguments.top_k, arguments.split, arguments.batch_size)
     table = arguments.format == "table" or (arguments.format == "auto" and sys.stdout.isatty())
     return recognition_table(rows) if table else "".join(json.dumps(row) + "\n" for row in rows)
@@ -131,7 +134,7 @@ def run_detect_stream(arguments: argparse.Namespace) -> dict:
     from usdrl.evaluate.detection import frame_labels_to_segments
 
     _check_detection_folder(arguments.out)
-    model = load_model(arguments.model, arguments.device)
+    model = load_model(arguments.model, arguments.device, arguments.precision)
     results = model.detect(arguments.stream, arguments.split, arguments.batch_size)
     out = arguments.out
     proposals = [proposal for result in results for proposal in result["proposals"]]

@@ -29,6 +29,7 @@ from usdrl.evaluate.features import downstream_batches, extract_features
 from usdrl.inputs import InputClips, _in_memory_split, clips_from_array, read_input
 from usdrl.model import SkeletonModel
 from usdrl.skeleton import SkeletonLayout
+from usdrl.train import autocast_context, autocast_settings
 
 Skeletons = str | Path | np.ndarray | InputClips
 
@@ -118,6 +119,7 @@ class TrainedModel:
     feature_mean: torch.Tensor | None = None  # (2H,) the probe's training statistics
     feature_scale: torch.Tensor | None = None
     detector: DenseDetector | None = None
+    precision: str = "auto"  # as the pipeline's evaluation.precision: autocast as there (fp32, bf16, auto)
 
     @property
     def class_names(self) -> list[str] | None:
@@ -146,7 +148,7 @@ class TrainedModel:
               batch_size: int = 256) -> dict[str, Any]:
         """{"names", "features" (N, 2H)} and with ``dense`` "dense" (N, T, H), the temporal branch per frame."""
         clips = self.clips(skeletons, split)
-        features = extract_features(self.encoder, clips, self.modality, self.device, batch_size)
+        features = extract_features(self.encoder, clips, self.modality, self.device, batch_size, self.precision)
         result = {"names": list(clips.names), "features": features}
         if dense:
             result["dense"] = self.dense_features(clips, batch_size)
@@ -156,9 +158,11 @@ class TrainedModel:
     def dense_features(self, clips: SkeletonSplit, batch_size: int = 256) -> np.ndarray:
         """(N, T, H) float32: y_t of the encoder for each of the clip's T frames."""
         config = self.encoder.config
+        dtype, _ = autocast_settings(self.device, self.precision)
         dense = np.zeros((len(clips), config.clip_frames, config.hidden_size), dtype=np.float32)
         for positions, x in downstream_batches(clips, batch_size, config.clip_frames, self.device):
-            dense[positions] = self.encoder.encode(x, self.modality)["dense_t"].float().cpu().numpy()
+            with autocast_context(self.device, dtype):
+                dense[positions] = self.encoder.encode(x, self.modality)["dense_t"].float().cpu().numpy()
         return dense
 
     @torch.no_grad()
@@ -198,7 +202,7 @@ class TrainedModel:
         for position in range(len(clips.split)):
             length, windows = stream_reader(clips.split, position, window, normalise, self.layout)
             probabilities = window_probabilities(self.detector, windows, length, window, settings.modality,
-                                                 self.device, batch_size=batch_size)
+                                                 self.device, self.precision, batch_size)
             video = clips.split.names[position]
             results.append({"video": video, "frames": length, "probabilities": probabilities,
                             "proposals": proposals_of(probabilities, video, settings)})
