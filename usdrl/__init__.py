@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
 
-def load_model(path, device: str = "cpu", precision: str = "auto"):
-    """A model bundle written by ``usdrl export``, checked against its checksums: ``embed``, ``recognize`` and,
-    with a detector, ``detect`` on raw skeletons (see ``usdrl.bundle``)."""
-    from usdrl.bundle import load_model as load
-
-    return load(path, device, precision)
+def __getattr__(name: str) -> Any:
+    """``usdrl.load_model`` is ``usdrl.bundle.load_model``, imported on first use: importing ``usdrl`` stays cheap
+    and runs nothing, and a module that never loads a bundle does not depend on the bundle code (dvc.yaml lists
+    each stage's code from its imports)."""
+    if name == "load_model":
+        return importlib.import_module("usdrl.bundle").load_model
+    raise AttributeError(f"module 'usdrl' has no attribute {name!r}")

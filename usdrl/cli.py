@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from usdrl.checkpoint import CheckpointError
-from usdrl.cli_model import (add_detect_run, add_export, add_use, run_detect_stream, run_embed, run_export,
-                             run_recognize)
 from usdrl.config import ConfigError
 from usdrl.data.errors import DataError
 from usdrl.data.store import write_json_atomically
@@ -271,11 +269,15 @@ def _add_detection(commands: argparse._SubParsersAction) -> None:
     score.add_argument("--split", default="test")
     score.add_argument("--thetas", type=float, nargs="+", default=[0.1, 0.3, 0.5])
     score.add_argument("--out", type=Path, help="also write the metrics to this JSON file")
+    from usdrl.cli_model import add_detect_run
+
     add_detect_run(actions)
 
 
 def _run_detection(arguments: argparse.Namespace) -> dict:
     if arguments.action == "run":
+        from usdrl.cli_model import run_detect_stream
+
         return run_detect_stream(arguments)
     if arguments.action == "train":
         from usdrl.evaluate.dense import run_detection
@@ -365,9 +367,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_folds(commands)
     _add_report(commands)
     _add_convert(commands)
+    from usdrl.cli_model import add_export, add_use
+
     add_export(commands)
     add_use(commands)
     return parser
+
+
+def _run_model_command(arguments: argparse.Namespace) -> dict | str:
+    """export, embed, recognize: a trained model outside the pipeline (usdrl/cli_model.py)."""
+    from usdrl import cli_model
+
+    handlers = {"export": cli_model.run_export, "embed": cli_model.run_embed, "recognize": cli_model.run_recognize}
+    return handlers[arguments.command](arguments)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], dict | str]] = {  # a str is printed as it is
@@ -383,9 +395,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict | str]] = {  # a str is 
     "report": _run_report,
     "folds": _run_folds,
     "convert-checkpoint": _run_convert,
-    "export": run_export,
-    "embed": run_embed,
-    "recognize": run_recognize,
+    "export": _run_model_command,
+    "embed": _run_model_command,
+    "recognize": _run_model_command,
 }
 
 

@@ -87,7 +87,7 @@ def save_npz_atomically(path: Path, **arrays: np.ndarray) -> Path:
 
 
 def run_embed(arguments: argparse.Namespace) -> dict:
-    from usdrl import load_model
+    from usdrl.bundle import load_model
 
     model = load_model(arguments.model, arguments.device, arguments.precision)
     result = model.embed(arguments.input, dense=arguments.dense, split=arguments.split,
@@ -111,7 +111,7 @@ def recognition_table(rows: list[dict[str, Any]]) -> str:
 
 
 def run_recognize(arguments: argparse.Namespace) -> str:
-    from usdrl import load_model
+    from usdrl.bundle import load_model
 
     if arguments.top_k < 1:
         raise DataError(f"--top-k {arguments.top_k}: list at least one class")
@@ -128,7 +128,7 @@ def _check_detection_folder(out: Path) -> None:
 
 
 def run_detect_stream(arguments: argparse.Namespace) -> dict:
-    from usdrl import load_model
+    from usdrl.bundle import load_model
     from usdrl.data.store import write_json_atomically
     from usdrl.evaluate.dense import plot_timeline, replace_proposals
     from usdrl.evaluate.detection import frame_labels_to_segments
