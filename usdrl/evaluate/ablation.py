@@ -16,7 +16,11 @@ from typing import Any
 from usdrl.config import Params
 from usdrl.evaluate.protocols import run_linear_probe, run_retrieval
 from usdrl.evaluate.results import write_results
-from usdrl.train import pretrain, resolve_device
+from usdrl.data.store import MANIFEST_NAME
+from usdrl.train import autocast_settings, learning_rate_at, pretrain, resolve_device
+
+# settings of a pretraining run that change nothing in its first epochs (the schedule is compared epoch by epoch)
+SCHEDULE_ONLY = ("epochs", "milestones", "checkpoint_every", "log_every", "workers")
 
 LOSS_VARIANTS = {
     "none": ("DSTE no VAC, no XC, no MG-FD", {"variance_covariance_weight": 0.0, "cross_correlation_weight": 0.0, "tau": 0.0}),
@@ -36,13 +40,43 @@ def ablation_params(params: Params, model_changes: dict[str, Any], loss_changes:
                                loss=dataclasses.replace(params.loss, **loss_changes))
 
 
+def reusable_checkpoint(candidates: list[Path], variant: Params, manifest_fingerprint: str | None,
+                        benchmark: str) -> Path | None:
+    """A checkpoint an existing run saved after exactly the variant's epochs, where that run had the variant's
+    data, model, augmentation, loss, seed and precision and the same learning rate in each of those epochs
+    (the main run of the demo is the alpha 0.5 / full-loss variant, trained longer). None if there is none."""
+    settings = variant.pretrain
+    dtype, _ = autocast_settings(resolve_device(settings.device), settings.precision)
+    wanted = {"model": dataclasses.asdict(variant.model), "augment": dataclasses.asdict(variant.augment),
+              "loss": dataclasses.asdict(variant.loss), "precision": str(dtype or "torch.float32"),
+              "pretrain": {k: v for k, v in dataclasses.asdict(settings).items() if k not in SCHEDULE_ONLY},
+              "data": {"benchmark": benchmark, "manifest_fingerprint": manifest_fingerprint}, "world_size": 1}
+    rates = [learning_rate_at(epoch, settings) for epoch in range(settings.epochs)]
+    for run_dir in candidates:
+        checkpoint = Path(run_dir) / "checkpoints" / f"checkpoint_{settings.epochs:04d}.pt"
+        if not (checkpoint.is_file() and (Path(run_dir) / "run.json").is_file()):
+            continue
+        run = json.loads((Path(run_dir) / "run.json").read_text())
+        recorded = {"model": run.get("model"), "augment": run.get("augment"), "loss": run.get("loss"),
+                    "precision": run.get("precision"), "world_size": run.get("world_size"),
+                    "pretrain": {k: v for k, v in run.get("pretrain", {}).items() if k not in SCHEDULE_ONLY},
+                    "data": {k: run.get("data", {}).get(k) for k in ("benchmark", "manifest_fingerprint")}}
+        recorded_settings = dataclasses.replace(settings, milestones=tuple(run["pretrain"]["milestones"]))
+        same_rates = rates == [learning_rate_at(epoch, recorded_settings) for epoch in range(settings.epochs)]
+        if same_rates and json.loads(json.dumps(recorded)) == json.loads(json.dumps(wanted)):
+            return checkpoint
+    return None
+
+
 def run_variant(data_root: str | Path, benchmark: str, name: str, out_dir: str | Path, params: Params,
                 settings: dict[str, Any], model_changes: dict[str, Any] | None = None,
                 loss_changes: dict[str, Any] | None = None, runs_root: str | Path | None = None,
-                progress: bool = False) -> dict[str, Any]:
+                progress: bool = False, reuse: list[Path] | None = None) -> dict[str, Any]:
     """Pretrain (resumable), probe and retrieve one variant; writes ``out_dir/<name>.json``.
 
     Pretraining runs go to ``runs_root`` (default ``runs/ablation/<out_dir name>``), beside the other runs.
+    ``reuse``: pretraining runs whose checkpoint after the variant's epochs is used instead of training the
+    same thing again when their settings match (``reusable_checkpoint``).
     """
     started = time.perf_counter()
     variant = ablation_params(params, model_changes or {}, loss_changes or {})
@@ -52,12 +86,17 @@ def run_variant(data_root: str | Path, benchmark: str, name: str, out_dir: str |
                                         dataclasses.asdict(variant.pretrain), dataclasses.asdict(variant.augment)],
                                        sort_keys=True).encode()).hexdigest()[:12]
     run_dir = Path(runs_root or Path("runs") / "ablation" / out_dir.name) / digest
-    pretrain(data_root, benchmark, run_dir, variant.model, variant.augment, variant.loss, variant.pretrain,
-             resume=True, progress=progress)
-    checkpoint = run_dir / "checkpoints" / "last.pt"
+    fingerprint = json.loads((Path(data_root) / MANIFEST_NAME).read_text()).get("input_fingerprint")
+    checkpoint = reusable_checkpoint(list(reuse or []), variant, fingerprint, benchmark)
+    if checkpoint is None:
+        pretrain(data_root, benchmark, run_dir, variant.model, variant.augment, variant.loss, variant.pretrain,
+                 resume=True, progress=progress)
+        checkpoint = run_dir / "checkpoints" / "last.pt"
+    else:
+        run_dir = checkpoint.parent.parent
     probe = run_linear_probe(data_root, benchmark, checkpoint, out_dir / "probes" / f"{name}.json", variant)
     retrieval = run_retrieval(data_root, benchmark, checkpoint, out_dir / "probes" / f"{name}_knn.json", variant)
-    record_run = {"pretraining_run": str(run_dir)}
+    record_run = {"pretraining_run": str(run_dir), "checkpoint": str(checkpoint)}
     probe_file = json.loads(Path(probe["out"]).read_text())
     metrics = {"linear_top1": probe["metrics"]["top1"], "knn1": retrieval["metrics"]["knn1"]}
     record = {**settings, **record_run, "model": dataclasses.asdict(variant.model),
