@@ -31,7 +31,7 @@ from usdrl.checkpoint import CheckpointError, load_checkpoint, load_released, lo
 from usdrl.config import ModelSection
 from usdrl.data.errors import DataError
 from usdrl.data.importers import position_channels
-from usdrl.data.store import MANIFEST_NAME, file_sha256, write_json_atomically
+from usdrl.data.store import MANIFEST_NAME, file_sha256, replace_folder, write_json_atomically
 from usdrl.evaluate.dense import DETECTOR_FILE, DenseDetector
 from usdrl.evaluate.features import open_encoder
 from usdrl.evaluate.protocols import probe_head_path
@@ -197,16 +197,6 @@ def _prepare_out(out: Path) -> Path:
     return temporary
 
 
-def _swap_in(temporary: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f"{out.name}.old-{os.getpid()}")
-        out.rename(old)
-        temporary.rename(out)
-        shutil.rmtree(old)
-    else:
-        temporary.rename(out)
-
-
 def export_bundle(checkpoint: str | Path, out: str | Path, probe: str | Path | None = None,
                   detector: str | Path | None = None, data: str | Path | None = None, modality: str | None = None,
                   backbone: str = "dste", onnx: bool = False) -> dict[str, Any]:
@@ -240,7 +230,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, probe: str | Path | N
         description["files"] = {name: file_sha256(temporary / name) for name in files}
         description["description_sha256"] = description_digest(description)
         write_json_atomically(temporary / DESCRIPTION_FILE, description)
-        _swap_in(temporary, out)
+        replace_folder(temporary, out)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
     return {"out": str(out), "files": sorted(description["files"]) + [DESCRIPTION_FILE], "heads": sorted(heads),

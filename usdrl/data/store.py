@@ -235,15 +235,8 @@ class DatasetWriter:
         self.path(MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, default=_json_default))
         if check_output_folder(self.out_dir, self.inputs):
             print(f"replacing the dataset in {self.out_dir} (made by usdrl)", file=sys.stderr)
-        if self.out_dir.is_dir():
-            old = self.out_dir.with_name(f"{self.out_dir.name}.old-{os.getpid()}")
-            self.out_dir.rename(old)
-            self.work_dir.rename(self.out_dir)
-            shutil.rmtree(old)
-        else:
-            self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-            self.work_dir.rename(self.out_dir)
-        return self.out_dir
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        return replace_folder(self.work_dir, self.out_dir)
 
 
 def finish_dataset(
@@ -316,6 +309,19 @@ def write_sequences(
     offsets_array = np.asarray(offsets, dtype=np.int64)
     writer.save("offsets", offsets_array)
     return offsets_array
+
+
+def replace_folder(temporary: Path, destination: Path) -> Path:
+    """Move the complete folder ``temporary`` to ``destination``, replacing a folder there: the old one is renamed
+    aside first and removed last, so ``destination`` always holds a complete folder, old or new."""
+    if destination.is_dir():
+        old = destination.with_name(f"{destination.name}.old-{os.getpid()}")
+        destination.rename(old)
+        temporary.rename(destination)
+        shutil.rmtree(old)
+    else:
+        temporary.rename(destination)
+    return destination
 
 
 def write_json_atomically(path: str | Path, content: Any) -> Path:

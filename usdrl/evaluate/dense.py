@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from usdrl.config import DetectionSection as DetectionSettings
 from usdrl.config import Params
 from usdrl.data import load_split
-from usdrl.data.store import SkeletonSplit
+from usdrl.data.store import SkeletonSplit, replace_folder
 from usdrl.evaluate.detection import (dataset_action_classes, detection_metrics, smoothed_proposals,
                                       threshold_proposals, write_proposals)
 from usdrl.evaluate.features import checkpoint_identity, open_encoder
@@ -202,13 +202,7 @@ def replace_proposals(proposals: list[tuple], directory: Path, results: Path) ->
     shutil.rmtree(temporary, ignore_errors=True)
     write_proposals(proposals, temporary)
     results.unlink(missing_ok=True)
-    if directory.exists():
-        old = directory.with_name(f"{directory.name}.old-{os.getpid()}")
-        directory.rename(old)
-        temporary.rename(directory)
-        shutil.rmtree(old)
-    else:
-        temporary.rename(directory)
+    replace_folder(temporary, directory)
 
 
 def detection_settings(params: Params, **changes: Any) -> DetectionSettings:
