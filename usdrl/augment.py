@@ -29,26 +29,27 @@ def _uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.G
     return torch.rand(shape, generator=generator, device=device) * (high - low) + low
 
 
-def resize_frames(x: torch.Tensor, start: torch.Tensor, length: torch.Tensor, output_frames: int) -> torch.Tensor:
+def resize_frames(x: torch.Tensor, start: torch.Tensor, length: torch.Tensor, output_frames: int,
+                  sample: torch.Tensor | None = None) -> torch.Tensor:
     """Linear resize of frames [start, start + length) of each sample to ``output_frames``.
 
-    x (N, C, T, V, M), start and length (N,) integers -> (N, C, output_frames, V, M). Same source
-    positions as ``F.interpolate(mode="linear", align_corners=False)``.
+    x (N, C, T, V, M), start and length (N',) integers -> (N', C, output_frames, V, M); ``sample`` (N',)
+    says which sample of x each output is cut from (default: output i from sample i), so K views of a batch
+    need no K copies of it. Same source positions as ``F.interpolate(mode="linear", align_corners=False)``.
     """
-    batch, channels, _, joints, persons = x.shape
-    length_float = length.to(torch.float32).unsqueeze(1)  # (N, 1)
+    length_float = length.to(torch.float32).unsqueeze(1)  # (N', 1)
     target = torch.arange(output_frames, device=x.device, dtype=torch.float32).unsqueeze(0)  # (1, T')
-    source = ((target + 0.5) * (length_float / output_frames) - 0.5).clamp(min=0)  # (N, T')
+    source = ((target + 0.5) * (length_float / output_frames) - 0.5).clamp(min=0)  # (N', T')
     lower = source.floor().to(torch.long)
     lower = torch.minimum(lower, (length - 1).unsqueeze(1))
     upper = torch.minimum(lower + 1, (length - 1).unsqueeze(1))
-    weight = (source - lower.to(torch.float32)).to(x.dtype)  # (N, T')
-    expand = lambda index: (start.unsqueeze(1) + index).view(batch, 1, output_frames, 1, 1).expand(  # noqa: E731
-        batch, channels, output_frames, joints, persons)
-    lower_frames = torch.gather(x, 2, expand(lower))
-    upper_frames = torch.gather(x, 2, expand(upper))
-    weight = weight.view(batch, 1, output_frames, 1, 1)
-    return lower_frames + (upper_frames - lower_frames) * weight
+    weight = (source - lower.to(torch.float32)).to(x.dtype)  # (N', T')
+    rows = (torch.arange(len(start), device=x.device) if sample is None else sample).unsqueeze(1)  # (N', 1)
+    frames_first = x.transpose(1, 2)  # (N, T, C, V, M), a view
+    lower_frames = frames_first[rows, start.unsqueeze(1) + lower]  # (N', T', C, V, M)
+    upper_frames = frames_first[rows, start.unsqueeze(1) + upper]
+    resized = lower_frames + (upper_frames - lower_frames) * weight[:, :, None, None, None]
+    return resized.transpose(1, 2)  # (N', C, T', V, M)
 
 
 def resize_whole(x: torch.Tensor, num_frames: torch.Tensor, output_frames: int = 64) -> torch.Tensor:
@@ -58,16 +59,17 @@ def resize_whole(x: torch.Tensor, num_frames: torch.Tensor, output_frames: int =
 
 
 def random_crop_resize(x: torch.Tensor, num_frames: torch.Tensor, generator: torch.Generator,
-                       config: AugmentConfig = AugmentConfig()) -> torch.Tensor:
-    """Step 1 for a batch: (N, C, T, V, M) with valid lengths (N,) -> (N, C, clip_frames, V, M)."""
-    batch = x.shape[0]
+                       config: AugmentConfig = AugmentConfig(), sample: torch.Tensor | None = None) -> torch.Tensor:
+    """Step 1 for a batch: (N, C, T, V, M) with valid lengths (N,) -> (N, C, clip_frames, V, M); with ``sample``
+    (N',), one crop per entry, of sample ``sample[i]`` of x (num_frames then (N',))."""
+    batch = x.shape[0] if sample is None else len(sample)
     frames = num_frames.to(x.device).clamp(min=1)
     scale = _uniform((batch,), *config.crop_scale, generator, x.device)
     length = torch.floor(frames.to(torch.float32) * scale).to(torch.long)
     length = torch.minimum(length.clamp(min=config.minimum_crop), frames)
     start = torch.floor(torch.rand(batch, generator=generator, device=x.device) * (frames - length + 1)).to(torch.long)
     start = torch.minimum(start, frames - length)  # guards the rand() == 1 - ulp edge
-    return resize_frames(x, start, length, config.clip_frames)
+    return resize_frames(x, start, length, config.clip_frames, sample)
 
 
 def joint_corruption(x: torch.Tensor, generator: torch.Generator, corrupted_joints: int = 15) -> torch.Tensor:
@@ -105,7 +107,7 @@ def make_views(x: torch.Tensor, num_frames: torch.Tensor, generator: torch.Gener
                config: AugmentConfig = AugmentConfig()) -> torch.Tensor:
     """K independent views of a batch in one call: (N, C, T, V, M) -> (K, N, C, clip_frames, V, M)."""
     batch = x.shape[0]
-    repeated = x.repeat(config.views, 1, 1, 1, 1)  # (K*N, C, T, V, M): every view drawn independently
-    cropped = random_crop_resize(repeated, num_frames.to(x.device).repeat(config.views), generator, config)
+    sample = torch.arange(batch, device=x.device).repeat(config.views)  # (K*N,): view k of sample n at k*N + n
+    cropped = random_crop_resize(x, num_frames.to(x.device)[sample], generator, config, sample)  # every view drawn independently
     views = spatial_augment(cropped, generator, config.corrupted_joints)
     return views.view(config.views, batch, *views.shape[1:])
