@@ -7,7 +7,7 @@ import pytest
 
 from conftest import REPOSITORY
 from usdrl.cli import load_settings, main
-from usdrl.config import ConfigError, Params, load_params, to_dict
+from usdrl.config import ConfigError, Params, load_params
 
 
 def _arguments(params=None, profile=None, overrides=()):
@@ -16,7 +16,7 @@ def _arguments(params=None, profile=None, overrides=()):
 
 def test_the_package_defaults_and_the_repository_params_pass_their_own_checks():
     assert load_params(None) == Params()
-    for section, values in to_dict(Params()).items():
+    for section, values in dataclasses.asdict(Params()).items():
         for key, value in (values.items() if isinstance(values, dict) else []):
             # every default value, given back as an override (JSON is YAML), is accepted unchanged
             assert load_params(None, overrides=[f"{section}.{key}={json.dumps(value)}"]) == Params()

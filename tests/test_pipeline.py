@@ -165,3 +165,20 @@ def test_a_table_row_says_the_samples_it_was_computed_on(tmp_path):
     assert samples["DSTE (joint)"] == "720 / 300" and samples["DSTE (old)"] == "not recorded"
     assert samples["DSTE 3 streams (J+M+B)"] == "720 / 300"
     assert "| 720 / 300 | 50.0 | 85.2 |" in (tmp_path / "tables" / "linear.md").read_text()  # beside the paper: says so
+
+
+def test_the_ensemble_row_label_comes_from_the_probes_it_summed():
+    from usdrl.report import _ensemble_label
+
+    def probe(modality, backbone="sttr"):
+        return {"protocol": "linear_probe", "provenance": {"scores": f"/r/linear/{modality}.scores.npz"},
+                "settings": {"model": {"backbone": backbone}, "modality": modality}}
+
+    def ensemble(*modalities):
+        return {"settings": {"score_files": [f"results/linear/{m}.scores.npz" for m in modalities]}}
+
+    assert _ensemble_label(ensemble("joint", "bone", "motion"), [probe("joint"), probe("bone"), probe("motion")]) == (
+        "STTR 3 streams (J+M+B)", "the joint, bone and motion probes'")
+    assert _ensemble_label(ensemble("motion", "joint"), [probe("joint", "dste"), probe("motion", "dste")]) == (
+        "DSTE 2 streams (J+M)", "the motion and joint probes'")
+    assert _ensemble_label(ensemble("joint", "bone"), [probe("joint")])[0] == "STTR 2 streams"  # a probe not found

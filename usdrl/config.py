@@ -491,7 +491,3 @@ def load_params(path: str | Path | None = DEFAULT_PARAMS_FILE, profile: str | No
         return f"{name} (profile {chosen})" if chosen in profiles else name
 
     return _build(Params, raw, "", source)
-
-
-def to_dict(section: Any) -> dict:
-    return dataclasses.asdict(section)

@@ -78,12 +78,35 @@ def _samples(provenance: dict[str, Any]) -> str:
     return f"{samples['train']} / {samples['test']}"
 
 
-def _ensemble_samples(result: dict[str, Any], results: list[dict[str, Any]]) -> str:
-    """The samples of the linear probes whose scores an ensemble summed (the ensemble file records none)."""
+def _ensemble_probes(result: dict[str, Any], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The linear probes whose score files an ensemble summed (found by the score file's name)."""
     names = {Path(path).name for path in result["settings"].get("score_files", [])}
-    found = {_samples(r["provenance"]) for r in results
-             if r["protocol"] == "linear_probe" and Path(str(r["provenance"].get("scores"))).name in names}
+    return [r for r in results
+            if r["protocol"] == "linear_probe" and Path(str(r["provenance"].get("scores"))).name in names]
+
+
+def _ensemble_samples(probes: list[dict[str, Any]]) -> str:
+    """The samples of the linear probes an ensemble summed (the ensemble file records none)."""
+    found = {_samples(r["provenance"]) for r in probes}
     return found.pop() if len(found) == 1 else "not recorded"
+
+
+STREAM_LETTERS = {"joint": "J", "motion": "M", "bone": "B"}  # the paper's order: J+M+B
+
+
+def _ensemble_label(result: dict[str, Any], probes: list[dict[str, Any]]) -> tuple[str, str]:
+    """(row label, what was summed) from the probes whose scores the ensemble summed, e.g.
+    ("DSTE 3 streams (J+M+B)", "the joint, bone and motion probes'")."""
+    names = [Path(path).name for path in result["settings"].get("score_files", [])]
+    backbones = {r["settings"].get("model", {}).get("backbone", "dste").upper() for r in probes}
+    modality_of = {Path(str(r["provenance"].get("scores"))).name: r["settings"].get("modality", "joint") for r in probes}
+    streams = [modality_of[name] for name in names if name in modality_of]  # in the order they were summed
+    backbone = backbones.pop() if len(backbones) == 1 else "mixed backbones" if backbones else "unknown backbone"
+    if len(streams) != len(names) or len(set(streams)) != len(names) or not set(streams) <= set(STREAM_LETTERS):
+        return f"{backbone} {len(names)} streams", f"{len(names)} probes'"
+    letters = "+".join(letter for stream, letter in STREAM_LETTERS.items() if stream in streams)
+    summed = ", ".join(streams[:-1]) + f" and {streams[-1]}"
+    return f"{backbone} {len(names)} streams ({letters})", f"the {summed} probes'"
 
 
 def _source(result: dict[str, Any], profile: str) -> str:
@@ -155,11 +178,12 @@ def build_tables(results_dir: str | Path, out_dir: str | Path, profile: str) -> 
     for result in results:
         if result["protocol"] == "ensemble":
             dataset, benchmark = result["settings"].get("dataset", "-"), result["settings"].get("benchmark", "-")
-            label = "DSTE 3 streams (J+M+B)"
+            probes = _ensemble_probes(result, results)
+            label, summed = _ensemble_label(result, probes)
             rows.append({"table": "linear", "row": label, "dataset": dataset, "benchmark": benchmark,
-                         "samples": _ensemble_samples(result, results), "ours": _percent(result["metrics"]["top1"]),
+                         "samples": _ensemble_samples(probes), "ours": _percent(result["metrics"]["top1"]),
                          "paper": _paper("linear", label, dataset, benchmark),
-                         "source": f"profile {profile}; sum of the joint, bone and motion probes' scores; {Path(result['path']).name}"})
+                         "source": f"profile {profile}; sum of {summed} scores; {Path(result['path']).name}"})
     _write(sorted(rows, key=lambda r: (r["dataset"], r["benchmark"], r["row"])), columns, out_dir / "linear",
            "Linear evaluation (Table 1): top-1 accuracy (%)", common_notes)
     written.append(out_dir / "linear.md")

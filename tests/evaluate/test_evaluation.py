@@ -62,19 +62,32 @@ def test_validation_holds_out_whole_subjects():
     assert len(held_out) == 10 and not set(subjects[kept]) & set(subjects[held_out])
 
 
-def test_probe_leaves_the_encoder_unchanged_records_provenance_and_reuses_cached_features(synthetic, tmp_path):
+def test_probe_leaves_the_encoder_unchanged_records_provenance_and_reuses_cached_features(synthetic, tmp_path,
+                                                                                           monkeypatch):
     from usdrl.config import ModelSection, PretrainSection
+    from usdrl.evaluate import protocols
     from usdrl.train import pretrain
 
     pretrain(synthetic, "xview", tmp_path / "run", ModelSection(hidden_size=16, num_layers=1),
              settings=PretrainSection(epochs=3, batch_size=32, workers=0, device="cpu", log_every=0), progress=False)
     checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
-    before = torch.load(checkpoint, weights_only=False)["model"]
+    opened = []  # the encoder the probe really uses, and its state (parameters and buffers) as loaded
+
+    def observed_open_encoder(*args, **kwargs):
+        encoder, recorded = open_encoder(*args, **kwargs)
+        opened.append((encoder, {k: v.detach().clone() for k, v in encoder.state_dict().items()}))
+        return encoder, recorded
+
+    open_encoder = protocols.open_encoder
+    monkeypatch.setattr(protocols, "open_encoder", observed_open_encoder)
     params = _params(tmp_path, "probe.validation_fraction=0.5")
     result = run_linear_probe(synthetic, "xview", checkpoint, tmp_path / "probe.json", params)
+    (encoder, before), = opened
+    after = encoder.state_dict()
+    assert any(k.endswith("running_mean") for k in before) and any(k.endswith("num_batches_tracked") for k in before)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k].cpu()) for k in before), \
+        [k for k in before if not torch.equal(before[k], after[k].cpu())]  # weights and BatchNorm statistics
     assert result["metrics"]["encoder_unchanged"]
-    after = torch.load(checkpoint, weights_only=False)["model"]
-    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BatchNorm statistics
     written = json.loads((tmp_path / "probe.json").read_text())
     assert written["protocol"] == "linear_probe" and written["provenance"]["checkpoint_sha256"]
     assert written["provenance"]["data_manifest_sha256"] and written["settings"]["probe"]["learning_rate"] == 0.5

@@ -482,12 +482,3 @@ def load_split(root: str | Path, benchmark: str, split: str) -> SkeletonSplit:
             frame_labels=np.load(root / "frame_labels.npy", mmap_mode="r"),
         )
     return SkeletonSplit(**common, x=np.load(root / "x.npy", mmap_mode="r"))
-
-
-def validate_samples(x: np.ndarray, names: list[str], source: str) -> None:
-    """Non-finite values are an error naming the first bad sample."""
-    finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
-    if not finite.all():
-        bad = int(np.flatnonzero(~finite)[0])
-        raise DataError(f"{source}: sample {bad} ({names[bad]}) contains NaN or inf; fix or drop it "
-                        f"(--skip-bad skips such samples)")

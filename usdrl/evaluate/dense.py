@@ -205,11 +205,6 @@ def replace_proposals(proposals: list[tuple], directory: Path, results: Path) ->
     replace_folder(temporary, directory)
 
 
-def detection_settings(params: Params, **changes: Any) -> DetectionSettings:
-    """params.detection with changes (the learning rate is for batch 512 and scales linearly with the batch)."""
-    return dataclasses.replace(params.detection, **changes)
-
-
 def run_detection(data_root: str | Path, benchmark: str, checkpoint: str | Path | None, out_dir: str | Path,
                   params: Params, modality: str | None = None, figures: int = 2, progress: bool = False) -> dict[str, Any]:
     """Fine-tune, then infer every test sequence: proposals per video, metrics, timelines, results.json."""
@@ -224,7 +219,7 @@ def run_detection(data_root: str | Path, benchmark: str, checkpoint: str | Path 
     device = resolve_device(params.evaluation.device)
     # the modality asked for, else the one the checkpoint was pretrained on, else params.detection.modality
     encoder, recorded = open_encoder(checkpoint, params.model, train.layout, seed=params.pretrain.seed, modality=modality)
-    settings = detection_settings(params, modality=modality or recorded or params.detection.modality)
+    settings = dataclasses.replace(params.detection, modality=modality or recorded or params.detection.modality)
     torch.manual_seed(settings.seed)  # the head's initial weights: the same whatever ran before in the process
     model = DenseDetector(encoder, train.num_classes)
     history = train_detector(model, train, settings, device, params.evaluation.precision, progress)

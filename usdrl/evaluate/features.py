@@ -22,7 +22,7 @@ from usdrl.augment import resize_whole
 from usdrl.checkpoint import (CheckpointError, describe_content, load_checkpoint, load_released,
                               recorded_encoder_config, recorded_modality)
 from usdrl.config import ModelSection
-from usdrl.data.store import SkeletonSplit
+from usdrl.data.store import SkeletonSplit, file_sha256
 from usdrl.model import EncoderConfig, SkeletonModel
 from usdrl.skeleton import SkeletonLayout, layout_from_dict
 from usdrl.train import autocast_context, autocast_settings, seed_everything
@@ -35,11 +35,7 @@ def checkpoint_identity(checkpoint: str | Path | None, model: ModelSection, seed
     """sha256 of the checkpoint file, or a description of the random initialisation."""
     if checkpoint in (None, RANDOM):
         return f"random:{seed}:" + json.dumps(asdict(model), sort_keys=True)
-    digest = hashlib.sha256()
-    with open(checkpoint, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(Path(checkpoint))
 
 
 def load_encoder(checkpoint: str | Path | None, model: ModelSection, layout: SkeletonLayout, seed: int = 0,
