@@ -84,3 +84,13 @@ def test_drop_path_only_in_training():
     model.train()
     with torch.no_grad():
         assert not torch.equal(model.encode(x)["features"], model.encode(x)["features"])
+
+
+def test_the_backbone_names_are_the_registry_everywhere():
+    from usdrl.config import ALLOWED, ModelSection
+    from usdrl.model import BACKBONES
+
+    # config.py sits below model.py (no upward import), so its check is compared with the registry here
+    assert ALLOWED[(ModelSection, "backbone")].choices == tuple(BACKBONES)
+    with pytest.raises(ValueError, match="choose dste or sttr"):
+        SkeletonModel(EncoderConfig(backbone="xyz", hidden_size=16))

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from usdrl.model import EncoderConfig, SkeletonModel
+from usdrl.model import BACKBONES, EncoderConfig, SkeletonModel
 
 RELEASED_KEY_RULES: tuple[tuple[str, str], ...] = (
     (r"^backbone\.ske_emb\.t_embedding\.", "encoder.temporal_embedding."),
@@ -176,7 +176,7 @@ def recorded_encoder_config(content: dict[str, Any], source: str | Path) -> Enco
     for name, value in recorded.items():
         kind = fields[name]
         if kind is str:
-            valid, wanted = value in ("dste", "sttr"), "dste or sttr"
+            valid, wanted = value in BACKBONES, " or ".join(BACKBONES)
         elif kind is int:
             valid, wanted = isinstance(value, int) and not isinstance(value, bool) and value > 0, "a positive integer"
         else:

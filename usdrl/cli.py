@@ -15,7 +15,8 @@ from usdrl.checkpoint import CheckpointError
 from usdrl.config import ConfigError
 from usdrl.data.errors import DataError
 from usdrl.data.store import write_json_atomically
-from usdrl.skeleton import LayoutError
+from usdrl.model import BACKBONES
+from usdrl.skeleton import MODALITIES, LayoutError
 from usdrl.train import TrainingError
 
 
@@ -158,8 +159,8 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     shortcuts = parser.add_argument_group("common overrides")
     shortcuts.add_argument("--epochs", type=int, help="pretrain.epochs")
     shortcuts.add_argument("--batch-size", type=int, help="pretrain.batch_size (per process)")
-    shortcuts.add_argument("--modality", choices=("joint", "bone", "motion"), help="pretrain.modality")
-    shortcuts.add_argument("--backbone", choices=("dste", "sttr"), help="model.backbone")
+    shortcuts.add_argument("--modality", choices=MODALITIES, help="pretrain.modality")
+    shortcuts.add_argument("--backbone", choices=tuple(BACKBONES), help="model.backbone")
     shortcuts.add_argument("--device", help="pretrain.device: auto, cpu, cuda, cuda:1")
     shortcuts.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="pretrain.precision")
     shortcuts.add_argument("--seed", type=int, help="pretrain.seed")
@@ -217,7 +218,7 @@ def _add_evaluation(commands: argparse._SubParsersAction) -> None:
         parser.add_argument("--checkpoint", required=True,
                             help="a checkpoint of usdrl pretrain, a released one, or 'random' (random-init encoder)")
         parser.add_argument("--out", required=True, type=Path, help="results JSON file")
-        parser.add_argument("--modality", choices=("joint", "bone", "motion"), help="default: pretrain.modality")
+        parser.add_argument("--modality", choices=MODALITIES, help="default: pretrain.modality")
         parser.add_argument("--device", help="evaluation.device: auto, cpu, cuda")
         parser.add_argument("--quiet", action="store_true")
         if name == "finetune":
@@ -257,7 +258,7 @@ def _add_detection(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--benchmark", required=True, help="xsub or xview")
     train.add_argument("--checkpoint", required=True, help="pretraining checkpoint (ours or released) or 'random'")
     train.add_argument("--out", required=True, type=Path, help="folder: results.json, proposals/, timelines/")
-    train.add_argument("--modality", choices=("joint", "bone", "motion"))
+    train.add_argument("--modality", choices=MODALITIES)
     train.add_argument("--figures", type=int, default=2, help="timeline pictures of the first test videos")
     train.add_argument("--device", help="evaluation.device")
     train.add_argument("--quiet", action="store_true")

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 
 from usdrl.data.errors import DataError
+from usdrl.model import BACKBONES
+from usdrl.skeleton import MODALITIES
 
 INPUT_HELP = ("a prepared dataset folder, a .npz (x (N, C, T, V, M), optional num_frames, names), an NTU .skeleton "
               "file, a PKU-MMD skeleton .txt, or COCO-17 keypoints JSON (a list of frames, each a list of persons, "
@@ -29,9 +31,9 @@ def add_export(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--out", required=True, type=Path, help="the bundle folder (replaced if it is one)")
     export.add_argument("--data", type=Path, help="the prepared training data, when it moved since pretraining "
                         "(its manifest describes the preprocessing)")
-    export.add_argument("--modality", choices=("joint", "bone", "motion"),
+    export.add_argument("--modality", choices=MODALITIES,
                         help="released checkpoints only (ours record it); default joint")
-    export.add_argument("--backbone", choices=("dste", "sttr"), default="dste", help="released checkpoints only")
+    export.add_argument("--backbone", choices=tuple(BACKBONES), default="dste", help="released checkpoints only")
     export.add_argument("--onnx", action="store_true", help="also model.onnx (needs pip install 'usdrl[onnx]')")
 
 

@@ -10,13 +10,14 @@ hard-codes two); the attention shared by CA and DSA of a layer is one module her
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from usdrl.distributed import GlobalBatchNorm
 from usdrl.skeleton import SkeletonLayout, apply_modality, ntu25_layout, spatial_tokens, temporal_tokens
 
 MAX_TEMPORAL_POSITIONS = 200
@@ -26,7 +27,7 @@ MAX_TEMPORAL_POSITIONS = 200
 class EncoderConfig:
     """Sizes of the encoder; sequence lengths are derived from the layout and the clip length."""
 
-    backbone: str = "dste"  # "dste" or "sttr"
+    backbone: str = "dste"  # a name in BACKBONES
     hidden_size: int = 1024
     num_heads: int = 1
     num_layers: int = 2
@@ -182,13 +183,39 @@ def token_embedding(input_size: int, hidden_size: int) -> nn.Sequential:
                          nn.Linear(hidden_size, hidden_size))
 
 
+def dense_spatio_temporal_layer(config: EncoderConfig, sequence_length: int) -> nn.Module:
+    """One DST layer (DSTE)."""
+    return DenseSpatioTemporalLayer(config.hidden_size, config.num_heads, sequence_length, config)
+
+
+def transformer_layer(config: EncoderConfig, sequence_length: int) -> nn.Module:
+    """One standard transformer encoder layer (STTR, as released: feed-forward width H, no dropout)."""
+    return nn.TransformerEncoderLayer(config.hidden_size, config.num_heads, dim_feedforward=config.hidden_size,
+                                      dropout=0.0, batch_first=True)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """What a backbone name stands for: how one layer is built, and where the positions are added."""
+
+    layer: Callable[[EncoderConfig, int], nn.Module]  # (config, sequence length) -> one layer
+    positions_every_layer: bool  # DSTE adds the positions before every layer, STTR once (as released)
+
+
+# The backbones, registered once: EncoderConfig.backbone, the CLI's --backbone and the checkpoint checks use it.
+BACKBONES: dict[str, Backbone] = {
+    "dste": Backbone(dense_spatio_temporal_layer, positions_every_layer=True),
+    "sttr": Backbone(transformer_layer, positions_every_layer=False),
+}
+
+
 class SkeletonEncoder(nn.Module):
     """DSTE or STTR over the temporal tokens (N, T, M*V*C) and spatial tokens (N, M*V, T*C)."""
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
-        if config.backbone not in ("dste", "sttr"):
-            raise ValueError(f"unknown backbone {config.backbone!r}; choose dste or sttr")
+        if config.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {config.backbone!r}; choose {' or '.join(BACKBONES)}")
         if config.clip_frames > MAX_TEMPORAL_POSITIONS:
             raise ValueError(f"clip_frames {config.clip_frames} exceeds the {MAX_TEMPORAL_POSITIONS} temporal positions")
         self.config = config
@@ -198,21 +225,16 @@ class SkeletonEncoder(nn.Module):
         self.register_buffer("temporal_position", sinusoidal_positions(MAX_TEMPORAL_POSITIONS, hidden), persistent=False)
         self.spatial_position = nn.Parameter(torch.zeros(1, config.spatial_length, hidden))
         nn.init.trunc_normal_(self.spatial_position, std=0.02)
-        if config.backbone == "dste":
-            make = lambda length: DenseSpatioTemporalLayer(hidden, config.num_heads, length, config)  # noqa: E731
-        else:
-            make = lambda length: nn.TransformerEncoderLayer(  # noqa: E731
-                hidden, config.num_heads, dim_feedforward=hidden, dropout=0.0, batch_first=True)
-        self.temporal_layers = nn.ModuleList(make(config.clip_frames) for _ in range(config.num_layers))
-        self.spatial_layers = nn.ModuleList(make(config.spatial_length) for _ in range(config.num_layers))
+        layer = BACKBONES[config.backbone].layer
+        self.temporal_layers = nn.ModuleList(layer(config, config.clip_frames) for _ in range(config.num_layers))
+        self.spatial_layers = nn.ModuleList(layer(config, config.spatial_length) for _ in range(config.num_layers))
 
     def forward(self, temporal: torch.Tensor, spatial: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, T, M*V*C), (N, M*V, T*C) -> dense y_t (N, T, H), y_s (N, M*V, H)."""
         y_t = self.temporal_embedding(temporal)
         y_s = self.spatial_embedding(spatial)
         temporal_position = self.temporal_position[:, :y_t.shape[1]]
-        # DSTE adds the positions before every layer, STTR once (as released)
-        repeat_positions = self.config.backbone == "dste"
+        repeat_positions = BACKBONES[self.config.backbone].positions_every_layer
         for index, (temporal_layer, spatial_layer) in enumerate(zip(self.temporal_layers, self.spatial_layers)):
             if index == 0 or repeat_positions:
                 y_t = y_t + temporal_position
@@ -220,49 +242,6 @@ class SkeletonEncoder(nn.Module):
             y_t = temporal_layer(y_t)
             y_s = spatial_layer(y_s)
         return y_t, y_s
-
-
-def all_reduce_with_gradients(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum over processes; the backward pass sums the gradients too (autograd-aware collective)."""
-    with warnings.catch_warnings():  # marked deprecated without a differentiable replacement yet
-        warnings.simplefilter("ignore", FutureWarning)
-        from torch.distributed.nn.functional import all_reduce
-
-        return all_reduce(tensor)
-
-
-def all_gather_with_gradients(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenation over processes along dim 0, with gradients flowing back to each part."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        from torch.distributed.nn.functional import all_gather
-
-        return torch.cat(all_gather(tensor), dim=0)
-
-
-class GlobalBatchNorm(nn.BatchNorm1d):
-    """BatchNorm1d whose training statistics span all processes (any device, gloo or nccl).
-
-    ``nn.SyncBatchNorm`` refuses CPU tensors; this one reduces the batch sums with autograd-aware
-    collectives, so gradients flow to every process's samples. In one process it is BatchNorm1d.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, D)
-        import torch.distributed as dist
-
-        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-            return super().forward(x)
-        all_reduce = all_reduce_with_gradients
-        x = x.float()  # statistics in float32 under bf16/fp16 autocast, as BatchNorm keeps them
-        count = all_reduce(x.new_tensor([float(x.shape[0])]))
-        mean = all_reduce(x.sum(dim=0)) / count
-        variance = all_reduce((x - mean).pow(2).sum(dim=0)) / count  # biased, as BatchNorm normalises
-        with torch.no_grad():
-            momentum = self.momentum if self.momentum is not None else 0.1
-            self.running_mean.lerp_(mean.detach(), momentum)
-            self.running_var.lerp_(variance.detach() * count / (count - 1), momentum)
-            self.num_batches_tracked += 1
-        return (x - mean) / torch.sqrt(variance + self.eps) * self.weight + self.bias
 
 
 def projector(input_size: int, hidden_size: int, output_size: int) -> nn.Sequential:

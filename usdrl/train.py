@@ -40,7 +40,8 @@ from usdrl.config import AugmentSection, ConfigError, LossSection, ModelSection,
 from usdrl.data import load_split
 from usdrl.data.store import SkeletonSplit, write_json_atomically
 from usdrl.losses import mgfd_loss
-from usdrl.model import EncoderConfig, SkeletonModel, all_gather_with_gradients
+from usdrl.distributed import gather_with_gradients
+from usdrl.model import EncoderConfig, SkeletonModel
 from usdrl.skeleton import MODALITIES
 
 
@@ -116,13 +117,6 @@ class PretrainingObjective(nn.Module):
             for key in projections:
                 projections[key].append(projected[key])
         return projections
-
-
-def gather_with_gradients(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate a tensor from every process along dim 0, keeping gradients to each process's part."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensor
-    return all_gather_with_gradients(tensor)
 
 
 def loss_terms(projections: dict[str, list[torch.Tensor]], loss: LossSection) -> dict[str, torch.Tensor]:
