@@ -191,3 +191,37 @@ def test_a_layout_file_that_does_not_parse_is_one_line(tmp_path, capsys):
                  "--layout", str(layout)]) == 2
     error = capsys.readouterr().err
     assert "could not be parsed" in error and len(error.strip().splitlines()) == 1
+
+
+def _sections(cls=Params, prefix=""):
+    """Every settings section of Params, nested ones included, found from the dataclass type hints."""
+    import typing
+
+    for name, hint in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(hint):
+            yield f"{prefix}{name}", hint
+            yield from _sections(hint, f"{prefix}{name}.")
+
+
+def test_a_typo_key_in_every_section_is_refused(tmp_path):
+    sections = dict(_sections())
+    assert {"data", "data.synthetic", "data.utkinect", "model", "ensemble", "pipeline"} <= set(sections)
+    for dotted, cls in sections.items():
+        field = dataclasses.fields(cls)[0].name
+        typo = field[:-1] + ("x" if field[-1] != "x" else "y")
+        with pytest.raises(ConfigError, match=f"unknown key '{dotted}.{typo}'"):
+            load_params(None, overrides=[f"{dotted}.{typo}=1"])
+        nested = {typo: 1}
+        for part in reversed(dotted.split(".")):
+            nested = {part: nested}
+        path = tmp_path / "params.yaml"
+        path.write_text(json.dumps(nested))  # JSON is YAML
+        with pytest.raises(ConfigError, match=f"params.yaml: unknown key '{dotted}.{typo}'"):
+            load_params(path)
+
+
+def test_the_ensemble_section_has_one_weight_per_stream():
+    assert load_params(None, overrides=["ensemble.streams=[joint, bone]", "ensemble.weights=[1, 2]"]).ensemble.weights \
+        == (1.0, 2.0)
+    with pytest.raises(ConfigError, match="ensemble.weights must hold one weight per stream of ensemble.streams"):
+        load_params(None, overrides=["ensemble.weights=[1, 2]"])

@@ -227,18 +227,34 @@ def _add_evaluation(commands: argparse._SubParsersAction) -> None:
         _add_params_arguments(parser)
     ensemble = commands.add_parser("ensemble", help="sum the class scores of several streams (the 3s rows)")
     ensemble.add_argument("scores", nargs="+", type=Path, help="score files written by usdrl probe (*.scores.npz)")
-    ensemble.add_argument("--weights", type=float, nargs="+", help="one per score file (default: all 1)")
-    ensemble.add_argument("--normalise", choices=("none", "softmax"), default="none")
+    ensemble.add_argument("--weights", type=float, nargs="+", help="one per score file (default: ensemble.weights, "
+                          "the score files given in the order of ensemble.streams)")
+    ensemble.add_argument("--normalise", choices=("none", "softmax"), help="ensemble.normalise")
     ensemble.add_argument("--out", required=True, type=Path)
     ensemble.add_argument("--dataset", help="recorded in the results (for the tables)")
     ensemble.add_argument("--benchmark", help="recorded in the results (for the tables)")
+    _add_params_arguments(ensemble)
+
+
+def ensemble_weights(score_files: Sequence[Path], section) -> list[float]:
+    """params' ensemble.weights for score files given in the order of ensemble.streams; with another number of
+    score files, equal weights when ensemble.weights are all equal, else a DataError (pass --weights)."""
+    if len(score_files) == len(section.streams) or len(set(section.weights)) > 1:
+        if len(score_files) != len(section.streams):
+            raise DataError(f"{len(score_files)} score files, but ensemble.streams lists {len(section.streams)} "
+                            f"({', '.join(section.streams)}) with unequal ensemble.weights; pass one score file per "
+                            f"stream in that order, or --weights (one per score file)")
+        return list(section.weights)
+    return [section.weights[0]] * len(score_files)
 
 
 def _run_evaluation(arguments: argparse.Namespace) -> dict:
     from usdrl.evaluate import protocols
 
     if arguments.command == "ensemble":
-        return protocols.run_ensemble(arguments.scores, arguments.out, arguments.weights, arguments.normalise,
+        settings = load_settings(arguments, {"normalise": "ensemble.normalise"}).ensemble
+        weights = arguments.weights or ensemble_weights(arguments.scores, settings)
+        return protocols.run_ensemble(arguments.scores, arguments.out, weights, settings.normalise,
                                       arguments.dataset, arguments.benchmark)
     params = load_settings(arguments, {"device": "evaluation.device"})
     common = dict(data_root=arguments.data, benchmark=arguments.benchmark, checkpoint=arguments.checkpoint,

@@ -125,6 +125,8 @@ class FinetuneSection:
 
 @dataclass(frozen=True)
 class EnsembleSection:
+    """usdrl ensemble's defaults: the score files are given in the order of ``streams``, ``weights`` one per stream."""
+
     streams: tuple[str, ...] = ("joint", "bone", "motion")
     weights: tuple[float, ...] = (1.0, 1.0, 1.0)
     normalise: str = "none"
@@ -391,6 +393,10 @@ def _build(cls: type, values: Any, where: str, source: Callable[[str], str]) -> 
         problem = allowed.problem(built[name]) if allowed else None
         if problem:
             raise ConfigError(f"{source(key)}: {key} must be {problem}, got {value!r}")
+    if cls is EnsembleSection and len(built.get("weights", EnsembleSection.weights)) != len(
+            built.get("streams", EnsembleSection.streams)):
+        raise ConfigError(f"{source(where + '.weights')}: ensemble.weights must hold one weight per stream of "
+                          f"ensemble.streams")
     if cls is ModelSection:  # the sinusoidal positions need an even hidden size, the attention heads a share each
         hidden = built.get("hidden_size", ModelSection.hidden_size)
         heads = built.get("num_heads", ModelSection.num_heads)

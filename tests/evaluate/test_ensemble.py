@@ -87,3 +87,25 @@ def test_an_existing_folder_as_out_is_refused_before_writing(tmp_path, capsys):
                  str(tmp_path / "3s.json")]) == 2
     assert "3s.json is a folder" in capsys.readouterr().err
     assert sorted(path.name for path in tmp_path.iterdir()) == ["3s.json", "a.scores.npz", "b.scores.npz"]
+
+
+def test_the_defaults_come_from_the_ensemble_section(tmp_path, capsys, monkeypatch):
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    labels = np.array([0, 1, 2])
+    for name, scores in (("a", np.eye(3)[labels]), ("b", np.eye(3)[[1, 2, 0]] * 0.6), ("c", np.eye(3)[[1, 2, 0]] * 0.6)):
+        np.savez(tmp_path / f"{name}.scores.npz", scores=scores, labels=labels)
+    files = [str(tmp_path / f"{name}.scores.npz") for name in "abc"]
+    assert main(["ensemble", *files, "--out", "equal.json"]) == 0  # no params.yaml: the package defaults
+    metrics = json.loads((tmp_path / "equal.json").read_text())["metrics"]
+    assert metrics["weights"] == [1.0, 1.0, 1.0] and metrics["normalise"] == "none" and metrics["top1"] == 0.0
+    (tmp_path / "params.yaml").write_text("ensemble: {weights: [2.0, 1.0, 1.0], normalise: softmax}\n")
+    assert main(["ensemble", *files, "--out", "weighted.json"]) == 0
+    metrics = json.loads((tmp_path / "weighted.json").read_text())["metrics"]
+    assert metrics["weights"] == [2.0, 1.0, 1.0] and metrics["normalise"] == "softmax" and metrics["top1"] == 1.0
+    assert main(["ensemble", *files, "--normalise", "none", "--weights", "1", "1", "1", "--out", "flags.json"]) == 0
+    assert json.loads((tmp_path / "flags.json").read_text())["metrics"]["normalise"] == "none"  # flags win
+    assert main(["ensemble", *files[:2], "--out", "two.json"]) == 2  # unequal weights, another number of streams
+    error = capsys.readouterr().err
+    assert "2 score files, but ensemble.streams lists 3" in error and len(error.strip().splitlines()) == 1
