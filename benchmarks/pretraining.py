@@ -6,20 +6,27 @@
 Measures augmentation samples/s (4 views of a batch, on the device), training samples/s (views, the
 encoder over all views, projectors, loss, backward, Adam step, under the run's precision) and peak
 memory. Random skeletons stand in for data, so no dataset is needed.
+
+How close to the machine's limit: the matrix-product FLOPs of one training step are counted by PyTorch's
+FlopCounterMode (forward and backward; elementwise work is not counted), divided by the step time, and
+compared with a measured peak: a large square matrix product in the same precision on the same device.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from usdrl.augment import AugmentConfig, make_views
 from usdrl.config import LossSection, ModelSection
 from usdrl.model import EncoderConfig, SkeletonModel, count_parameters
+from usdrl.skeleton import ntu25_layout
 from usdrl.train import (PretrainingObjective, autocast_context, autocast_settings, loss_terms, peak_memory_megabytes,
                          resolve_device)
 
@@ -31,28 +38,48 @@ def synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+    """GFLOP/s of a (size x size) @ (size x size) product, the best of a few timings."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(3):
+        a @ b
+        synchronise(device)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        synchronise(device)
+        best = min(best, (time.perf_counter() - started) / repeats)
+    return 2 * size ** 3 / best / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=SIZES, default="tiny")
     parser.add_argument("--backbone", choices=("dste", "sttr"), default="dste")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--clip-frames", type=int, default=64, help="model.clip_frames (64 released)")
+    parser.add_argument("--persons", type=int, default=2, help="bodies per sample (2 NTU; 1 UTKinect)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     arguments = parser.parse_args()
     device = resolve_device(arguments.device)
     torch.manual_seed(0)
-    config = EncoderConfig(**{**ModelSection().__dict__, "hidden_size": SIZES[arguments.size], "backbone": arguments.backbone})
-    model = SkeletonModel(config).to(device)
+    config = EncoderConfig(**{**ModelSection().__dict__, "hidden_size": SIZES[arguments.size], "backbone": arguments.backbone,
+                                 "clip_frames": arguments.clip_frames, "num_persons": arguments.persons})
+    layout = dataclasses.replace(ntu25_layout(), num_persons=arguments.persons)
+    model = SkeletonModel(config, layout).to(device)
     objective = PretrainingObjective(model).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4, weight_decay=1e-5)
     dtype, needs_scaler = autocast_settings(device, arguments.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler)
     generator = torch.Generator(device=device).manual_seed(0)
     batch = arguments.batch_size
-    x = torch.randn(batch, 3, 300, 25, 2, device=device)
+    x = torch.randn(batch, 3, 300, 25, arguments.persons, device=device)
     num_frames = torch.randint(40, 301, (batch,), device=device)
-    augment = AugmentConfig()
+    augment = AugmentConfig(clip_frames=arguments.clip_frames)
 
     make_views(x, num_frames, generator, augment)  # warm-up
     synchronise(device)
@@ -74,6 +101,9 @@ def main() -> None:
         return float(total.detach())
 
     step()  # warm-up
+    with FlopCounterMode(display=False) as counter:
+        step()
+    step_flops = counter.get_total_flops()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     synchronise(device)
@@ -82,13 +112,22 @@ def main() -> None:
         step()
     synchronise(device)
     training_rate = batch * arguments.steps / (time.perf_counter() - started)
+    achieved = step_flops * training_rate / batch / 1e9
+    peak = matmul_peak_gflops(device, dtype or torch.float32)
     print(json.dumps({
         "size": arguments.size, "backbone": arguments.backbone, "hidden_size": config.hidden_size,
+        "clip_frames": config.clip_frames, "persons": config.num_persons,
         "parameters_millions": round(count_parameters(model) / 1e6, 2), "batch_size": batch,
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "precision": str(dtype or torch.float32),
         "augmentation_samples_per_second": round(augmentation_rate, 1),
         "training_samples_per_second": round(training_rate, 1),
+        "matmul_gflop_per_sample": round(step_flops / batch / 1e9, 3),
+        "achieved_matmul_gflops": round(achieved, 1),
+        f"measured_{str(dtype or torch.float32).removeprefix('torch.')}_matmul_peak_gflops": round(peak, 1),
+        **({} if dtype is None else {"measured_float32_matmul_peak_gflops": round(
+            matmul_peak_gflops(device, torch.float32), 1)}),
+        "fraction_of_peak": round(achieved / peak, 3),
         "peak_memory_mb": round(peak_memory_megabytes(device), 1),
         "torch": torch.__version__, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
     }, indent=1))

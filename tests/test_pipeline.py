@@ -14,7 +14,7 @@ from usdrl.data.errors import DataError
 REPOSITORY = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPOSITORY / "notebooks").glob("*.ipynb"))
 EXPECTED = ["01_data_prep", "02_pretrain", "03_linear_probe", "04_semi_supervised", "05_retrieval", "06_detection",
-            "07_tsne", "08_alpha_ablation"]
+            "07_tsne", "08_alpha_ablation", "09_use_a_model"]
 
 
 def _lookup(tree, dotted):
