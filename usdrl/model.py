@@ -67,7 +67,7 @@ def drop_path(x: torch.Tensor, probability: float, training: bool) -> torch.Tens
         return x
     keep = 1.0 - probability
     mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-    return x * mask / keep
+    return x * (mask / keep)  # one pass over x: the (N, 1, 1) scale is formed first
 
 
 def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -120,7 +120,10 @@ class ConvolutionalAttention(nn.Module):
         self.drop_path_probability = drop_path_probability
 
     def forward(self, x: torch.Tensor, attention: SelfAttention) -> torch.Tensor:  # (N, L, H)
-        convolved = F.relu(self.convolution(x.transpose(1, 2))).transpose(1, 2)
+        if self.convolution.kernel_size == (1,):  # the released kernel: a matrix product per token, no transposes
+            convolved = F.relu(F.linear(x, self.convolution.weight[:, :, 0], self.convolution.bias))
+        else:
+            convolved = F.relu(self.convolution(x.transpose(1, 2))).transpose(1, 2)
         u = x + convolved
         h = drop_path(attention(self.attention_norm(u)), self.drop_path_probability, self.training) + x
         return drop_path(self.mlp(self.mlp_norm(h)), self.drop_path_probability, self.training)
