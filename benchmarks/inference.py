@@ -26,7 +26,7 @@ from usdrl.inference import TrainedModel
 from usdrl.model import EncoderConfig, SkeletonModel, count_parameters
 from usdrl.onnx_export import ExportedModel, example_input, export_onnx, output_names
 from usdrl.skeleton import ntu25_layout
-from usdrl.train import autocast_context, autocast_settings
+from usdrl.runtime import autocast_context, autocast_settings
 
 SIZES = {"tiny": 32, "demo": 64, "small": 256, "paper": 1024}
 

@@ -27,8 +27,8 @@ from usdrl.augment import AugmentConfig, make_views
 from usdrl.config import LossSection, ModelSection
 from usdrl.model import EncoderConfig, SkeletonModel, count_parameters
 from usdrl.skeleton import ntu25_layout
-from usdrl.train import (PretrainingObjective, autocast_context, autocast_settings, loss_terms, peak_memory_megabytes,
-                         resolve_device)
+from usdrl.runtime import autocast_context, autocast_settings, peak_memory_megabytes, resolve_device
+from usdrl.train import PretrainingObjective, loss_terms
 
 SIZES = {"tiny": 64, "small": 256, "paper": 1024}
 

@@ -206,7 +206,7 @@ def test_a_batch_larger_than_the_split_is_refused_before_the_model_is_built(synt
 
 def test_a_device_or_precision_this_machine_lacks_is_a_clear_error(synthetic, tmp_path, monkeypatch, capsys):
     from usdrl.config import ConfigError
-    from usdrl.train import autocast_settings, resolve_device
+    from usdrl.runtime import autocast_settings, resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on a GPU machine
     assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")

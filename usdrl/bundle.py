@@ -39,7 +39,7 @@ from usdrl.evaluate.results import git_revision
 from usdrl.inference import TrainedModel
 from usdrl.model import EncoderConfig, SkeletonModel
 from usdrl.skeleton import SkeletonLayout, layout_from_dict, ntu25_layout
-from usdrl.train import resolve_device
+from usdrl.runtime import resolve_device
 
 FORMAT = "usdrl-model-bundle"
 FORMAT_VERSION = 1

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
 import pickle
 import re
 import warnings
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from usdrl.data.store import atomic_file
 from usdrl.model import BACKBONES, EncoderConfig, SkeletonModel
 
 RELEASED_KEY_RULES: tuple[tuple[str, str], ...] = (
@@ -379,12 +379,9 @@ def load_released(path_or_state_dict: str | Path | dict[str, Any], backbone: str
 
 def save_atomically(content: dict[str, Any], path: str | Path) -> Path:
     """torch.save to a temporary name, then rename: a crash never leaves a half-written checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    torch.save(content, temporary)
-    temporary.replace(path)
-    return path
+    with atomic_file(path) as temporary:
+        torch.save(content, temporary)
+    return Path(path)
 
 
 def save_tensors_atomically(tensors: dict[str, torch.Tensor], path: str | Path,
@@ -393,13 +390,10 @@ def save_tensors_atomically(tensors: dict[str, torch.Tensor], path: str | Path,
     renamed. ``metadata``: text only (safetensors' header)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    save_file({name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}, str(temporary),
-              metadata=metadata)
-    temporary.replace(path)
-    return path
+    with atomic_file(path) as temporary:
+        save_file({name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}, str(temporary),
+                  metadata=metadata)
+    return Path(path)
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

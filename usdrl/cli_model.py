@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from usdrl.data.errors import DataError
+from usdrl.data.store import atomic_file
 from usdrl.model import BACKBONES
 from usdrl.skeleton import MODALITIES
 
@@ -81,10 +81,8 @@ def run_export(arguments: argparse.Namespace) -> dict:
 def save_npz_atomically(path: Path, **arrays: np.ndarray) -> Path:
     if path.is_dir():
         raise DataError(f"--out {path} is a folder; name the .npz file, e.g. {path / 'features.npz'}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}.npz")
-    np.savez(temporary, **arrays)
-    temporary.replace(path)
+    with atomic_file(path, suffix=".npz") as temporary:  # numpy.savez adds .npz to a name without it
+        np.savez(temporary, **arrays)
     return path
 
 

@@ -29,7 +29,7 @@ from usdrl.evaluate.features import downstream_batches, extract_features
 from usdrl.inputs import InputClips, _in_memory_split, clips_from_array, read_input
 from usdrl.model import SkeletonModel
 from usdrl.skeleton import SkeletonLayout
-from usdrl.train import autocast_context, autocast_settings
+from usdrl.runtime import autocast_context, autocast_settings
 
 Skeletons = str | Path | np.ndarray | InputClips
 

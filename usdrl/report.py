@@ -14,6 +14,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from usdrl.data.store import atomic_file
+
 # SPEC.md 6, in percent. Keys: (dataset, benchmark).
 PAPER = {
     "linear": {
@@ -116,8 +118,7 @@ def _source(result: dict[str, Any], profile: str) -> str:
 
 
 def _write(rows: list[dict[str, Any]], columns: list[str], path_stem: Path, title: str, notes: Iterable[str]) -> None:
-    path_stem.parent.mkdir(parents=True, exist_ok=True)
-    with open(path_stem.with_suffix(".csv"), "w", newline="") as handle:
+    with atomic_file(path_stem.with_suffix(".csv")) as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in rows:
@@ -126,7 +127,8 @@ def _write(rows: list[dict[str, Any]], columns: list[str], path_stem: Path, titl
     for row in rows:
         lines.append("| " + " | ".join(str(row.get(column, "")) for column in columns) + " |")
     lines += ["", *notes, ""]
-    path_stem.with_suffix(".md").write_text("\n".join(lines))
+    with atomic_file(path_stem.with_suffix(".md")) as temporary:
+        temporary.write_text("\n".join(lines))
 
 
 def _percent(value: float | None) -> str:
@@ -312,9 +314,9 @@ def save_figure(figure, path: str | Path, dpi: int = 100) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp.png")
-    figure.savefig(temporary, dpi=dpi)
-    plt.close(figure)
-    temporary.replace(path)
+    try:
+        with atomic_file(path, suffix=path.suffix) as temporary:  # savefig takes the format from the extension
+            figure.savefig(temporary, dpi=dpi)
+    finally:
+        plt.close(figure)
     return path

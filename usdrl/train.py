@@ -15,12 +15,10 @@ resumed epoch (one record per epoch), and a numbered checkpoint missing for that
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
 import re
-import resource
 import time
 import warnings
 from dataclasses import asdict
@@ -38,56 +36,17 @@ from usdrl.checkpoint import (CheckpointError, UnsafeCheckpointError, describe_c
                               plain_numpy_random_state, recorded_modality, save_atomically)
 from usdrl.config import AugmentSection, ConfigError, LossSection, ModelSection, PretrainSection
 from usdrl.data import load_split
-from usdrl.data.store import SkeletonSplit, write_json_atomically
+from usdrl.data.store import SkeletonSplit, atomic_file, write_json_atomically
 from usdrl.losses import mgfd_loss
 from usdrl.distributed import gather_with_gradients
 from usdrl.model import EncoderConfig, SkeletonModel
+from usdrl.runtime import (autocast_context, autocast_settings, collate_trimmed, peak_memory_megabytes,
+                           resolve_device, seed_everything)
 from usdrl.skeleton import MODALITIES
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, bad resume); the message says what was kept."""
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """The device a setting names (auto: this process's GPU if there is one, else the CPU); a ConfigError for
-    a device this machine does not have."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device {name!r} is not one of auto, cpu, cuda, cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r}: no CUDA GPU is available here (or this PyTorch has no CUDA); use cpu or "
-                          f"auto")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ConfigError(f"device {name!r}: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0")
-    return device
-
-
-def autocast_settings(device: torch.device, precision: str = "auto") -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None, whether a gradient scaler is needed).
-
-    auto: bf16 on a GPU that supports it (else fp16 with a scaler); float32 on a CPU. bf16 on a CPU with
-    AVX512-BF16 trains the demo model 1.5x faster, but its probe after the 6-epoch demo schedule was 9 points
-    lower than float32's (mean of 3 seeds), so a CPU user asks for it (precision bf16)."""
-    if precision == "fp32" or (precision == "auto" and device.type == "cpu"):
-        return None, False
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16, False
-    if precision in ("fp16", "auto") and device.type == "cuda":
-        return torch.float16, True
-    raise ConfigError(f"precision {precision!r} is not available on {device} (fp16 needs a CUDA GPU); use auto, fp32 "
-                      f"or bf16")
-
-
-def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 class PretrainingObjective(nn.Module):
@@ -143,19 +102,6 @@ class SplitDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
         return torch.from_numpy(self.split.sample(position)), int(self.split.num_frames[position])
-
-
-def collate_trimmed(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack samples cut to the longest valid length of the batch (less to copy to the device)."""
-    frames = torch.tensor([n for _, n in items])
-    longest = max(int(frames.max()), 1)
-    return torch.stack([x[:, :longest] for x, _ in items]), frames
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
 
 
 def _rng_states() -> dict[str, Any]:
@@ -227,12 +173,6 @@ def check_run_folder(out_dir: str | Path, resume: bool | str | Path) -> None:
     shown = ", ".join(sorted(entries)[:5]) + (", ..." if len(entries) > 5 else "")
     raise TrainingError(f"--out {out_dir} is not empty and not a run of usdrl pretrain (it holds {shown}); nothing "
                         f"was changed: choose a new or empty folder")
-
-
-def peak_memory_megabytes(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
 def build_model(model: ModelSection, layout) -> SkeletonModel:
@@ -405,9 +345,8 @@ class Pretrainer:
             epoch = record.get("epoch") if isinstance(record, dict) else None
             if isinstance(epoch, int) and epoch <= self.start_epoch:
                 kept.append(line + "\n")
-        temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        temporary.write_text("".join(kept))
-        temporary.replace(path)
+        with atomic_file(path) as temporary:
+            temporary.write_text("".join(kept))
 
     # -- training ---------------------------------------------------------------------------------
     def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -17,6 +17,7 @@ One directory per dataset::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -324,14 +325,28 @@ def replace_folder(temporary: Path, destination: Path) -> Path:
     return destination
 
 
-def write_json_atomically(path: str | Path, content: Any) -> Path:
-    """Write JSON to a temporary name beside ``path`` and rename it into place."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """The one way this project writes a single file: the block writes to the temporary name it is given,
+    ``NAME.tmp-<pid>`` beside ``path`` (plus ``suffix`` for writers that add an extension, e.g. numpy.save's
+    ".npy"), which is renamed to ``path`` when the block ends and removed if it raises. A reader never sees a
+    half-written file; a killed writer's leftover is recognisable by its pid. The folder is created if missing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(json.dumps(content, indent=1, default=_json_default))
-    temporary.replace(path)
-    return path
+    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}{suffix}")
+    try:
+        yield temporary
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomically(path: str | Path, content: Any) -> Path:
+    """Write JSON to a temporary name beside ``path`` and rename it into place."""
+    with atomic_file(path) as temporary:
+        temporary.write_text(json.dumps(content, indent=1, default=_json_default))
+    return Path(path)
 
 
 def _json_default(value: Any) -> Any:

@@ -17,7 +17,8 @@ from usdrl.config import Params
 from usdrl.evaluate.protocols import run_linear_probe, run_retrieval
 from usdrl.evaluate.results import write_results
 from usdrl.data.store import MANIFEST_NAME
-from usdrl.train import autocast_settings, learning_rate_at, pretrain, resolve_device
+from usdrl.runtime import autocast_settings, resolve_device
+from usdrl.train import learning_rate_at, pretrain
 
 # settings of a pretraining run that change nothing in its first epochs (the schedule is compared epoch by epoch)
 SCHEDULE_ONLY = ("epochs", "milestones", "checkpoint_every", "log_every", "workers")

@@ -33,7 +33,7 @@ from usdrl.evaluate.features import checkpoint_identity, open_encoder
 from usdrl.evaluate.results import provenance, write_results
 from usdrl.model import SkeletonModel
 from usdrl.report import save_figure
-from usdrl.train import autocast_context, autocast_settings, resolve_device
+from usdrl.runtime import autocast_context, autocast_settings, resolve_device
 
 IGNORE = -100
 

@@ -206,6 +206,8 @@ def frame_labels_to_segments(frame_labels: np.ndarray, video, score: float = 1.0
 
 def write_proposals(proposals: Sequence[Segment], directory: str | Path) -> list[Path]:
     """One text file per video in the official format ``label,start,end,score`` (written atomically)."""
+    from usdrl.data.store import atomic_file
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     by_video = defaultdict(list)
@@ -214,9 +216,8 @@ def write_proposals(proposals: Sequence[Segment], directory: str | Path) -> list
     written = []
     for video, items in sorted(by_video.items()):
         path = directory / f"{video}.txt"
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text("".join(f"{p[0]},{p[1]},{p[2]},{p[3]:.6f}\n" for p in sorted(items, key=lambda p: p[1])))
-        temporary.replace(path)
+        with atomic_file(path) as temporary:
+            temporary.write_text("".join(f"{p[0]},{p[1]},{p[2]},{p[3]:.6f}\n" for p in sorted(items, key=lambda p: p[1])))
         written.append(path)
     return written
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,10 @@ from usdrl.augment import resize_whole
 from usdrl.checkpoint import (CheckpointError, describe_content, load_checkpoint, load_released,
                               recorded_encoder_config, recorded_modality)
 from usdrl.config import ModelSection
-from usdrl.data.store import SkeletonSplit, file_sha256
+from usdrl.data.store import SkeletonSplit, atomic_file, file_sha256
 from usdrl.model import EncoderConfig, SkeletonModel
 from usdrl.skeleton import SkeletonLayout, layout_from_dict
-from usdrl.train import autocast_context, autocast_settings, seed_everything
+from usdrl.runtime import autocast_context, autocast_settings, seed_everything
 
 FEATURE_VERSION = 1
 RANDOM = "random"
@@ -164,9 +163,7 @@ def cached_features(model: SkeletonModel, identity: str, split: SkeletonSplit, m
             return np.load(path), {**info, "cached": True, "path": str(path)}
     features = extract_features(model, split, modality, device, batch_size, precision, progress)
     if cache_dir is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f"{path.stem}.tmp-{os.getpid()}.npy")
-        np.save(temporary, features)
-        temporary.replace(path)
+        with atomic_file(path, suffix=".npy") as temporary:  # numpy.save adds .npy to a name without it
+            np.save(temporary, features)
         info["path"] = str(path)
     return features, info

@@ -19,7 +19,7 @@ from usdrl.config import FinetuneSection
 from usdrl.data.store import SkeletonSplit
 from usdrl.evaluate.features import downstream_batches
 from usdrl.model import SkeletonModel
-from usdrl.train import autocast_context, autocast_settings, collate_trimmed
+from usdrl.runtime import autocast_context, autocast_settings, collate_trimmed
 
 
 def labelled_subset(num_samples: int, fraction: float, seed: int) -> np.ndarray:

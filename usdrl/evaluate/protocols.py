@@ -19,14 +19,14 @@ import numpy as np
 from usdrl.config import Params
 from usdrl.data import load_split
 from usdrl.data.errors import DataError
-from usdrl.data.store import MANIFEST_NAME, SkeletonSplit
+from usdrl.data.store import MANIFEST_NAME, SkeletonSplit, atomic_file
 from usdrl.evaluate.ensemble import ensemble_scores
 from usdrl.evaluate.features import cached_features, checkpoint_identity, open_encoder
 from usdrl.evaluate.finetune import finetune, labelled_subset
 from usdrl.evaluate.linear import ProbeSettings, train_linear_probe, validation_split
 from usdrl.evaluate.results import provenance, write_results
 from usdrl.evaluate.retrieval import knn_accuracy
-from usdrl.train import resolve_device
+from usdrl.runtime import resolve_device
 
 
 def _splits(data_root: str | Path, benchmark: str) -> tuple[SkeletonSplit, SkeletonSplit]:
@@ -97,10 +97,8 @@ def run_linear_probe(data_root: str | Path, benchmark: str, checkpoint: str | Pa
                                 settings, data["device"], validation)
     out = Path(out)
     scores_path = out.with_suffix(".scores.npz")
-    scores_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = scores_path.with_name(scores_path.name + ".tmp.npz")
-    np.savez(temporary, scores=result["test_scores"], labels=test.label, names=np.array(test.names))
-    temporary.replace(scores_path)
+    with atomic_file(scores_path, suffix=".npz") as temporary:  # numpy.savez adds .npz to a name without it
+        np.savez(temporary, scores=result["test_scores"], labels=test.label, names=np.array(test.names))
     head_path = save_probe_head(result["head"], out, train.class_names, modality)
     metrics = {**result["metrics"], "encoder_unchanged": data["encoder_unchanged"]}
     settings_record = {"probe": asdict(settings), "modality": modality, "model": data["encoder"].config.to_dict(),
