@@ -17,16 +17,16 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from usdrl.inference import TrainedModel
 from usdrl.model import EncoderConfig, SkeletonModel, count_parameters
 from usdrl.onnx_export import ExportedModel, example_input, export_onnx, output_names
-from usdrl.skeleton import ntu25_layout
 from usdrl.runtime import autocast_context, autocast_settings
+from usdrl.skeleton import ntu25_layout
 
 SIZES = {"tiny": 32, "demo": 64, "small": 256, "paper": 1024}
 
@@ -71,12 +71,12 @@ def measure(model: TrainedModel, onnx_path: Path, batches: list[int], repeats: i
     for batch in batches:
         x = example_input(model, batch)
         for engine, dtype in precisions.items():
-            def eager() -> object:
+            def eager(x: torch.Tensor = x, dtype: torch.dtype | None = dtype) -> object:  # this iteration's
                 with torch.no_grad(), autocast_context(torch.device("cpu"), dtype):
                     return exported(x)
             rows.append(row(engine, batch, median_seconds(eager, repeats)))
         inputs = {"x": x.numpy()}
-        rows.append(row("onnxruntime cpu", batch, median_seconds(lambda: session.run(output_names(model), inputs),
+        rows.append(row("onnxruntime cpu", batch, median_seconds(lambda inputs=inputs: session.run(output_names(model), inputs),
                                                                  repeats)))
     return rows
 

@@ -26,8 +26,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from usdrl.augment import AugmentConfig, make_views
 from usdrl.config import LossSection, ModelSection
 from usdrl.model import EncoderConfig, SkeletonModel, count_parameters
-from usdrl.skeleton import ntu25_layout
 from usdrl.runtime import autocast_context, autocast_settings, peak_memory_megabytes, resolve_device
+from usdrl.skeleton import ntu25_layout
 from usdrl.train import PretrainingObjective, loss_terms
 
 SIZES = {"tiny": 64, "small": 256, "paper": 1024}

@@ -1,8 +1,16 @@
 import torch
 import torch.nn.functional as F
 
-from usdrl.augment import (AugmentConfig, joint_corruption, make_views, random_crop_resize, resize_frames,
-                           resize_whole, shear, spatial_augment)
+from usdrl.augment import (
+    AugmentConfig,
+    joint_corruption,
+    make_views,
+    random_crop_resize,
+    resize_frames,
+    resize_whole,
+    shear,
+    spatial_augment,
+)
 
 
 def _generator(seed=0):

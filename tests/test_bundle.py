@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import standing_body, write_skeleton_file
+
 from usdrl import load_model
 from usdrl.bundle import BundleError, export_bundle
 from usdrl.cli import main

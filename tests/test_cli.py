@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import standing_body, write_skeleton_file
+
 from usdrl.cli import main
 
 

@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import REPOSITORY
+
 from usdrl.cli import load_settings, main
 from usdrl.config import ConfigError, Params, load_params
 

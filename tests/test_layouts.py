@@ -3,8 +3,8 @@ import re
 import numpy as np
 import pytest
 import torch
-
 from conftest import shared_path
+
 from usdrl.cli import main
 from usdrl.data import load_split
 from usdrl.skeleton import BUILTIN_LAYOUTS, LayoutError, layout_from_dict, load_layout, to_bone

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPOSITORY, shared_path
+
 from usdrl.cli import main
 
 pytestmark = pytest.mark.slow

@@ -3,8 +3,16 @@ import json
 import pytest
 import torch
 
-from usdrl.skeleton import (LayoutError, apply_modality, load_layout, ntu25_layout, spatial_tokens, temporal_tokens,
-                            to_bone, to_motion)
+from usdrl.skeleton import (
+    LayoutError,
+    apply_modality,
+    load_layout,
+    ntu25_layout,
+    spatial_tokens,
+    temporal_tokens,
+    to_bone,
+    to_motion,
+)
 
 COCO_JOINTS = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
                "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",

@@ -1,12 +1,12 @@
 import json
 import socket
 
+import distributed_worker
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as multiprocessing
 
-import distributed_worker
 from usdrl.checkpoint import load_checkpoint
 from usdrl.cli import main
 from usdrl.config import ModelSection, PretrainSection

@@ -38,8 +38,8 @@ from usdrl.evaluate.protocols import probe_head_path
 from usdrl.evaluate.results import git_revision
 from usdrl.inference import TrainedModel
 from usdrl.model import EncoderConfig, SkeletonModel
-from usdrl.skeleton import SkeletonLayout, layout_from_dict, ntu25_layout
 from usdrl.runtime import resolve_device
+from usdrl.skeleton import SkeletonLayout, layout_from_dict, ntu25_layout
 
 FORMAT = "usdrl-model-bundle"
 FORMAT_VERSION = 1

@@ -13,14 +13,14 @@ import difflib
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 from usdrl.skeleton import MODALITIES
-
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")  # read when no params file is named and it exists
 
@@ -31,6 +31,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSection:
+    """The encoder's architecture: backbone, sizes, DSA gap, drop path, clip length."""
+
     backbone: str = "dste"
     hidden_size: int = 1024
     num_heads: int = 1
@@ -44,6 +46,8 @@ class ModelSection:
 
 @dataclass(frozen=True)
 class AugmentSection:
+    """How pretraining views are made: view count, crop range and length, corrupted joints."""
+
     views: int = 4
     crop_scale: tuple[float, float] = (0.1, 1.0)
     minimum_crop: int = 64
@@ -52,6 +56,8 @@ class AugmentSection:
 
 @dataclass(frozen=True)
 class LossSection:
+    """The weights and constants of the pretraining loss (usdrl.losses.mgfd_loss)."""
+
     form: str = "released"
     similarity_weight: float = 5.0
     variance_covariance_weight: float = 1.0
@@ -65,6 +71,8 @@ class LossSection:
 
 @dataclass(frozen=True)
 class PretrainSection:
+    """The pretraining run: schedule, optimiser, checkpoints, modality, device, precision, seed, logging."""
+
     epochs: int = 451
     batch_size: int = 356
     learning_rate: float = 5e-4
@@ -82,6 +90,8 @@ class PretrainSection:
 
 @dataclass(frozen=True)
 class ProbeSection:
+    """The linear probe on frozen features: schedule, learning rates by dataset, validation, normalisation."""
+
     epochs: int = 160
     batch_size: int = 512
     momentum: float = 0.9
@@ -104,12 +114,16 @@ class ProbeSection:
 
 @dataclass(frozen=True)
 class RetrievalSection:
+    """kNN retrieval on frozen features: the k values and the chunk size of the similarity matrix."""
+
     k: tuple[int, ...] = (1,)
     chunk_size: int = 4096
 
 
 @dataclass(frozen=True)
 class FinetuneSection:
+    """Semi-supervised fine-tuning: labelled fractions, seeds, schedule, layer decay and its augmentation."""
+
     fractions: tuple[float, ...] = (0.01, 0.1)
     seeds: tuple[int, ...] = (0,)
     epochs: int = 100
@@ -134,6 +148,8 @@ class EnsembleSection:
 
 @dataclass(frozen=True)
 class DetectionSection:
+    """Dense action detection: the frame head's training, proposal rule and mAP thresholds."""
+
     epochs: int = 30
     batch_size: int = 512
     learning_rate: float = 0.005
@@ -152,6 +168,8 @@ class DetectionSection:
 
 @dataclass(frozen=True)
 class AblationSection:
+    """The alpha and loss-term ablations: the values tried and their shorter pretraining schedule."""
+
     alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     loss_variants: tuple[str, ...] = ("none", "vac_mg", "vac_xc", "all")
     epochs: int = 451
@@ -172,6 +190,8 @@ class PipelineSection:
 
 @dataclass(frozen=True)
 class EvaluationSection:
+    """What every evaluation shares: device, precision, feature batch size and the feature cache."""
+
     device: str = "auto"
     precision: str = "auto"
     batch_size: int = 256
@@ -180,6 +200,8 @@ class EvaluationSection:
 
 @dataclass(frozen=True)
 class SyntheticSection:
+    """The synthetic demo dataset: its seed, number of subjects and replications."""
+
     seed: int = 0
     subjects: int = 12
     replications: int = 2
@@ -195,6 +217,8 @@ class UTKinectSection:
 
 @dataclass(frozen=True)
 class DataSection:
+    """Where prepared datasets live and how the demo datasets are made or read."""
+
     root: str = "data"
     synthetic: SyntheticSection = field(default_factory=SyntheticSection)
     utkinect: UTKinectSection = field(default_factory=UTKinectSection)
@@ -202,6 +226,8 @@ class DataSection:
 
 @dataclass(frozen=True)
 class Params:
+    """Every setting of params.yaml, one section per concern; unknown keys in any section are an error."""
+
     profile: str = "paper"
     data: DataSection = field(default_factory=DataSection)
     model: ModelSection = field(default_factory=ModelSection)

@@ -11,9 +11,10 @@ at a time: memory is bounded by the window, not the stream.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,8 +29,8 @@ from usdrl.evaluate.dense import DenseDetector, proposals_of, window_probabiliti
 from usdrl.evaluate.features import downstream_batches, extract_features
 from usdrl.inputs import InputClips, _in_memory_split, clips_from_array, read_input
 from usdrl.model import SkeletonModel
-from usdrl.skeleton import SkeletonLayout
 from usdrl.runtime import autocast_context, autocast_settings
+from usdrl.skeleton import SkeletonLayout
 
 Skeletons = str | Path | np.ndarray | InputClips
 

@@ -10,8 +10,8 @@ hard-codes two); the attention shared by CA and DSA of a layer is one module her
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -41,7 +41,7 @@ class EncoderConfig:
     num_coordinates: int = 3
 
     @classmethod
-    def from_layout(cls, layout: SkeletonLayout, **sizes) -> "EncoderConfig":
+    def from_layout(cls, layout: SkeletonLayout, **sizes) -> EncoderConfig:
         return cls(num_joints=layout.num_joints, num_persons=layout.num_persons,
                    num_coordinates=layout.num_coordinates, **sizes)
 

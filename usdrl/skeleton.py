@@ -10,9 +10,10 @@ here, in batched torch, and used everywhere (data inspection, augmentation, enco
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 

@@ -21,9 +21,10 @@ import random
 import re
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,16 +33,29 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from usdrl.augment import AugmentConfig, make_views
-from usdrl.checkpoint import (CheckpointError, UnsafeCheckpointError, describe_content, load_checkpoint,
-                              plain_numpy_random_state, recorded_modality, save_atomically)
+from usdrl.checkpoint import (
+    CheckpointError,
+    UnsafeCheckpointError,
+    describe_content,
+    load_checkpoint,
+    plain_numpy_random_state,
+    recorded_modality,
+    save_atomically,
+)
 from usdrl.config import AugmentSection, ConfigError, LossSection, ModelSection, PretrainSection
 from usdrl.data import load_split
 from usdrl.data.store import SkeletonSplit, atomic_file, write_json_atomically
-from usdrl.losses import mgfd_loss
 from usdrl.distributed import gather_with_gradients
+from usdrl.losses import mgfd_loss
 from usdrl.model import EncoderConfig, SkeletonModel
-from usdrl.runtime import (autocast_context, autocast_settings, collate_trimmed, peak_memory_megabytes,
-                           resolve_device, seed_everything)
+from usdrl.runtime import (
+    autocast_context,
+    autocast_settings,
+    collate_trimmed,
+    peak_memory_megabytes,
+    resolve_device,
+    seed_everything,
+)
 from usdrl.skeleton import MODALITIES
 
 

@@ -2,8 +2,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import standing_body, write_skeleton_file
+
 from usdrl.data import DataError, load_split
 from usdrl.data.ntu import prepare_ntu, read_missing_list, read_skeleton_file, select_bodies
 

@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import standing_body, write_skeleton_file
+
 from usdrl.cli import main
 from usdrl.data import DataError, load_split
-from usdrl.data.store import DatasetWriter, MANIFEST_NAME, check_output_folder
+from usdrl.data.store import MANIFEST_NAME, DatasetWriter, check_output_folder
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ def _moving_body(rng, frames, joints, coordinates, place):
 def _ntu_annotations(rng):
     """NTU-like 3D annotations: raw metres, the sensor 2.5 m away, bodies at different places."""
     annotations = []
-    for index, (name, length, persons) in enumerate(zip(NTU_NAMES, NTU_LENGTHS, NTU_PERSONS)):
+    for name, length, persons in zip(NTU_NAMES, NTU_LENGTHS, NTU_PERSONS):
         bodies = [_moving_body(rng, length, 25, 3, [rng.uniform(-1.5, 1.5), rng.uniform(-0.5, 0.5), 2.5])
                   for _ in range(persons)]
         annotations.append({"frame_dir": name, "label": int(name[-3:]) - 1, "keypoint": np.stack(bodies),

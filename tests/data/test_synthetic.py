@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from usdrl.data import load_split
 from usdrl.data.synthetic import CLASS_NAMES, SyntheticConfig, generate_trimmed, prepare_synthetic

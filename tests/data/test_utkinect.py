@@ -2,8 +2,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import shared_path
+
 from usdrl.cli import main
 from usdrl.data import DataError, load_split, read_manifest
 from usdrl.data.utkinect import MAX_FRAMES, prepare_utkinect, read_joints, read_labels

@@ -4,12 +4,23 @@ import numpy as np
 import pytest
 
 from usdrl.config import load_params
+from usdrl.data import DataError
 from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
 from usdrl.evaluate.dense import run_detection, training_windows
-from usdrl.evaluate.detection import (dataset_action_classes, detection_metrics, frame_labels_to_segments, map_action,
-                                      map_video, official_ap, overlap, read_proposals, smoothed_proposals,
-                                      threshold_proposals, voc_ap, write_proposals)
-from usdrl.data import DataError
+from usdrl.evaluate.detection import (
+    dataset_action_classes,
+    detection_metrics,
+    frame_labels_to_segments,
+    map_action,
+    map_video,
+    official_ap,
+    overlap,
+    read_proposals,
+    smoothed_proposals,
+    threshold_proposals,
+    voc_ap,
+    write_proposals,
+)
 
 
 def test_one_perfect_proposal_scores_one():

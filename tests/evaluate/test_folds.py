@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from conftest import REPOSITORY, shared_path
+
 from usdrl.cli import main
 from usdrl.data import DataError
 from usdrl.evaluate.folds import fold_benchmarks

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -23,8 +23,14 @@ from tqdm.auto import tqdm
 from usdrl.data.classes import NTU120_CLASS_NAMES
 from usdrl.data.errors import DataError
 from usdrl.data.normalize import PREPROCESSING_VERSION, normalize_batch
-from usdrl.data.store import (DatasetWriter, default_workers, finish_dataset, input_fingerprint, is_up_to_date,
-                              shrink_leading_dimension)
+from usdrl.data.store import (
+    DatasetWriter,
+    default_workers,
+    finish_dataset,
+    input_fingerprint,
+    is_up_to_date,
+    shrink_leading_dimension,
+)
 from usdrl.skeleton import SkeletonLayout, ntu25_layout
 
 NAME_PATTERN = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})$")

@@ -8,11 +8,11 @@ per line ``label,start,end,confidence`` with start 0-based and end exclusive.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -20,8 +20,14 @@ from tqdm.auto import tqdm
 from usdrl.data.classes import PKUMMD_CLASS_NAMES
 from usdrl.data.errors import DataError
 from usdrl.data.normalize import PREPROCESSING_VERSION, normalize_batch
-from usdrl.data.store import (DatasetWriter, default_workers, finish_dataset, input_fingerprint, is_up_to_date,
-                              write_sequences)
+from usdrl.data.store import (
+    DatasetWriter,
+    default_workers,
+    finish_dataset,
+    input_fingerprint,
+    is_up_to_date,
+    write_sequences,
+)
 from usdrl.skeleton import ntu25_layout
 
 VALUES_PER_FRAME = 150  # 2 persons x 25 joints x 3
@@ -198,7 +204,7 @@ def prepare_pku1(raw_dir: str | Path, labels_dir: str | Path, splits_dir: str | 
     pairs = _pair_files(raw_dir, labels_dir)
     split_files = _find_split_files(splits_dir, "pku1")
     options = {"phase": 1, "skip_bad": skip_bad, "preprocessing_version": PREPROCESSING_VERSION}
-    fingerprint = input_fingerprint([p for _, s, l in pairs for p in (s, l)] + list(split_files.values()), options)
+    fingerprint = input_fingerprint([p for _, skeleton, labels in pairs for p in (skeleton, labels)] + list(split_files.values()), options)
     if is_up_to_date(Path(out_dir), fingerprint):
         return {"up_to_date": True, "out": str(out_dir)}
     frame_bound = sum(path.stat().st_size for _, path, _ in pairs) // (2 * VALUES_PER_FRAME) + len(pairs)
@@ -274,7 +280,7 @@ def prepare_pku2(raw_dir: str | Path, labels_dir: str | Path, splits_dir: str | 
     pairs = _pair_files(raw_dir, labels_dir)
     split_files = _find_split_files(splits_dir, "pku2")
     options = {"phase": 2, "skip_bad": skip_bad, "clip_frames": CLIP_FRAMES, "preprocessing_version": PREPROCESSING_VERSION}
-    fingerprint = input_fingerprint([p for _, s, l in pairs for p in (s, l)] + list(split_files.values()), options)
+    fingerprint = input_fingerprint([p for _, skeleton, labels in pairs for p in (skeleton, labels)] + list(split_files.values()), options)
     if is_up_to_date(Path(out_dir), fingerprint):
         return {"up_to_date": True, "out": str(out_dir)}
     layout = ntu25_layout()

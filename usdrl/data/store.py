@@ -23,9 +23,10 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -196,7 +197,7 @@ class DatasetWriter:
         self.inputs = list(inputs)  # files read to make the dataset: an --out holding one is refused
         self.work_dir = self.out_dir.parent / f"{self.out_dir.name or 'dataset'}.tmp-{os.getpid()}"  # --out . refused
 
-    def __enter__(self) -> "DatasetWriter":
+    def __enter__(self) -> DatasetWriter:
         check_output_folder(self.out_dir, self.inputs)
         if self.work_dir.exists():
             shutil.rmtree(self.work_dir)

@@ -11,9 +11,9 @@ streams chain several actions separated by idle motion, with per-frame labels, i
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from usdrl.config import Params
+from usdrl.data.store import MANIFEST_NAME
 from usdrl.evaluate.protocols import run_linear_probe, run_retrieval
 from usdrl.evaluate.results import write_results
-from usdrl.data.store import MANIFEST_NAME
 from usdrl.runtime import autocast_settings, resolve_device
 from usdrl.train import learning_rate_at, pretrain
 

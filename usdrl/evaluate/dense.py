@@ -13,9 +13,10 @@ import dataclasses
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,8 +28,13 @@ from usdrl.config import DetectionSection as DetectionSettings
 from usdrl.config import Params
 from usdrl.data import load_split
 from usdrl.data.store import SkeletonSplit, replace_folder
-from usdrl.evaluate.detection import (dataset_action_classes, detection_metrics, smoothed_proposals,
-                                      threshold_proposals, write_proposals)
+from usdrl.evaluate.detection import (
+    dataset_action_classes,
+    detection_metrics,
+    smoothed_proposals,
+    threshold_proposals,
+    write_proposals,
+)
 from usdrl.evaluate.features import checkpoint_identity, open_encoder
 from usdrl.evaluate.results import provenance, write_results
 from usdrl.model import SkeletonModel

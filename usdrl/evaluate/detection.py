@@ -8,8 +8,8 @@ frames are 0-based and ``end`` is exclusive.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 

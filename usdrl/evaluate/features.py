@@ -18,13 +18,19 @@ import torch
 from tqdm.auto import tqdm
 
 from usdrl.augment import resize_whole
-from usdrl.checkpoint import (CheckpointError, describe_content, load_checkpoint, load_released,
-                              recorded_encoder_config, recorded_modality)
+from usdrl.checkpoint import (
+    CheckpointError,
+    describe_content,
+    load_checkpoint,
+    load_released,
+    recorded_encoder_config,
+    recorded_modality,
+)
 from usdrl.config import ModelSection
 from usdrl.data.store import SkeletonSplit, atomic_file, file_sha256
 from usdrl.model import EncoderConfig, SkeletonModel
-from usdrl.skeleton import SkeletonLayout, layout_from_dict
 from usdrl.runtime import autocast_context, autocast_settings, seed_everything
+from usdrl.skeleton import SkeletonLayout, layout_from_dict
 
 FEATURE_VERSION = 1
 RANDOM = "random"

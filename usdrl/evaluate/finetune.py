@@ -9,6 +9,7 @@ random crops of ratio U(0.5, 1) and small random rotations. Every number lives i
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
