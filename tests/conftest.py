@@ -9,11 +9,22 @@ import numpy as np
 import pytest
 import torch
 
+from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def shared_path() -> Path:
     return Path(os.environ.get("USDRL_SHARED", REPOSITORY.parent / "shared"))
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """A small synthetic dataset, made once per test module."""
+    root = tmp_path_factory.mktemp("synthetic")
+    prepare_synthetic(root, SyntheticConfig(subjects=3, replications=1, training_subjects=(1, 2),
+                                            streams_per_subject_camera=1))
+    return root / "actions"  # xview train: 2 cameras x 3 subjects x 20 actions = 120 clips
 
 
 @pytest.fixture

@@ -10,18 +10,9 @@ import torch.multiprocessing as multiprocessing
 from usdrl.checkpoint import load_checkpoint
 from usdrl.cli import main
 from usdrl.config import ModelSection, PretrainSection
-from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
 from usdrl.train import TrainingError, epoch_batches, learning_rate_at, pretrain
 
 TINY_MODEL = ModelSection(hidden_size=16, num_layers=1)
-
-
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    prepare_synthetic(root, SyntheticConfig(subjects=3, replications=1, training_subjects=(1, 2),
-                                            streams_per_subject_camera=1))
-    return root / "actions"  # xview train: 2 cameras x 3 subjects x 20 actions = 120 clips
 
 
 def _settings(**changes) -> PretrainSection:

@@ -3,36 +3,26 @@
 import dataclasses
 import json
 
-import pytest
 import torch
 
 from usdrl.checkpoint import load_checkpoint
 from usdrl.config import AblationSection, ModelSection, Params, PretrainSection
-from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
 from usdrl.evaluate.ablation import ablation_params, reusable_checkpoint
 from usdrl.train import pretrain
 
 
-@pytest.fixture(scope="module")
-def small_clips(tmp_path_factory):
-    root = tmp_path_factory.mktemp("clips")
-    prepare_synthetic(root, SyntheticConfig(subjects=3, replications=1, training_subjects=(1, 2),
-                                            streams_per_subject_camera=1))
-    return root / "actions"
-
-
-def test_the_main_run_stands_in_for_the_variant_with_its_settings_and_only_for_it(small_clips, tmp_path, one_thread):
+def test_the_main_run_stands_in_for_the_variant_with_its_settings_and_only_for_it(synthetic, tmp_path, one_thread):
     main_settings = PretrainSection(epochs=3, batch_size=32, workers=0, device="cpu", checkpoint_every=1,
                                     log_every=0, milestones=(2,))
     params = Params(model=ModelSection(hidden_size=16, num_layers=1), pretrain=main_settings,
                     ablation=AblationSection(epochs=2, milestones=(2,)))
-    pretrain(small_clips, "xview", tmp_path / "main", params.model, settings=main_settings, progress=False)
-    fingerprint = json.loads((small_clips / "manifest.json").read_text())["input_fingerprint"]
+    pretrain(synthetic, "xview", tmp_path / "main", params.model, settings=main_settings, progress=False)
+    fingerprint = json.loads((synthetic / "manifest.json").read_text())["input_fingerprint"]
 
     variant = ablation_params(params, {}, {})  # alpha 0.5 and the full loss: the main run's settings, 2 epochs
     found = reusable_checkpoint([tmp_path / "elsewhere", tmp_path / "main"], variant, fingerprint, "xview")
     assert found == tmp_path / "main" / "checkpoints" / "checkpoint_0002.pt"
-    pretrain(small_clips, "xview", tmp_path / "variant", variant.model, variant.augment, variant.loss,
+    pretrain(synthetic, "xview", tmp_path / "variant", variant.model, variant.augment, variant.loss,
              variant.pretrain, progress=False)  # what the ablation would otherwise train
     reused, trained = load_checkpoint(found)["model"], load_checkpoint(tmp_path / "variant" / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(tensor, trained[name]) for name, tensor in reused.items())

@@ -7,21 +7,12 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from usdrl.cli import main
 from usdrl.config import load_params
-from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
 from usdrl.evaluate.ensemble import ensemble_scores
 from usdrl.evaluate.finetune import labelled_subset, layer_parameter_groups
 from usdrl.evaluate.linear import ProbeSettings, train_linear_probe, validation_split
 from usdrl.evaluate.protocols import run_finetune, run_linear_probe, run_retrieval
 from usdrl.evaluate.retrieval import knn_predict
 from usdrl.model import EncoderConfig, SkeletonModel
-
-
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    prepare_synthetic(root, SyntheticConfig(subjects=3, replications=1, training_subjects=(1, 2),
-                                            streams_per_subject_camera=1))
-    return root / "actions"
 
 
 def _params(tmp_path, *extra):
