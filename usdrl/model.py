@@ -70,10 +70,11 @@ def drop_path(x: torch.Tensor, probability: float, training: bool) -> torch.Tens
     return x * (mask / keep)  # one pass over x: the (N, 1, 1) scale is formed first
 
 
-def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+def scaled_dot_product(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v over (N, heads, L, d). On a GPU the fused kernel (flash or memory-efficient);
-    on a CPU, for the encoder's short sequences (50-64 tokens), two matrix products and a float32 softmax are
-    4x faster than the fused CPU kernel in bf16 and 1.2x in float32 (benchmarks/pretraining.py)."""
+    on a CPU, for the encoder's short sequences (50-64 tokens), two matrix products and a float32 softmax: at
+    (256, 1, 64, 64), forward and backward took 13.7 ms against the fused CPU kernel's 80.6 ms in float32 and
+    5.5 against 22.6 ms in bf16 (2-core CPU; inside the whole training step float32 gains little)."""
     if query.device.type != "cpu":
         return F.scaled_dot_product_attention(query, key, value)
     scores = (query * query.shape[-1] ** -0.5) @ key.transpose(-2, -1)  # (N, heads, L, L)
@@ -98,7 +99,7 @@ class SelfAttention(nn.Module):
         batch, length, hidden = x.shape
         query, key, value = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
         heads = lambda t: t.view(batch, length, self.num_heads, hidden // self.num_heads).transpose(1, 2)  # noqa: E731
-        attended = attention(heads(query), heads(key), heads(value))  # (N, heads, L, H/heads)
+        attended = scaled_dot_product(heads(query), heads(key), heads(value))  # (N, heads, L, H/heads)
         return self.out_proj(attended.transpose(1, 2).reshape(batch, length, hidden))
 
 

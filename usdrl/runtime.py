@@ -42,7 +42,7 @@ def autocast_settings(device: torch.device, precision: str = "auto") -> tuple[to
     """(autocast dtype or None, whether a gradient scaler is needed).
 
     auto: bf16 on a GPU that supports it (else fp16 with a scaler); float32 on a CPU. bf16 on a CPU with
-    AVX512-BF16 trains the demo model 1.5x faster, but its probe after the 6-epoch demo schedule was 9 points
+    AVX512-BF16 trains the demo model 1.5-1.7x faster, but its probe after the 6-epoch demo schedule was 9 points
     lower than float32's (mean of 3 seeds), so a CPU user asks for it (precision bf16)."""
     if precision == "fp32" or (precision == "auto" and device.type == "cpu"):
         return None, False

@@ -62,7 +62,7 @@ def reusable_checkpoint(candidates: list[Path], variant: Params, manifest_finger
                     "precision": run.get("precision"), "world_size": run.get("world_size"),
                     "pretrain": {k: v for k, v in run.get("pretrain", {}).items() if k not in SCHEDULE_ONLY},
                     "data": {k: run.get("data", {}).get(k) for k in ("benchmark", "manifest_fingerprint")}}
-        recorded_settings = dataclasses.replace(settings, milestones=tuple(run["pretrain"]["milestones"]))
+        recorded_settings = dataclasses.replace(settings, milestones=tuple(run.get("pretrain", {}).get("milestones", ())))
         same_rates = rates == [learning_rate_at(epoch, recorded_settings) for epoch in range(settings.epochs)]
         if same_rates and json.loads(json.dumps(recorded)) == json.loads(json.dumps(wanted)):
             return checkpoint
