@@ -19,11 +19,12 @@ import numpy as np
 
 from usdrl.data.classes import NTU120_CLASS_NAMES
 from usdrl.data.errors import DataError
+from usdrl.data.fingerprint import input_fingerprint, is_up_to_date
 from usdrl.data.normalize import PREPROCESSING_VERSION, normalize_batch
 from usdrl.data.ntu import NAME_PATTERN, parse_sample_name
 from usdrl.data.pkummd import resample_clip
 from usdrl.data.safe_pickle import load_pickle
-from usdrl.data.store import DatasetWriter, finish_dataset, input_fingerprint, is_up_to_date
+from usdrl.data.writer import DatasetWriter, finish_dataset
 from usdrl.skeleton import SkeletonLayout, load_layout, ntu25_layout
 
 BENCHMARK_ALIASES = {"xsub": "xsub", "cs": "xsub", "csub": "xsub", "cross_subject": "xsub",

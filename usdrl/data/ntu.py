@@ -22,15 +22,9 @@ from tqdm.auto import tqdm
 
 from usdrl.data.classes import NTU120_CLASS_NAMES
 from usdrl.data.errors import DataError
+from usdrl.data.fingerprint import input_fingerprint, is_up_to_date
 from usdrl.data.normalize import PREPROCESSING_VERSION, normalize_batch
-from usdrl.data.store import (
-    DatasetWriter,
-    default_workers,
-    finish_dataset,
-    input_fingerprint,
-    is_up_to_date,
-    shrink_leading_dimension,
-)
+from usdrl.data.writer import DatasetWriter, default_workers, finish_dataset, shrink_leading_dimension
 from usdrl.skeleton import SkeletonLayout, ntu25_layout
 
 NAME_PATTERN = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})$")

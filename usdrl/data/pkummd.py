@@ -19,15 +19,9 @@ from tqdm.auto import tqdm
 
 from usdrl.data.classes import PKUMMD_CLASS_NAMES
 from usdrl.data.errors import DataError
+from usdrl.data.fingerprint import input_fingerprint, is_up_to_date
 from usdrl.data.normalize import PREPROCESSING_VERSION, normalize_batch
-from usdrl.data.store import (
-    DatasetWriter,
-    default_workers,
-    finish_dataset,
-    input_fingerprint,
-    is_up_to_date,
-    write_sequences,
-)
+from usdrl.data.writer import DatasetWriter, default_workers, finish_dataset, write_sequences
 from usdrl.skeleton import ntu25_layout
 
 VALUES_PER_FRAME = 150  # 2 persons x 25 joints x 3

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from usdrl.data.fingerprint import is_up_to_date
 from usdrl.data.normalize import PREPROCESSING_VERSION, normalize_batch
-from usdrl.data.store import DatasetWriter, check_output_folder, finish_dataset, is_up_to_date, write_sequences
+from usdrl.data.writer import DatasetWriter, check_output_folder, finish_dataset, write_sequences
 from usdrl.skeleton import ntu25_layout
 
 GENERATOR_VERSION = 1

@@ -50,16 +50,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from usdrl.data.errors import DataError
+from usdrl.data.fingerprint import input_fingerprint, is_up_to_date
 from usdrl.data.normalize import PREPROCESSING_VERSION, normalize_batch
 from usdrl.data.pkummd import resample_clip
-from usdrl.data.store import (
-    DatasetWriter,
-    check_output_folder,
-    finish_dataset,
-    input_fingerprint,
-    is_up_to_date,
-    write_sequences,
-)
+from usdrl.data.writer import DatasetWriter, check_output_folder, finish_dataset, write_sequences
 from usdrl.skeleton import kinect_v1_layout
 
 READER_VERSION = 1
