@@ -25,11 +25,12 @@ from usdrl.data.import_common import (
     default_normalise,
     ids_from_names,
     normalisation_record,
-    normalise_samples,
-    position_channels,
     write_samples,
 )
-from usdrl.data.pyskl import import_pyskl, pyskl_split_names
+from usdrl.data.import_common import normalise_samples as normalise_samples  # re-exported
+from usdrl.data.import_common import position_channels as position_channels  # re-exported
+from usdrl.data.pyskl import import_pyskl as import_pyskl  # re-exported
+from usdrl.data.pyskl import pyskl_split_names as pyskl_split_names  # re-exported
 from usdrl.data.safe_pickle import load_pickle
 from usdrl.data.writer import DatasetWriter, finish_dataset
 from usdrl.skeleton import SkeletonLayout, load_layout, ntu25_layout
