@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
+from usdrl.config import ModelSection
 from usdrl.inference import TrainedModel
-from usdrl.model import EncoderConfig, SkeletonModel, count_parameters
+from usdrl.model import SkeletonModel, count_parameters
 from usdrl.onnx_export import ExportedModel, example_input, export_onnx, output_names
 from usdrl.runtime import autocast_context
 from usdrl.skeleton import ntu25_layout
@@ -34,8 +35,7 @@ SIZES = {"tiny": 32, "demo": 64, "small": 256, "paper": 1024}
 def random_model(hidden_size: int) -> TrainedModel:
     torch.manual_seed(0)
     layout = ntu25_layout()
-    encoder = SkeletonModel(EncoderConfig.from_layout(layout, hidden_size=hidden_size), layout=layout,
-                            projectors=False).eval()
+    encoder = SkeletonModel(ModelSection(hidden_size=hidden_size), layout=layout, projectors=False).eval()
     return TrainedModel(path=Path(f"random-{hidden_size}"), description={"modality": "joint"}, layout=layout,
                         encoder=encoder, device=torch.device("cpu"))
 

@@ -23,9 +23,9 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from usdrl.augment import AugmentConfig, make_views
-from usdrl.config import LossSection, ModelSection
-from usdrl.model import EncoderConfig, SkeletonModel, count_parameters
+from usdrl.augment import make_views
+from usdrl.config import AugmentSection, LossSection, ModelSection
+from usdrl.model import SkeletonModel, count_parameters
 from usdrl.runtime import autocast_context, autocast_settings, peak_memory_megabytes, resolve_device
 from usdrl.skeleton import ntu25_layout
 from usdrl.train import PretrainingObjective, loss_terms
@@ -67,8 +67,8 @@ def main() -> None:
     arguments = parser.parse_args()
     device = resolve_device(arguments.device)
     torch.manual_seed(0)
-    config = EncoderConfig(**{**ModelSection().__dict__, "hidden_size": SIZES[arguments.size], "backbone": arguments.backbone,
-                                 "clip_frames": arguments.clip_frames, "num_persons": arguments.persons})
+    config = ModelSection(hidden_size=SIZES[arguments.size], backbone=arguments.backbone,
+                          clip_frames=arguments.clip_frames)
     layout = dataclasses.replace(ntu25_layout(), num_persons=arguments.persons)
     model = SkeletonModel(config, layout).to(device)
     objective = PretrainingObjective(model).train()
@@ -79,19 +79,19 @@ def main() -> None:
     batch = arguments.batch_size
     x = torch.randn(batch, 3, 300, 25, arguments.persons, device=device)
     num_frames = torch.randint(40, 301, (batch,), device=device)
-    augment = AugmentConfig(clip_frames=arguments.clip_frames)
+    augment = AugmentSection()
 
-    make_views(x, num_frames, generator, augment)  # warm-up
+    make_views(x, num_frames, generator, augment, config.clip_frames)  # warm-up
     synchronise(device)
     started = time.perf_counter()
     for _ in range(arguments.steps):
-        make_views(x, num_frames, generator, augment)
+        make_views(x, num_frames, generator, augment, config.clip_frames)
     synchronise(device)
     augmentation_rate = batch * arguments.steps / (time.perf_counter() - started)
 
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
-        views = make_views(x, num_frames, generator, augment)
+        views = make_views(x, num_frames, generator, augment, config.clip_frames)
         with autocast_context(device, dtype):
             projections = objective(views, "joint")
         total = loss_terms(projections, LossSection())["total"]
@@ -116,7 +116,7 @@ def main() -> None:
     peak = matmul_peak_gflops(device, dtype or torch.float32)
     print(json.dumps({
         "size": arguments.size, "backbone": arguments.backbone, "hidden_size": config.hidden_size,
-        "clip_frames": config.clip_frames, "persons": config.num_persons,
+        "clip_frames": config.clip_frames, "persons": layout.num_persons,
         "parameters_millions": round(count_parameters(model) / 1e6, 2), "batch_size": batch,
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "precision": str(dtype or torch.float32),

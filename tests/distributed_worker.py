@@ -6,7 +6,7 @@ import torch
 import torch.distributed as dist
 
 from usdrl.config import LossSection, ModelSection, PretrainSection
-from usdrl.model import EncoderConfig, SkeletonModel
+from usdrl.model import SkeletonModel
 from usdrl.train import PretrainingObjective, loss_terms, pretrain
 
 
@@ -17,7 +17,7 @@ def make_views(batch: int) -> torch.Tensor:
 
 def loss_and_gradients(views: torch.Tensor, distributed: bool) -> tuple[float, dict[str, torch.Tensor]]:
     torch.manual_seed(0)
-    model = SkeletonModel(EncoderConfig(hidden_size=16, drop_path=0.0))
+    model = SkeletonModel(ModelSection(hidden_size=16, drop_path=0.0))
     objective = PretrainingObjective(model)
     if distributed:
         objective = torch.nn.parallel.DistributedDataParallel(objective)

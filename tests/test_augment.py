@@ -2,7 +2,6 @@ import torch
 import torch.nn.functional as F
 
 from usdrl.augment import (
-    AugmentConfig,
     joint_corruption,
     make_views,
     random_crop_resize,
@@ -11,6 +10,7 @@ from usdrl.augment import (
     shear,
     spatial_augment,
 )
+from usdrl.config import AugmentSection
 
 
 def _generator(seed=0):
@@ -33,7 +33,7 @@ def test_crop_lengths_within_bounds():
     # a sample whose frame t holds the value t reveals which frames were used
     frames = torch.arange(300, dtype=torch.float32).view(1, 1, 300, 1, 1).expand(2000, 3, 300, 25, 2).contiguous()
     num_frames = torch.randint(20, 300, (2000,), generator=_generator())
-    out = random_crop_resize(frames, num_frames, _generator(1))
+    out = random_crop_resize(frames, num_frames, _generator(1), AugmentSection(), 64)
     first, last = out[:, 0, 0, 0, 0], out[:, 0, -1, 0, 0]
     assert torch.all(first >= 0) and torch.all(last <= (num_frames - 1).float() + 1e-4)
     span = last - first  # about L * 63/64 for a crop of L frames
@@ -64,9 +64,9 @@ def test_shear_has_unit_diagonal():
 def test_views_reproducible_with_a_seed_and_independent():
     x = torch.randn(6, 3, 300, 25, 2)
     num_frames = torch.tensor([300, 120, 64, 40, 200, 90])
-    a = make_views(x, num_frames, _generator(7))
-    b = make_views(x, num_frames, _generator(7))
-    c = make_views(x, num_frames, _generator(8))
+    a = make_views(x, num_frames, _generator(7), AugmentSection(), 64)
+    b = make_views(x, num_frames, _generator(7), AugmentSection(), 64)
+    c = make_views(x, num_frames, _generator(8), AugmentSection(), 64)
     assert a.shape == (4, 6, 3, 64, 25, 2)
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert not torch.equal(a[0], a[1])
@@ -74,7 +74,7 @@ def test_views_reproducible_with_a_seed_and_independent():
 
 def test_two_coordinate_layouts():
     x = torch.randn(10, 2, 100, 17, 1)
-    views = make_views(x, torch.full((10,), 100), _generator(), AugmentConfig(views=2, corrupted_joints=15))
+    views = make_views(x, torch.full((10,), 100), _generator(), AugmentSection(views=2, corrupted_joints=15), 64)
     assert views.shape == (2, 10, 2, 64, 17, 1)
     assert torch.isfinite(spatial_augment(x, _generator())).all()
 

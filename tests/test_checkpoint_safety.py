@@ -12,7 +12,8 @@ from usdrl.cli import main
 from usdrl.config import ModelSection, PretrainSection, load_params
 from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
 from usdrl.evaluate.protocols import run_retrieval
-from usdrl.model import EncoderConfig
+from usdrl.model import encoder_record
+from usdrl.skeleton import ntu25_layout
 from usdrl.train import pretrain
 
 SMALL = ["--set", "model.hidden_size=16", "--set", "model.num_layers=1"]
@@ -95,7 +96,8 @@ def test_the_malicious_file_does_run_code_when_loaded_unsafely(tmp_path):
 @pytest.mark.parametrize("entry_point", ENTRY_POINTS + ["convert-checkpoint", "load_released"])
 def test_no_entry_point_runs_code_from_a_checkpoint(entry_point, synthetic, tmp_path, capsys, outside_the_checkout):
     evil, marker = tmp_path / "evil.pt", tmp_path / "marker"
-    torch.save({"encoder_config": EncoderConfig(hidden_size=16, num_layers=1).to_dict(), "model": Malicious(marker),
+    torch.save({"encoder_config": encoder_record(ModelSection(hidden_size=16, num_layers=1), ntu25_layout()),
+                "model": Malicious(marker),
                 "epoch": 1, "optimizer": {}, "scaler": {}, "rng": {}}, evil)
     if entry_point == "load_released":
         with pytest.raises(UnsafeCheckpointError, match="evil.pt holds Python objects .*builtins.exec.* refused"):
@@ -121,8 +123,8 @@ def bad_files(tmp_path_factory, bone_run):
     (folder / "directory.pt").mkdir()
     layout = {"name": "coco", "joint_names": [f"j{i}" for i in range(17)], "bones": [], "center_joint": 1,
               "shoulder_pair": [2, 3], "num_persons": 1, "num_coordinates": 3}
-    torch.save({"encoder_config": {**EncoderConfig(hidden_size=16, num_layers=1).to_dict(), "num_joints": 17,
-                                   "num_persons": 1}, "layout": layout, "model": {}, "epoch": 1, "optimizer": {},
+    torch.save({"encoder_config": {**encoder_record(ModelSection(hidden_size=16, num_layers=1), ntu25_layout()),
+                                   "num_joints": 17, "num_persons": 1}, "layout": layout, "model": {}, "epoch": 1, "optimizer": {},
                 "scaler": {}, "rng": {}}, folder / "other_layout.pt")
     return folder
 

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from usdrl.config import LossSection
 from usdrl.losses import cross_correlation_loss, mgfd_loss, off_diagonal, variance_covariance_loss
 
 RELEASED_NAMES = {"sim": "similarity", "vac": "variance_covariance", "xcorr": "cross_correlation"}
@@ -14,9 +15,9 @@ def _ours(name: str) -> str:
 def test_matches_released_values(shared):
     reference = torch.load(shared / "reference" / "loss_values.pt", weights_only=True)
     weights = reference["weights"]
-    values = mgfd_loss(reference["z"]["t"], reference["z"]["s"], reference["z"]["i"], similarity_weight=weights["sim"],
-                       variance_covariance_weight=weights["vac"], cross_correlation_weight=weights["xcorr"],
-                       tau=weights["tau"])
+    settings = LossSection(similarity_weight=weights["sim"], variance_covariance_weight=weights["vac"],
+                           cross_correlation_weight=weights["xcorr"], tau=weights["tau"])
+    values = mgfd_loss(reference["z"]["t"], reference["z"]["s"], reference["z"]["i"], settings)
     for name, expected in reference["values"].items():
         assert abs(values[_ours(name)].item() / expected.item() - 1) <= 1e-4, name
 
@@ -58,7 +59,7 @@ def test_gradient_descent_lowers_the_loss(form, views):
     first = None
     for _ in range(60):
         optimiser.zero_grad()
-        loss = mgfd_loss(projections, projections, projections, form=form)["total"]
+        loss = mgfd_loss(projections, projections, projections, LossSection(form=form))["total"]
         first = loss.item() if first is None else first
         loss.backward()
         optimiser.step()
@@ -67,11 +68,11 @@ def test_gradient_descent_lowers_the_loss(form, views):
 
 def test_paper_form_terms_and_argument_errors():
     views = [torch.randn(8, 4) for _ in range(3)]
-    values = mgfd_loss(views, views, views, form="paper", tau=0.0)
+    values = mgfd_loss(views, views, views, LossSection(form="paper", tau=0.0))
     assert {"invariance_i", "similarity_t", "total"} <= set(values)
     # tau = 0: the temporal and spatial terms do not count
     assert torch.isclose(values["similarity"], values["similarity_i"])
     with pytest.raises(ValueError, match="same number"):
         mgfd_loss(views[:1], views[:1], views[:1])
     with pytest.raises(ValueError, match="unknown loss form"):
-        mgfd_loss(views, views, views, form="vicreg")
+        mgfd_loss(views, views, views, LossSection(form="vicreg"))

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from usdrl.checkpoint import CheckpointError, load_released, translate_released_key
-from usdrl.model import EncoderConfig, SkeletonModel, count_parameters
-from usdrl.skeleton import ntu25_layout
+from usdrl.config import ModelSection
+from usdrl.model import SkeletonModel, count_parameters, encoder_record, model_section_of_record
+from usdrl.skeleton import SkeletonLayout, ntu25_layout
 
 OUTPUTS = ("dense_t", "dense_s", "features", "z_t", "z_s", "z_i")
 
@@ -51,32 +52,45 @@ def test_every_full_size_released_key_maps(shared, name):
 def test_unknown_and_mismatched_keys_are_clear_errors():
     with pytest.raises(CheckpointError, match="no counterpart"):
         translate_released_key("module.backbone.something_else.weight")
-    model = SkeletonModel(EncoderConfig(hidden_size=16, num_layers=1))
+    model = SkeletonModel(ModelSection(hidden_size=16, num_layers=1))
     state = {f"backbone.{k}": v for k, v in model.state_dict().items()}
     with pytest.raises(CheckpointError):
         load_released(state, "dste")
 
 
 def test_layer_count_is_honoured_and_sizes_follow_the_layout():
-    three = SkeletonModel(EncoderConfig(hidden_size=16, num_layers=3, clip_frames=32))
+    three = SkeletonModel(ModelSection(hidden_size=16, num_layers=3, clip_frames=32))
     assert len(three.encoder.temporal_layers) == 3 and len(three.encoder.spatial_layers) == 3
     outputs = three(torch.randn(4, 3, 32, 25, 2))
     assert outputs["dense_t"].shape == (4, 32, 16) and outputs["dense_s"].shape == (4, 50, 16)
     assert outputs["z_i"].shape == (4, 64) and outputs["z_t"].shape == (4, 32)
-    layout = ntu25_layout()
-    two_d = EncoderConfig(hidden_size=16, num_joints=17, num_persons=1, num_coordinates=2, clip_frames=20)
-    from usdrl.skeleton import SkeletonLayout
+    two_d = ModelSection(hidden_size=16, clip_frames=20)
     coco = SkeletonLayout("coco", tuple(f"j{i}" for i in range(17)), ((1, 0),), 0, (5, 6), 1, 2)
     small = SkeletonModel(two_d, layout=coco, num_classes=7)
     outputs = small(torch.randn(3, 2, 20, 17, 1), modality="bone")
     assert outputs["dense_s"].shape == (3, 17, 16) and outputs["logits"].shape == (3, 7)
+    assert small.encoder.temporal_embedding[0].in_features == 17 * 1 * 2  # M*V*C from the layout
+    assert small.encoder.spatial_embedding[0].in_features == 20 * 2  # T*C
+
+
+def test_the_encoder_record_keeps_its_file_form_and_reads_back():
+    """Checkpoints and bundles record the model section and the layout's sizes under the keys they always had."""
+    coco = SkeletonLayout("coco", tuple(f"j{i}" for i in range(17)), ((1, 0),), 0, (5, 6), 1, 2)
+    record = SkeletonModel(ModelSection(hidden_size=16, clip_frames=20), layout=coco).encoder_record()
+    assert list(record) == ["backbone", "hidden_size", "num_heads", "num_layers", "alpha", "gap", "kernel_size",
+                            "drop_path", "clip_frames", "num_joints", "num_persons", "num_coordinates"]
+    assert (record["num_joints"], record["num_persons"], record["num_coordinates"]) == (17, 1, 2)
+    assert model_section_of_record(record, coco) == ModelSection(hidden_size=16, clip_frames=20)
+    assert model_section_of_record({"hidden_size": 8}, ntu25_layout()) == ModelSection(hidden_size=8)  # NTU sizes
     with pytest.raises(ValueError, match="does not match"):
-        SkeletonModel(two_d, layout=layout)
+        model_section_of_record(record, ntu25_layout())
+    with pytest.raises(TypeError, match="width"):
+        model_section_of_record({**encoder_record(ModelSection(), ntu25_layout()), "width": 3}, ntu25_layout())
 
 
 def test_drop_path_only_in_training():
     torch.manual_seed(0)
-    model = SkeletonModel(EncoderConfig(hidden_size=16, drop_path=0.5))
+    model = SkeletonModel(ModelSection(hidden_size=16, drop_path=0.5))
     x = torch.randn(8, 3, 64, 25, 2)
     model.eval()
     with torch.no_grad():
@@ -87,10 +101,10 @@ def test_drop_path_only_in_training():
 
 
 def test_the_backbone_names_are_the_registry_everywhere():
-    from usdrl.config import ALLOWED, ModelSection
+    from usdrl.config import ALLOWED
     from usdrl.model import BACKBONES
 
     # config.py sits below model.py (no upward import), so its check is compared with the registry here
     assert ALLOWED[(ModelSection, "backbone")].choices == tuple(BACKBONES)
     with pytest.raises(ValueError, match="choose dste or sttr"):
-        SkeletonModel(EncoderConfig(backbone="xyz", hidden_size=16))
+        SkeletonModel(ModelSection(backbone="xyz", hidden_size=16))

@@ -11,18 +11,9 @@ per sample for a whole batch at once:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    views: int = 4
-    crop_scale: tuple[float, float] = (0.1, 1.0)
-    minimum_crop: int = 64
-    corrupted_joints: int = 15
-    clip_frames: int = 64
+from usdrl.config import AugmentSection
 
 
 def _uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -58,18 +49,21 @@ def resize_whole(x: torch.Tensor, num_frames: torch.Tensor, output_frames: int =
     return resize_frames(x, torch.zeros_like(num_frames), num_frames, output_frames)
 
 
-def random_crop_resize(x: torch.Tensor, num_frames: torch.Tensor, generator: torch.Generator,
-                       config: AugmentConfig = AugmentConfig(), sample: torch.Tensor | None = None) -> torch.Tensor:
+def random_crop_resize(x: torch.Tensor, num_frames: torch.Tensor, generator: torch.Generator, augment: AugmentSection,
+                       clip_frames: int, sample: torch.Tensor | None = None) -> torch.Tensor:
     """Step 1 for a batch: (N, C, T, V, M) with valid lengths (N,) -> (N, C, clip_frames, V, M); with ``sample``
-    (N',), one crop per entry, of sample ``sample[i]`` of x (num_frames then (N',))."""
+    (N',), one crop per entry, of sample ``sample[i]`` of x (num_frames then (N',)).
+
+    ``augment`` gives the crop range (``crop_scale``) and the shortest crop (``minimum_crop``); ``clip_frames``
+    is the model's clip length (``ModelSection.clip_frames``)."""
     batch = x.shape[0] if sample is None else len(sample)
     frames = num_frames.to(x.device).clamp(min=1)
-    scale = _uniform((batch,), *config.crop_scale, generator, x.device)
+    scale = _uniform((batch,), *augment.crop_scale, generator, x.device)
     length = torch.floor(frames.to(torch.float32) * scale).to(torch.long)
-    length = torch.minimum(length.clamp(min=config.minimum_crop), frames)
+    length = torch.minimum(length.clamp(min=augment.minimum_crop), frames)
     start = torch.floor(torch.rand(batch, generator=generator, device=x.device) * (frames - length + 1)).to(torch.long)
     start = torch.minimum(start, frames - length)  # guards the rand() == 1 - ulp edge
-    return resize_frames(x, start, length, config.clip_frames, sample)
+    return resize_frames(x, start, length, clip_frames, sample)
 
 
 def joint_corruption(x: torch.Tensor, generator: torch.Generator, corrupted_joints: int = 15) -> torch.Tensor:
@@ -103,11 +97,14 @@ def spatial_augment(x: torch.Tensor, generator: torch.Generator, corrupted_joint
     return torch.where(use_corruption.view(-1, 1, 1, 1, 1), corrupted, sheared)
 
 
-def make_views(x: torch.Tensor, num_frames: torch.Tensor, generator: torch.Generator,
-               config: AugmentConfig = AugmentConfig()) -> torch.Tensor:
-    """K independent views of a batch in one call: (N, C, T, V, M) -> (K, N, C, clip_frames, V, M)."""
+def make_views(x: torch.Tensor, num_frames: torch.Tensor, generator: torch.Generator, augment: AugmentSection,
+               clip_frames: int) -> torch.Tensor:
+    """K independent views of a batch in one call: (N, C, T, V, M) -> (K, N, C, clip_frames, V, M).
+
+    K is ``augment.views``; ``clip_frames`` is the model's clip length (``ModelSection.clip_frames``)."""
     batch = x.shape[0]
-    sample = torch.arange(batch, device=x.device).repeat(config.views)  # (K*N,): view k of sample n at k*N + n
-    cropped = random_crop_resize(x, num_frames.to(x.device)[sample], generator, config, sample)  # every view drawn independently
-    views = spatial_augment(cropped, generator, config.corrupted_joints)
-    return views.view(config.views, batch, *views.shape[1:])
+    sample = torch.arange(batch, device=x.device).repeat(augment.views)  # (K*N,): view k of sample n at k*N + n
+    cropped = random_crop_resize(x, num_frames.to(x.device)[sample], generator, augment, clip_frames,
+                                 sample)  # every view drawn independently
+    views = spatial_augment(cropped, generator, augment.corrupted_joints)
+    return views.view(augment.views, batch, *views.shape[1:])

@@ -37,7 +37,7 @@ from usdrl.evaluate.features import open_encoder
 from usdrl.evaluate.protocols import probe_head_path
 from usdrl.evaluate.results import git_revision
 from usdrl.inference import TrainedModel
-from usdrl.model import EncoderConfig, SkeletonModel
+from usdrl.model import SkeletonModel, model_section_of_record
 from usdrl.runtime import resolve_device
 from usdrl.skeleton import SkeletonLayout, layout_from_dict, ntu25_layout
 
@@ -128,7 +128,7 @@ def encoder_of_checkpoint(checkpoint: Path, data: str | Path | None, modality: s
         source = {"kind": "released USDRL weights (encoder only)", "checkpoint": str(checkpoint),
                   "checkpoint_sha256": checksum}
         modality = modality or "joint"
-    part = {"encoder": model.config.to_dict(), "parameters": sum(p.numel() for p in model.encoder.parameters()),
+    part = {"encoder": model.encoder_record(), "parameters": sum(p.numel() for p in model.encoder.parameters()),
             "modality": modality, "layout": layout.to_dict(), "source": source,
             "preprocessing": preprocessing_record(manifest, manifest_sha, layout, model.config.clip_frames)}
     return model, part
@@ -266,7 +266,7 @@ def read_description(path: str | Path) -> dict[str, Any]:
 def _encoder_from(path: Path, description: dict[str, Any], weights: dict[str, torch.Tensor],
                   layout: SkeletonLayout) -> SkeletonModel:
     try:
-        model = SkeletonModel(EncoderConfig(**description["encoder"]), layout=layout, projectors=False)
+        model = SkeletonModel(model_section_of_record(description["encoder"], layout), layout=layout, projectors=False)
         model.load_state_dict({k: v for k, v in weights.items() if k.startswith("encoder.")}, strict=True)
     except (TypeError, ValueError, RuntimeError) as error:
         raise BundleError(f"{path}: the weights do not fit the encoder described in {DESCRIPTION_FILE} "

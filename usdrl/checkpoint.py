@@ -27,8 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from usdrl.config import ModelSection
 from usdrl.data.store import atomic_file
-from usdrl.model import BACKBONES, EncoderConfig, SkeletonModel
+from usdrl.model import BACKBONES, LAYOUT_SIZES, SkeletonModel, encoder_record, model_section_of_record
+from usdrl.skeleton import SkeletonLayout, ntu25_layout
 
 RELEASED_KEY_RULES: tuple[tuple[str, str], ...] = (
     (r"^backbone\.ske_emb\.t_embedding\.", "encoder.temporal_embedding."),
@@ -162,14 +164,16 @@ def describe_content(content: Any) -> str:
     return f"a {type(content).__name__}"
 
 
-def recorded_encoder_config(content: dict[str, Any], source: str | Path) -> EncoderConfig:
-    """The encoder config a checkpoint of usdrl pretrain records, checked before any model is built: known
-    keys, a known backbone, positive integer sizes, finite numbers, and the sizes of the stored weights (so a
-    damaged or forged config never builds a model larger than the tensors the file holds)."""
+def recorded_model_section(content: dict[str, Any], source: str | Path, layout: SkeletonLayout) -> ModelSection:
+    """The model section a checkpoint of usdrl pretrain records (its ``encoder_config``), checked before any model
+    is built: known keys, a known backbone, positive integer sizes, finite numbers, the sizes of the stored weights
+    (so a damaged or forged config never builds a model larger than the tensors the file holds), and last the
+    layout ``layout`` the checkpoint records (its V, M, C must be the recorded ones)."""
     recorded, weights = content.get("encoder_config"), content.get("model")
     if not isinstance(recorded, dict) or not isinstance(weights, dict):
         raise CheckpointError(f"{source} is not a checkpoint of usdrl pretrain (it holds {describe_content(content)})")
-    fields = {field.name: type(field.default) for field in dataclasses.fields(EncoderConfig)}
+    defaults = encoder_record(ModelSection(), ntu25_layout())  # a key left out: its default (as always read)
+    fields = {name: type(value) for name, value in defaults.items()}
     unknown = sorted(map(str, set(recorded) - set(fields)))
     if unknown:
         raise CheckpointError(f"{source} has an encoder config this version does not know: {', '.join(unknown)}")
@@ -185,10 +189,12 @@ def recorded_encoder_config(content: dict[str, Any], source: str | Path) -> Enco
         if not valid:
             raise CheckpointError(f"{source} records encoder_config.{name}={value!r}, which must be {wanted}; the file "
                                   f"is damaged or was not written by usdrl pretrain")
-    config = EncoderConfig(**recorded)
-    expected = {"encoder.spatial_position": (1, config.spatial_length, config.hidden_size),  # (1, M*V, H)
-                "encoder.temporal_embedding.0.weight": (config.hidden_size, config.temporal_input_size),  # (H, M*V*C)
-                "encoder.spatial_embedding.0.weight": (config.hidden_size, config.spatial_input_size)}  # (H, T*C)
+    values = {**defaults, **recorded}
+    joints, persons, coordinates = (values[name] for name in LAYOUT_SIZES)  # V, M, C as recorded
+    hidden = values["hidden_size"]
+    expected = {"encoder.spatial_position": (1, persons * joints, hidden),  # (1, M*V, H)
+                "encoder.temporal_embedding.0.weight": (hidden, persons * joints * coordinates),  # (H, M*V*C)
+                "encoder.spatial_embedding.0.weight": (hidden, values["clip_frames"] * coordinates)}  # (H, T*C)
     for key, shape in expected.items():
         stored = weights.get(key)
         if not isinstance(stored, torch.Tensor) or tuple(stored.shape) != shape:
@@ -197,10 +203,14 @@ def recorded_encoder_config(content: dict[str, Any], source: str | Path) -> Enco
                                   f"but the file holds {held}; the config and the weights disagree (a damaged or "
                                   f"edited checkpoint)")
     layers = {key.split(".")[2] for key in weights if str(key).startswith("encoder.temporal_layers.")}
-    if len(layers) != config.num_layers:
-        raise CheckpointError(f"{source} does not fit the model: its encoder config says {config.num_layers} layers, "
+    if len(layers) != values["num_layers"]:
+        raise CheckpointError(f"{source} does not fit the model: its encoder config says {values['num_layers']} layers, "
                               f"but the file holds the weights of {len(layers)}; the config and the weights disagree")
-    return config
+    try:
+        return model_section_of_record(recorded, layout)
+    except ValueError:
+        raise CheckpointError(f"{source}: its encoder config (V={joints}, M={persons}) and its layout {layout.name!r} "
+                              f"disagree (a damaged or edited checkpoint)") from None
 
 
 def recorded_modality(content: dict[str, Any]) -> str | None:
@@ -357,13 +367,16 @@ def load_released(path_or_state_dict: str | Path | dict[str, Any], backbone: str
     num_joints = spatial_length // num_persons
     if temporal_input != num_persons * num_joints * coordinates:
         raise CheckpointError(f"{source}: temporal input {temporal_input} does not fit {spatial_length} spatial tokens")
-    config = EncoderConfig(backbone=backbone.lower(), hidden_size=hidden_size, num_heads=num_head, num_layers=num_layer,
-                           alpha=alpha, gap=gap, kernel_size=kernel_size, clip_frames=spatial_input // coordinates,
-                           num_joints=num_joints, num_persons=num_persons, num_coordinates=coordinates)
+    config = ModelSection(backbone=backbone.lower(), hidden_size=hidden_size, num_heads=num_head, num_layers=num_layer,
+                          alpha=alpha, gap=gap, kernel_size=kernel_size, clip_frames=spatial_input // coordinates)
+    layout = ntu25_layout()  # the released models are NTU's (V=25, M=2, C=3)
     has_projectors = any(key.startswith("instance_projector.") for key in translated)
     num_classes = num_class or (translated["head.weight"].shape[0] if "head.weight" in translated else None)
+    if (num_joints, num_persons, coordinates) != (layout.num_joints, layout.num_persons, layout.num_coordinates):
+        raise CheckpointError(f"{source}: no {backbone} encoder can be built from it: layout {layout.name!r} does not "
+                              f"match the encoder sizes V={num_joints}, M={num_persons}, C={coordinates}")
     try:
-        model = SkeletonModel(config, num_classes=num_classes, projectors=has_projectors)
+        model = SkeletonModel(config, layout, num_classes=num_classes, projectors=has_projectors)
     except (ValueError, AssertionError, RuntimeError) as error:  # e.g. a backbone name or heads that do not divide the hidden size
         raise CheckpointError(f"{source}: no {backbone} encoder can be built from it: {error}") from None
     try:

@@ -9,12 +9,15 @@ sums over domains and ``total``. Two forms:
   off-diagonal cross-correlation over pairs.
 Standardisation divides by sqrt(var + epsilon), so a constant column gives a finite loss and gradient
 (the released code divides by the std and gives NaN).
+The weights and constants and their defaults are ``usdrl.config.LossSection``'s (params.yaml ``loss``).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from usdrl.config import LossSection
 
 DOMAINS = ("t", "s", "i")
 STANDARDISE_EPSILON = 1e-12
@@ -35,7 +38,7 @@ def similarity_loss(views: list[torch.Tensor]) -> torch.Tensor:
     return sum(F.mse_loss(z, anchor) for z in others) + sum(F.mse_loss(z, centre) for z in others)
 
 
-def variance_loss(z: torch.Tensor, epsilon: float = 1e-4, target: float = 1.0) -> torch.Tensor:
+def variance_loss(z: torch.Tensor, epsilon: float = LossSection.epsilon, target: float = 1.0) -> torch.Tensor:
     """Eq. 9: mean_j ReLU(target - sqrt(Var(z[:, j]) + epsilon)), unbiased variance; z (N, D)."""
     return torch.relu(target - torch.sqrt(z.var(dim=0) + epsilon)).mean()
 
@@ -48,7 +51,8 @@ def covariance_loss(z: torch.Tensor) -> torch.Tensor:
     return off_diagonal(covariance).pow(2).sum() / dimension
 
 
-def variance_covariance_loss(z: torch.Tensor, variance_weight: float = 5.0, epsilon: float = 1e-4) -> torch.Tensor:
+def variance_covariance_loss(z: torch.Tensor, variance_weight: float = LossSection.variance_weight,
+                             epsilon: float = LossSection.epsilon) -> torch.Tensor:
     """The released VAC term of one view: variance_weight * variance + covariance."""
     return variance_weight * variance_loss(z, epsilon) + covariance_loss(z)
 
@@ -63,7 +67,8 @@ def cross_correlation_matrix(z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tens
     return standardise(z_a).T @ standardise(z_b) / z_a.shape[0]
 
 
-def cross_correlation_loss(z_a: torch.Tensor, z_b: torch.Tensor, off_diagonal_weight: float = 0.005) -> torch.Tensor:
+def cross_correlation_loss(z_a: torch.Tensor, z_b: torch.Tensor,
+                           off_diagonal_weight: float = LossSection.off_diagonal_weight) -> torch.Tensor:
     """Released XC of a pair: sum_i (C_ii - 1)^2 + off_diagonal_weight * sum_{i != j} C_ij^2."""
     correlation = cross_correlation_matrix(z_a, z_b)
     on = (torch.diagonal(correlation) - 1).pow(2).sum()
@@ -106,49 +111,38 @@ def paper_domain_terms(views: list[torch.Tensor], variance_weight: float, epsilo
     }
 
 
-def mgfd_loss(
-    z_t: list[torch.Tensor],
-    z_s: list[torch.Tensor],
-    z_i: list[torch.Tensor],
-    *,
-    similarity_weight: float = 5.0,
-    variance_covariance_weight: float = 1.0,
-    cross_correlation_weight: float = 1e-3,
-    tau: float = 0.5,
-    variance_weight: float = 5.0,
-    off_diagonal_weight: float = 0.005,
-    invariance_weight: float = 1e-3,
-    epsilon: float = 1e-4,
-    form: str = "released",
-) -> dict[str, torch.Tensor]:
+def mgfd_loss(z_t: list[torch.Tensor], z_s: list[torch.Tensor], z_i: list[torch.Tensor],
+              settings: LossSection = LossSection()) -> dict[str, torch.Tensor]:
     """Every named term and ``total`` = sum over terms of weight * (term_i + tau (term_t + term_s)).
 
-    Each argument is the list of K views' projections (N, D). Paper form: cross_correlation_weight
-    is lambda of Eq. 12 times off_diagonal_weight, invariance_weight is eta of Eq. 8.
+    Each of z_t, z_s, z_i is the list of K views' projections (N, D). ``settings``: the form, weights and
+    constants (params.yaml ``loss``). Paper form: cross_correlation_weight is lambda of Eq. 12 times
+    off_diagonal_weight, invariance_weight is eta of Eq. 8.
     """
     if not len(z_t) == len(z_s) == len(z_i) >= 2:
         raise ValueError(f"each domain needs the same number (>= 2) of views; got {len(z_t)}, {len(z_s)}, {len(z_i)}")
     for views in (z_t, z_s, z_i):
         if any(z.ndim != 2 or z.shape[0] < 2 for z in views):
             raise ValueError("projections must be (N, D) with N >= 2 (batch statistics need two samples)")
-    if form == "released":
-        terms = {d: released_domain_terms(v, variance_weight, off_diagonal_weight, epsilon)
+    if settings.form == "released":
+        terms = {d: released_domain_terms(v, settings.variance_weight, settings.off_diagonal_weight, settings.epsilon)
                  for d, v in zip(DOMAINS, (z_t, z_s, z_i))}
-        weights = {"similarity": similarity_weight, "variance_covariance": variance_covariance_weight,
-                   "cross_correlation": cross_correlation_weight}
-    elif form == "paper":
-        terms = {d: paper_domain_terms(v, variance_weight, epsilon) for d, v in zip(DOMAINS, (z_t, z_s, z_i))}
-        weights = {"similarity": similarity_weight, "invariance": invariance_weight,
-                   "variance_covariance": variance_covariance_weight,
-                   "cross_correlation": cross_correlation_weight * off_diagonal_weight}
+        weights = {"similarity": settings.similarity_weight, "variance_covariance": settings.variance_covariance_weight,
+                   "cross_correlation": settings.cross_correlation_weight}
+    elif settings.form == "paper":
+        terms = {d: paper_domain_terms(v, settings.variance_weight, settings.epsilon)
+                 for d, v in zip(DOMAINS, (z_t, z_s, z_i))}
+        weights = {"similarity": settings.similarity_weight, "invariance": settings.invariance_weight,
+                   "variance_covariance": settings.variance_covariance_weight,
+                   "cross_correlation": settings.cross_correlation_weight * settings.off_diagonal_weight}
     else:
-        raise ValueError(f"unknown loss form {form!r}; choose released or paper")
+        raise ValueError(f"unknown loss form {settings.form!r}; choose released or paper")
     result: dict[str, torch.Tensor] = {}
     total = z_i[0].new_zeros(())
     for name, weight in weights.items():
         for domain in DOMAINS:
             result[f"{name}_{domain}"] = terms[domain][name]
-        combined = terms["i"][name] + tau * (terms["t"][name] + terms["s"][name])
+        combined = terms["i"][name] + settings.tau * (terms["t"][name] + terms["s"][name])
         result[name] = combined
         total = total + weight * combined
     result["total"] = total

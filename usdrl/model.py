@@ -12,53 +12,60 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from usdrl.config import ModelSection
 from usdrl.distributed import GlobalBatchNorm
 from usdrl.skeleton import SkeletonLayout, apply_modality, ntu25_layout, spatial_tokens, temporal_tokens
 
 MAX_TEMPORAL_POSITIONS = 200
 
+# The layout's sizes that an encoder record holds beside the model section (checkpoints: "encoder_config",
+# bundles: "encoder"); the model itself takes them from its SkeletonLayout.
+LAYOUT_SIZES = ("num_joints", "num_persons", "num_coordinates")
 
-@dataclass(frozen=True)
-class EncoderConfig:
-    """Sizes of the encoder; sequence lengths are derived from the layout and the clip length."""
 
-    backbone: str = "dste"  # a name in BACKBONES
-    hidden_size: int = 1024
-    num_heads: int = 1
-    num_layers: int = 2
-    alpha: float = 0.5  # weight of CA against DSA in a DST layer
-    gap: int = 4  # DenseShift keeps every gap-th position
-    kernel_size: int = 1
-    drop_path: float = 0.1
-    clip_frames: int = 64
-    num_joints: int = 25
-    num_persons: int = 2
-    num_coordinates: int = 3
+def temporal_input_size(layout: SkeletonLayout) -> int:
+    """M*V*C, the features of one temporal token (150 for NTU)."""
+    return layout.num_persons * layout.num_joints * layout.num_coordinates
 
-    @classmethod
-    def from_layout(cls, layout: SkeletonLayout, **sizes) -> EncoderConfig:
-        return cls(num_joints=layout.num_joints, num_persons=layout.num_persons,
-                   num_coordinates=layout.num_coordinates, **sizes)
 
-    @property
-    def temporal_input_size(self) -> int:  # M*V*C, 150 for NTU
-        return self.num_persons * self.num_joints * self.num_coordinates
+def spatial_input_size(model: ModelSection, layout: SkeletonLayout) -> int:
+    """T*C, the features of one spatial token (192 for 64 frames of 3-D joints)."""
+    return model.clip_frames * layout.num_coordinates
 
-    @property
-    def spatial_input_size(self) -> int:  # T*C, 192 for 64 frames
-        return self.clip_frames * self.num_coordinates
 
-    @property
-    def spatial_length(self) -> int:  # M*V, 50 for NTU
-        return self.num_persons * self.num_joints
+def spatial_length(layout: SkeletonLayout) -> int:
+    """M*V, the number of spatial tokens (50 for NTU)."""
+    return layout.num_persons * layout.num_joints
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+
+def encoder_record(model: ModelSection, layout: SkeletonLayout) -> dict[str, Any]:
+    """The encoder as files record it: the model section's fields, then the layout's sizes (``LAYOUT_SIZES``).
+
+    Checkpoints of usdrl pretrain hold it as ``encoder_config``, bundles as ``encoder`` in model.json and results
+    files as ``settings.model``; ``model_section_of_record`` reads it back."""
+    return {**asdict(model), **{name: getattr(layout, name) for name in LAYOUT_SIZES}}
+
+
+def model_section_of_record(record: dict[str, Any], layout: SkeletonLayout) -> ModelSection:
+    """The model section of an encoder record (``encoder_record``), checked against the layout it goes with.
+
+    A key the record leaves out takes its default (the layout's sizes: those of the NTU layout, as records have
+    always been read). TypeError for a key that is neither a model setting nor a layout size, ValueError when the
+    recorded sizes are not the layout's."""
+    unknown = sorted(map(str, set(record) - set(encoder_record(ModelSection(), layout))))
+    if unknown:
+        raise TypeError(f"the encoder record has unknown key(s) {', '.join(unknown)}")
+    default_layout = ntu25_layout()
+    sizes = {name: record.get(name, getattr(default_layout, name)) for name in LAYOUT_SIZES}
+    if sizes != {name: getattr(layout, name) for name in LAYOUT_SIZES}:
+        raise ValueError(f"layout {layout.name!r} does not match the encoder sizes {sizes}")
+    return ModelSection(**{name: value for name, value in record.items() if name not in LAYOUT_SIZES})
 
 
 def drop_path(x: torch.Tensor, probability: float, training: bool) -> torch.Tensor:
@@ -159,12 +166,12 @@ class DenseShiftAttention(nn.Module):
 class DenseSpatioTemporalLayer(nn.Module):
     """y = alpha * CA(x) + (1 - alpha) * DSA(x), CA and DSA sharing one attention (paper Eq. 5)."""
 
-    def __init__(self, hidden_size: int, num_heads: int, sequence_length: int, config: EncoderConfig) -> None:
+    def __init__(self, hidden_size: int, num_heads: int, sequence_length: int, model: ModelSection) -> None:
         super().__init__()
         self.attention = SelfAttention(hidden_size, num_heads)
-        self.convolutional_attention = ConvolutionalAttention(hidden_size, config.kernel_size, config.drop_path)
-        self.dense_shift_attention = DenseShiftAttention(hidden_size, sequence_length, config.gap, config.drop_path)
-        self.alpha = config.alpha
+        self.convolutional_attention = ConvolutionalAttention(hidden_size, model.kernel_size, model.drop_path)
+        self.dense_shift_attention = DenseShiftAttention(hidden_size, sequence_length, model.gap, model.drop_path)
+        self.alpha = model.alpha
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, L, H)
         return (self.alpha * self.convolutional_attention(x, self.attention)
@@ -187,14 +194,14 @@ def token_embedding(input_size: int, hidden_size: int) -> nn.Sequential:
                          nn.Linear(hidden_size, hidden_size))
 
 
-def dense_spatio_temporal_layer(config: EncoderConfig, sequence_length: int) -> nn.Module:
+def dense_spatio_temporal_layer(model: ModelSection, sequence_length: int) -> nn.Module:
     """One DST layer (DSTE)."""
-    return DenseSpatioTemporalLayer(config.hidden_size, config.num_heads, sequence_length, config)
+    return DenseSpatioTemporalLayer(model.hidden_size, model.num_heads, sequence_length, model)
 
 
-def transformer_layer(config: EncoderConfig, sequence_length: int) -> nn.Module:
+def transformer_layer(model: ModelSection, sequence_length: int) -> nn.Module:
     """One standard transformer encoder layer (STTR, as released: feed-forward width H, no dropout)."""
-    return nn.TransformerEncoderLayer(config.hidden_size, config.num_heads, dim_feedforward=config.hidden_size,
+    return nn.TransformerEncoderLayer(model.hidden_size, model.num_heads, dim_feedforward=model.hidden_size,
                                       dropout=0.0, batch_first=True)
 
 
@@ -202,11 +209,11 @@ def transformer_layer(config: EncoderConfig, sequence_length: int) -> nn.Module:
 class Backbone:
     """What a backbone name stands for: how one layer is built, and where the positions are added."""
 
-    layer: Callable[[EncoderConfig, int], nn.Module]  # (config, sequence length) -> one layer
+    layer: Callable[[ModelSection, int], nn.Module]  # (model section, sequence length) -> one layer
     positions_every_layer: bool  # DSTE adds the positions before every layer, STTR once (as released)
 
 
-# The backbones, registered once: EncoderConfig.backbone, the CLI's --backbone and the checkpoint checks use it.
+# The backbones, registered once: ModelSection.backbone, the CLI's --backbone and the checkpoint checks use it.
 BACKBONES: dict[str, Backbone] = {
     "dste": Backbone(dense_spatio_temporal_layer, positions_every_layer=True),
     "sttr": Backbone(transformer_layer, positions_every_layer=False),
@@ -214,24 +221,26 @@ BACKBONES: dict[str, Backbone] = {
 
 
 class SkeletonEncoder(nn.Module):
-    """DSTE or STTR over the temporal tokens (N, T, M*V*C) and spatial tokens (N, M*V, T*C)."""
+    """DSTE or STTR over the temporal tokens (N, T, M*V*C) and spatial tokens (N, M*V, T*C).
 
-    def __init__(self, config: EncoderConfig) -> None:
+    Built from the model section (backbone, sizes, clip length T) and the layout (V, M, C)."""
+
+    def __init__(self, model: ModelSection, layout: SkeletonLayout) -> None:
         super().__init__()
-        if config.backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {config.backbone!r}; choose {' or '.join(BACKBONES)}")
-        if config.clip_frames > MAX_TEMPORAL_POSITIONS:
-            raise ValueError(f"clip_frames {config.clip_frames} exceeds the {MAX_TEMPORAL_POSITIONS} temporal positions")
-        self.config = config
-        hidden = config.hidden_size
-        self.temporal_embedding = token_embedding(config.temporal_input_size, hidden)
-        self.spatial_embedding = token_embedding(config.spatial_input_size, hidden)
+        if model.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {model.backbone!r}; choose {' or '.join(BACKBONES)}")
+        if model.clip_frames > MAX_TEMPORAL_POSITIONS:
+            raise ValueError(f"clip_frames {model.clip_frames} exceeds the {MAX_TEMPORAL_POSITIONS} temporal positions")
+        self.config = model
+        hidden = model.hidden_size
+        self.temporal_embedding = token_embedding(temporal_input_size(layout), hidden)
+        self.spatial_embedding = token_embedding(spatial_input_size(model, layout), hidden)
         self.register_buffer("temporal_position", sinusoidal_positions(MAX_TEMPORAL_POSITIONS, hidden), persistent=False)
-        self.spatial_position = nn.Parameter(torch.zeros(1, config.spatial_length, hidden))
+        self.spatial_position = nn.Parameter(torch.zeros(1, spatial_length(layout), hidden))  # (1, M*V, H)
         nn.init.trunc_normal_(self.spatial_position, std=0.02)
-        layer = BACKBONES[config.backbone].layer
-        self.temporal_layers = nn.ModuleList(layer(config, config.clip_frames) for _ in range(config.num_layers))
-        self.spatial_layers = nn.ModuleList(layer(config, config.spatial_length) for _ in range(config.num_layers))
+        layer = BACKBONES[model.backbone].layer
+        self.temporal_layers = nn.ModuleList(layer(model, model.clip_frames) for _ in range(model.num_layers))
+        self.spatial_layers = nn.ModuleList(layer(model, spatial_length(layout)) for _ in range(model.num_layers))
 
     def forward(self, temporal: torch.Tensor, spatial: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, T, M*V*C), (N, M*V, T*C) -> dense y_t (N, T, H), y_s (N, M*V, H)."""
@@ -271,20 +280,19 @@ def initialise_weights(module: nn.Module) -> None:
 class SkeletonModel(nn.Module):
     """Encoder + temporal, spatial and instance projectors (pretraining) and an optional linear head.
 
-    ``model(x, modality="joint")`` on x (N, C, T, V, M) returns a dict with ``dense_t``, ``dense_s``,
-    ``features`` (instance feature, 2H), ``z_t``, ``z_s``, ``z_i`` and, with a head, ``logits``.
+    Built from the model section (params.yaml ``model``) and the skeleton layout (default: NTU's), kept as
+    ``config`` and ``layout``. ``model(x, modality="joint")`` on x (N, C, T, V, M) returns a dict with
+    ``dense_t``, ``dense_s``, ``features`` (instance feature, 2H), ``z_t``, ``z_s``, ``z_i`` and, with a head,
+    ``logits``.
     """
 
-    def __init__(self, config: EncoderConfig, layout: SkeletonLayout | None = None, num_classes: int | None = None,
+    def __init__(self, model: ModelSection, layout: SkeletonLayout | None = None, num_classes: int | None = None,
                  projectors: bool = True) -> None:
         super().__init__()
-        self.config = config
+        self.config = model
         self.layout = layout or ntu25_layout()
-        if (self.layout.num_joints, self.layout.num_persons, self.layout.num_coordinates) != (
-                config.num_joints, config.num_persons, config.num_coordinates):
-            raise ValueError(f"layout {self.layout.name!r} does not match the encoder sizes {config}")
-        hidden = config.hidden_size
-        self.encoder = SkeletonEncoder(config)
+        hidden = model.hidden_size
+        self.encoder = SkeletonEncoder(model, self.layout)
         if projectors:
             self.temporal_projector = projector(hidden, 2 * hidden, 2 * hidden)
             self.spatial_projector = projector(hidden, 2 * hidden, 2 * hidden)
@@ -298,6 +306,10 @@ class SkeletonModel(nn.Module):
     @property
     def has_projectors(self) -> bool:
         return hasattr(self, "instance_projector")
+
+    def encoder_record(self) -> dict[str, Any]:
+        """The encoder as checkpoints, bundles and results files record it (``encoder_record``)."""
+        return encoder_record(self.config, self.layout)
 
     def tokens(self, x: torch.Tensor, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
         """x (N, C, T, V, M) -> temporal (N, T, M*V*C) and spatial (N, M*V, T*C) tokens of the modality."""

@@ -48,9 +48,9 @@ def output_names(model: TrainedModel) -> list[str]:
 
 def example_input(model: TrainedModel, batch: int, seed: int = 0) -> torch.Tensor:
     """Random skeleton-sized input (N, C, T, V, M) for tracing and parity checks."""
-    config = model.encoder.config
+    layout, clip_frames = model.encoder.layout, model.encoder.config.clip_frames
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn((batch, config.num_coordinates, config.clip_frames, config.num_joints, config.num_persons),
+    return torch.randn((batch, layout.num_coordinates, clip_frames, layout.num_joints, layout.num_persons),
                        generator=generator)
 
 
@@ -84,9 +84,9 @@ def export_onnx(model: TrainedModel, path: str | Path) -> dict[str, Any]:
         warnings.simplefilter("ignore")
         torch.onnx.export(exported, (example_input(model, 2),), str(path), input_names=["x"], output_names=names,
                           dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
-    config = model.encoder.config
-    return {"file": Path(path).name, "opset": OPSET, "input": {"x": ["N", config.num_coordinates, config.clip_frames,
-                                                                      config.num_joints, config.num_persons]},
+    layout, clip_frames = model.encoder.layout, model.encoder.config.clip_frames
+    return {"file": Path(path).name, "opset": OPSET, "input": {"x": ["N", layout.num_coordinates, clip_frames,
+                                                                      layout.num_joints, layout.num_persons]},
             "outputs": names, "dynamic": "batch N only (the clip length is fixed by the spatial embedding)",
             "expects": "preprocessed clips resized to clip_frames (TrainedModel.clips then downstream resize)",
             "parity_max_abs_difference": parity(model, path)}

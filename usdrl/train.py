@@ -32,7 +32,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from usdrl.augment import AugmentConfig, make_views
+from usdrl.augment import make_views
 from usdrl.checkpoint import (
     CheckpointError,
     UnsafeCheckpointError,
@@ -47,7 +47,7 @@ from usdrl.data import load_split
 from usdrl.data.store import SkeletonSplit, atomic_file, write_json_atomically
 from usdrl.distributed import gather_with_gradients
 from usdrl.losses import mgfd_loss
-from usdrl.model import EncoderConfig, SkeletonModel
+from usdrl.model import SkeletonModel
 from usdrl.runtime import (
     autocast_context,
     autocast_settings,
@@ -84,7 +84,7 @@ class PretrainingObjective(nn.Module):
 def loss_terms(projections: dict[str, list[torch.Tensor]], loss: LossSection) -> dict[str, torch.Tensor]:
     """The loss on gathered float32 projections (batch statistics over all processes)."""
     gathered = {key: [gather_with_gradients(z.float()) for z in views] for key, views in projections.items()}
-    return mgfd_loss(gathered["z_t"], gathered["z_s"], gathered["z_i"], **asdict(loss))
+    return mgfd_loss(gathered["z_t"], gathered["z_s"], gathered["z_i"], loss)
 
 
 def learning_rate_at(epoch: int, settings: PretrainSection) -> float:
@@ -190,7 +190,8 @@ def check_run_folder(out_dir: str | Path, resume: bool | str | Path) -> None:
 
 
 def build_model(model: ModelSection, layout) -> SkeletonModel:
-    return SkeletonModel(EncoderConfig.from_layout(layout, **asdict(model)), layout=layout)
+    """The model to pretrain: the model section's encoder for the layout, with projectors."""
+    return SkeletonModel(model, layout=layout)
 
 
 def warn_if_crops_never_happen(split: SkeletonSplit, minimum_crop: int) -> float:
@@ -231,9 +232,7 @@ class Pretrainer:
                               f"(pretrain.batch_size), e.g. --batch-size {suggestion}")
         self.out_dir = Path(out_dir)
         self.settings, self.loss, self.model_section = settings, loss, model
-        self.augment = AugmentConfig(views=augment.views, crop_scale=tuple(augment.crop_scale),
-                                     minimum_crop=augment.minimum_crop, corrupted_joints=augment.corrupted_joints,
-                                     clip_frames=model.clip_frames)
+        self.augment = augment
         self.progress = progress and self.rank == 0
         if self.rank == 0:
             warn_if_crops_never_happen(self.split, augment.minimum_crop)
@@ -274,7 +273,7 @@ class Pretrainer:
             return
         content = {
             "epoch": epochs_done, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(), "rng": _rng_states(), "encoder_config": self.model.config.to_dict(),
+            "scaler": self.scaler.state_dict(), "rng": _rng_states(), "encoder_config": self.model.encoder_record(),
             "layout": self.split.layout.to_dict(), "run": self.run_info,
         }
         # the numbered one first: once last.pt says epoch E, checkpoint E exists (a kill between re-runs epoch E)
@@ -320,7 +319,7 @@ class Pretrainer:
             raise CheckpointError(f"{path} is not a checkpoint of usdrl pretrain (it holds "
                                   f"{describe_content(content)}); --resume takes OUT/checkpoints/last.pt or "
                                   f"checkpoint_NNNN.pt of a pretraining run")
-        ours = self.model.config.to_dict()
+        ours = self.model.encoder_record()
         stored = content["encoder_config"] if isinstance(content["encoder_config"], dict) else {}
         differences = [f"{key} {stored.get(key)!r} (this run: {value!r})" for key, value in ours.items()
                        if stored.get(key) != value]
@@ -374,7 +373,8 @@ class Pretrainer:
 
     def step(self, x: torch.Tensor, num_frames: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         x = x.to(self.device, non_blocking=True)
-        views = make_views(x, num_frames.to(self.device), generator, self.augment)  # (K, N, C, T, V, M)
+        views = make_views(x, num_frames.to(self.device), generator, self.augment,
+                           self.model_section.clip_frames)  # (K, N, C, T, V, M)
         with autocast_context(self.device, self.autocast_dtype):
             projections = self.objective(views, self.settings.modality)
         terms = loss_terms(projections, self.loss)

@@ -6,13 +6,14 @@ import torch
 from sklearn.neighbors import KNeighborsClassifier
 
 from usdrl.cli import main
-from usdrl.config import load_params
+from usdrl.config import ModelSection, ProbeSection, load_params
 from usdrl.evaluate.ensemble import ensemble_scores
 from usdrl.evaluate.finetune import labelled_subset, layer_parameter_groups
-from usdrl.evaluate.linear import ProbeSettings, train_linear_probe, validation_split
+from usdrl.evaluate.linear import train_linear_probe, validation_split
 from usdrl.evaluate.protocols import run_finetune, run_linear_probe, run_retrieval
 from usdrl.evaluate.retrieval import knn_predict
-from usdrl.model import EncoderConfig, SkeletonModel
+from usdrl.model import SkeletonModel, encoder_record
+from usdrl.skeleton import ntu25_layout
 
 
 def _params(tmp_path, *extra):
@@ -39,7 +40,7 @@ def test_linear_probe_learns_and_reports_the_last_epoch():
     labels = rng.integers(0, 5, size=600)
     features = centres[labels] + rng.normal(size=(600, 32))
     result = train_linear_probe(features[:400], labels[:400], features[400:], labels[400:], 5,
-                                ProbeSettings(epochs=20, milestones=(15,), learning_rate=0.1, batch_size=64))
+                                ProbeSection(epochs=20, milestones=(15,), batch_size=64), learning_rate=0.1)
     metrics, history = result["metrics"], result["history"]
     assert metrics["top1"] == history[-1]["test_accuracy"] > 0.9
     assert metrics["best_test_accuracy_over_epochs_NOT_a_result"] >= metrics["top1"]
@@ -98,7 +99,7 @@ def test_finetune_subset_is_fixed_by_seed_and_saved(synthetic, tmp_path):
     assert result["metrics"]["seeds"] == 2 and 0 <= result["metrics"]["top1"] <= 1
     written = json.loads((tmp_path / "semi.json").read_text())
     assert len(written["metrics"]["labelled_positions"]["0"]) == 24  # 20% of 120 training clips
-    model = SkeletonModel(EncoderConfig(hidden_size=16, num_layers=2), num_classes=5)
+    model = SkeletonModel(ModelSection(hidden_size=16, num_layers=2), num_classes=5)
     scales = sorted({group["lr_scale"] for group in layer_parameter_groups(model, params.finetune)})
     assert scales == pytest.approx([0.8 ** 3, 0.8 ** 2, 0.8, 1.0])
 
@@ -124,15 +125,16 @@ def test_bad_input_names_what_to_run(synthetic, tmp_path, capsys, monkeypatch):
     assert main(["probe", "--data", str(synthetic), "--checkpoint", str(tmp_path / "none.pt"), *arguments]) == 2
     assert "run usdrl pretrain first" in capsys.readouterr().err
     other_layout = tmp_path / "other.pt"
-    torch.save({"encoder_config": {**EncoderConfig(hidden_size=16).to_dict(), "num_joints": 17, "num_persons": 1},
+    torch.save({"encoder_config": {**encoder_record(ModelSection(hidden_size=16), ntu25_layout()), "num_joints": 17,
+                                   "num_persons": 1},
                 "layout": {"name": "coco", "joint_names": [f"j{i}" for i in range(17)], "bones": [], "center_joint": 1,
                            "shoulder_pair": [2, 3], "num_persons": 1, "num_coordinates": 3}, "model": {}}, other_layout)
     assert main(["probe", "--data", str(synthetic), "--checkpoint", str(other_layout), *arguments]) == 2
     assert "does not fit this dataset" in capsys.readouterr().err
     resized = tmp_path / "resized.pt"
-    model = SkeletonModel(EncoderConfig(hidden_size=32))
-    from usdrl.skeleton import ntu25_layout
-    torch.save({"encoder_config": EncoderConfig(hidden_size=16).to_dict(), "layout": ntu25_layout().to_dict(),
+    model = SkeletonModel(ModelSection(hidden_size=32))
+    torch.save({"encoder_config": encoder_record(ModelSection(hidden_size=16), ntu25_layout()),
+                "layout": ntu25_layout().to_dict(),
                 "model": model.state_dict()}, resized)
     assert main(["probe", "--data", str(synthetic), "--checkpoint", str(resized), *arguments]) == 2
     assert "resized.pt does not fit the model" in capsys.readouterr().err

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from usdrl.evaluate.linear import ProbeSettings, train_linear_probe
+from usdrl.config import ProbeSection
+from usdrl.evaluate.linear import train_linear_probe
 
 
 def _features(seed: int, classes: int = 10, per_class: int = 40, dimensions: int = 128):
@@ -21,10 +22,10 @@ def test_normalised_probe_gives_the_same_accuracy_for_scaled_and_shifted_feature
     all_x, all_y = _features(2)
     order = np.random.default_rng(3).permutation(len(all_y))
     train, test = order[:300], order[300:]
-    settings = ProbeSettings(epochs=40, batch_size=64, learning_rate=1.0, milestones=(28, 36),
-                             feature_normalization=normalization)
-    original = train_linear_probe(all_x[train], all_y[train], all_x[test], all_y[test], 10, settings)
-    moved = train_linear_probe(100 * all_x[train] + 50, all_y[train], 100 * all_x[test] + 50, all_y[test], 10, settings)
+    settings = ProbeSection(epochs=40, batch_size=64, milestones=(28, 36), feature_normalization=normalization)
+    original = train_linear_probe(all_x[train], all_y[train], all_x[test], all_y[test], 10, settings, 1.0)
+    moved = train_linear_probe(100 * all_x[train] + 50, all_y[train], 100 * all_x[test] + 50, all_y[test], 10, settings,
+                               1.0)
     assert original["metrics"]["top1"] > 0.5  # it learns (chance 0.1)
     assert abs(original["metrics"]["top1"] - moved["metrics"]["top1"]) <= 0.01
     for result in (original, moved):
@@ -36,4 +37,4 @@ def test_normalised_probe_gives_the_same_accuracy_for_scaled_and_shifted_feature
 def test_unknown_normalisation_is_refused():
     x, y = _features(0, classes=2, per_class=5, dimensions=4)
     with pytest.raises(ValueError, match="standardize"):
-        train_linear_probe(x, y, x, y, 2, ProbeSettings(epochs=1, feature_normalization="whiten"))
+        train_linear_probe(x, y, x, y, 2, ProbeSection(epochs=1, feature_normalization="whiten"), 0.006)

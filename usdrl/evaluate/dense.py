@@ -252,7 +252,7 @@ def run_detection(data_root: str | Path, benchmark: str, checkpoint: str | Path 
     write_results(out_dir / "results.json", "detection",
                   {"by_overlap": metrics, "headline": "final epoch; mAP_a / mAP_v are the official PKU-MMD definition, "
                    "*_voc the VOC-style AP (not comparable)", "proposals": len(proposals), "history": history},
-                  {"detection": asdict(settings), "model": encoder.config.to_dict(),
+                  {"detection": asdict(settings), "model": encoder.encoder_record(),
                    "test_windows": f"non-overlapping windows of {window} frames, last one padded and masked",
                    "classes_averaged": classes},
                   {**provenance(checkpoint, identity, train), "figures": figures_written,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,12 @@ from usdrl.checkpoint import (
     describe_content,
     load_checkpoint,
     load_released,
-    recorded_encoder_config,
     recorded_modality,
+    recorded_model_section,
 )
 from usdrl.config import ModelSection
 from usdrl.data.store import SkeletonSplit, atomic_file, file_sha256
-from usdrl.model import EncoderConfig, SkeletonModel
+from usdrl.model import SkeletonModel
 from usdrl.runtime import autocast_context, autocast_settings, seed_everything
 from usdrl.skeleton import SkeletonLayout, layout_from_dict
 
@@ -62,8 +62,8 @@ def open_encoder(checkpoint: str | Path | None, model: ModelSection, layout: Ske
     """
     if checkpoint in (None, RANDOM):
         seed_everything(seed)
-        sizes = {**asdict(model), **({"backbone": backbone} if backbone else {})}
-        encoder = SkeletonModel(EncoderConfig.from_layout(layout, **sizes), layout=layout, num_classes=num_classes)
+        section = replace(model, backbone=backbone) if backbone else model
+        encoder = SkeletonModel(section, layout=layout, num_classes=num_classes)
         return encoder.eval(), None
     path = Path(checkpoint)
     if not path.exists():
@@ -74,7 +74,7 @@ def open_encoder(checkpoint: str | Path | None, model: ModelSection, layout: Ske
     released = load_released(content if isinstance(content, dict) else path, backbone or model.backbone,
                              hidden_size=None, num_head=model.num_heads, num_layer=model.num_layers, alpha=model.alpha,
                              gap=model.gap, kernel_size=model.kernel_size, source=str(path))
-    stored = released.config
+    stored = released.layout
     if (stored.num_joints, stored.num_persons, stored.num_coordinates) != (
             layout.num_joints, layout.num_persons, layout.num_coordinates):
         raise CheckpointError(f"{path} holds an encoder for V={stored.num_joints}, M={stored.num_persons}, "
@@ -96,11 +96,7 @@ def _our_encoder(path: Path, content: dict[str, Any], layout: SkeletonLayout, nu
         raise CheckpointError(f"{path} was trained on layout {stored_layout.name!r} "
                               f"(V={stored_layout.num_joints}, M={stored_layout.num_persons}), "
                               f"which does not fit this dataset's {layout.name!r}")
-    config = recorded_encoder_config(content, path)  # checked against the stored weights before anything is built
-    if (config.num_joints, config.num_persons, config.num_coordinates) != (
-            stored_layout.num_joints, stored_layout.num_persons, stored_layout.num_coordinates):
-        raise CheckpointError(f"{path}: its encoder config (V={config.num_joints}, M={config.num_persons}) and its "
-                              f"layout {stored_layout.name!r} disagree (a damaged or edited checkpoint)")
+    config = recorded_model_section(content, path, stored_layout)  # checked against the stored weights and layout
     if backbone and backbone != config.backbone:
         raise CheckpointError(f"{path} holds a {config.backbone} encoder, but backbone {backbone} was asked for; pass "
                               f"a {backbone} checkpoint, or leave the backbone out to evaluate it as {config.backbone}")

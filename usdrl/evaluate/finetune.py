@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from usdrl.augment import AugmentConfig, random_crop_resize
-from usdrl.config import FinetuneSection
+from usdrl.augment import random_crop_resize
+from usdrl.config import AugmentSection, FinetuneSection
 from usdrl.data.store import SkeletonSplit
 from usdrl.evaluate.features import downstream_batches
 from usdrl.model import SkeletonModel
@@ -86,7 +86,7 @@ def finetune(model: SkeletonModel, train: SkeletonSplit, test: SkeletonSplit, po
     optimizer = torch.optim.AdamW(groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     dtype, needs_scaler = autocast_settings(device, precision)
     scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler)
-    augment = AugmentConfig(crop_scale=tuple(settings.crop_scale), minimum_crop=1, clip_frames=model.config.clip_frames)
+    augment = AugmentSection(crop_scale=tuple(settings.crop_scale), minimum_crop=1)
     generator = torch.Generator(device=device).manual_seed(seed)
     order_rng = np.random.default_rng(seed)
     steps_per_epoch = max(1, math.ceil(len(positions) / settings.batch_size))
@@ -106,7 +106,7 @@ def finetune(model: SkeletonModel, train: SkeletonSplit, test: SkeletonSplit, po
             for group in optimizer.param_groups:
                 group["lr"] = rate * group["lr_scale"]
             x, frames = collate_trimmed([(torch.from_numpy(train.sample(p)), int(train.num_frames[p])) for p in batch])
-            x = random_crop_resize(x.to(device), frames.to(device), generator, augment)
+            x = random_crop_resize(x.to(device), frames.to(device), generator, augment, model.config.clip_frames)
             x = random_rotation(x, settings.rotation_radians, generator)
             labels = torch.as_tensor(train.label[batch], device=device)
             with autocast_context(device, dtype):

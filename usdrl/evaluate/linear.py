@@ -8,32 +8,14 @@ name that says so.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from usdrl.config import ProbeSection
 
-@dataclass(frozen=True)
-class ProbeSettings:
-    epochs: int = 160
-    batch_size: int = 512
-    learning_rate: float = 0.006
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    milestones: tuple[int, ...] = (120, 140)
-    learning_rate_decay: float = 0.1
-    seed: int = 0
-    # "none" (released): the raw features. Both others use the training split's statistics only and make the
-    # learning rate independent of the features' scale and offset: "center_scale" subtracts the mean and divides
-    # every dimension by one scale (the root mean variance), keeping their relative sizes; "standardize" scales
-    # each dimension to unit variance (a BatchNorm without affine parameters), which also amplifies dimensions
-    # that hardly vary (measured: STTR synthetic probe 49.8 with center_scale, 33.5 with standardize)
-    feature_normalization: str = "none"
-
-
+# ProbeSection.feature_normalization's choices; what each does is said beside that setting
 FEATURE_NORMALIZATIONS = ("none", "standardize", "center_scale")
 
 
@@ -71,12 +53,15 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def train_linear_probe(train_features: np.ndarray, train_labels: np.ndarray, test_features: np.ndarray,
-                       test_labels: np.ndarray, num_classes: int, settings: ProbeSettings = ProbeSettings(),
+                       test_labels: np.ndarray, num_classes: int, settings: ProbeSection, learning_rate: float,
                        device: torch.device = torch.device("cpu"),
                        validation: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """Train Linear(2H, classes) with SGD on features; returns metrics, the per-epoch history and test scores.
 
-    ``validation`` = (features, labels) held out from the training split, for model selection.
+    ``settings``: the probe section (schedule, momentum, weight decay, seed, feature normalisation; its
+    ``validation_fraction`` is the caller's, see ``validation_split``); ``learning_rate``: the base rate, the one
+    ``ProbeSection.learning_rate(backbone, dataset, benchmark)`` resolves. ``validation`` = (features, labels)
+    held out from the training split, for model selection.
     """
     generator = torch.Generator().manual_seed(settings.seed)
     x_train = torch.as_tensor(train_features, dtype=torch.float32, device=device)  # (N, D)
@@ -92,7 +77,7 @@ def train_linear_probe(train_features: np.ndarray, train_labels: np.ndarray, tes
         head.weight.normal_(0.0, 0.01, generator=generator)
         head.bias.zero_()
     head = head.to(device)
-    optimizer = torch.optim.SGD(head.parameters(), lr=settings.learning_rate, momentum=settings.momentum,
+    optimizer = torch.optim.SGD(head.parameters(), lr=learning_rate, momentum=settings.momentum,
                                 weight_decay=settings.weight_decay)
     history = []
     x_validation = y_validation = None
@@ -100,7 +85,7 @@ def train_linear_probe(train_features: np.ndarray, train_labels: np.ndarray, tes
         x_validation = (torch.as_tensor(validation[0], dtype=torch.float32, device=device) - mean) / scale
         y_validation = torch.as_tensor(validation[1], dtype=torch.long, device=device)
     for epoch in range(settings.epochs):
-        rate = settings.learning_rate * settings.learning_rate_decay ** sum(epoch >= m for m in settings.milestones)
+        rate = learning_rate * settings.learning_rate_decay ** sum(epoch >= m for m in settings.milestones)
         for group in optimizer.param_groups:
             group["lr"] = rate
         order = torch.randperm(len(x_train), generator=generator).to(device)

@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from usdrl.config import Params
+from usdrl.config import Params, ProbeSection
 from usdrl.data import load_split
 from usdrl.data.errors import DataError
 from usdrl.data.store import MANIFEST_NAME, SkeletonSplit, atomic_file
 from usdrl.evaluate.ensemble import ensemble_scores
 from usdrl.evaluate.features import cached_features, checkpoint_identity, open_encoder
 from usdrl.evaluate.finetune import finetune, labelled_subset
-from usdrl.evaluate.linear import ProbeSettings, train_linear_probe, validation_split
+from usdrl.evaluate.linear import train_linear_probe, validation_split
 from usdrl.evaluate.results import provenance, write_results
 from usdrl.evaluate.retrieval import knn_accuracy
 from usdrl.runtime import resolve_device
@@ -81,11 +81,6 @@ def run_linear_probe(data_root: str | Path, benchmark: str, checkpoint: str | Pa
     train, test = data["train"], data["test"]
     backbone = data["encoder"].config.backbone
     rate = params.probe.learning_rate(backbone, str(train.manifest.get("dataset")), benchmark)
-    settings = ProbeSettings(epochs=params.probe.epochs, batch_size=params.probe.batch_size, learning_rate=rate,
-                             momentum=params.probe.momentum, weight_decay=params.probe.weight_decay,
-                             milestones=tuple(params.probe.milestones),
-                             learning_rate_decay=params.probe.learning_rate_decay, seed=params.probe.seed,
-                             feature_normalization=params.probe.feature_normalization)
     train_features, train_labels = data["train_features"], train.label
     validation = None
     if params.probe.validation_fraction > 0:
@@ -94,14 +89,15 @@ def run_linear_probe(data_root: str | Path, benchmark: str, checkpoint: str | Pa
         validation = (train_features[held_out], train.label[held_out])
         train_features, train_labels = train_features[kept], train.label[kept]
     result = train_linear_probe(train_features, train_labels, data["test_features"], test.label, train.num_classes,
-                                settings, data["device"], validation)
+                                params.probe, rate, data["device"], validation)
     out = Path(out)
     scores_path = out.with_suffix(".scores.npz")
     with atomic_file(scores_path, suffix=".npz") as temporary:  # numpy.savez adds .npz to a name without it
         np.savez(temporary, scores=result["test_scores"], labels=test.label, names=np.array(test.names))
     head_path = save_probe_head(result["head"], out, train.class_names, modality)
     metrics = {**result["metrics"], "encoder_unchanged": data["encoder_unchanged"]}
-    settings_record = {"probe": asdict(settings), "modality": modality, "model": data["encoder"].config.to_dict(),
+    settings_record = {"probe": probe_record(params.probe, rate), "modality": modality,
+                       "model": data["encoder"].encoder_record(),
                        "validation_fraction": params.probe.validation_fraction,
                        "features": "instance features of the frozen encoder (eval mode), whole sequence resized"}
     write_results(out, "linear_probe", {**metrics, "history": result["history"]}, settings_record,
@@ -109,6 +105,15 @@ def run_linear_probe(data_root: str | Path, benchmark: str, checkpoint: str | Pa
                    "head": str(head_path)},
                   data["device"], started)
     return {"metrics": metrics, "out": str(out), "scores": str(scores_path), "head": str(head_path)}
+
+
+def probe_record(settings: ProbeSection, learning_rate: float) -> dict[str, Any]:
+    """What one probe ran with, as its results file records it (``settings.probe``): the probe section's schedule
+    with the learning rate resolved for the backbone, dataset and benchmark."""
+    return {"epochs": settings.epochs, "batch_size": settings.batch_size, "learning_rate": learning_rate,
+            "momentum": settings.momentum, "weight_decay": settings.weight_decay,
+            "milestones": tuple(settings.milestones), "learning_rate_decay": settings.learning_rate_decay,
+            "seed": settings.seed, "feature_normalization": settings.feature_normalization}
 
 
 def probe_head_path(results: str | Path) -> Path:
@@ -139,7 +144,7 @@ def run_retrieval(data_root: str | Path, benchmark: str, checkpoint: str | Path 
                                        data["test"].label, k, params.retrieval.chunk_size, data["device"])
                for k in params.retrieval.k}
     write_results(out, "knn_retrieval", metrics, {"retrieval": asdict(params.retrieval), "modality": modality,
-                                                  "model": data["encoder"].config.to_dict(), "similarity": "cosine"},
+                                                  "model": data["encoder"].encoder_record(), "similarity": "cosine"},
                   provenance(checkpoint, data["identity"], data["train"]), data["device"], started)
     return {"metrics": metrics, "out": str(out)}
 
@@ -162,7 +167,7 @@ def run_finetune(data_root: str | Path, benchmark: str, checkpoint: str | Path |
         model, recorded = open_encoder(checkpoint, params.model, train.layout, seed=params.pretrain.seed,
                                        num_classes=train.num_classes, modality=requested, backbone=backbone)
         modality = requested or recorded or params.pretrain.modality
-        encoder_config = model.config.to_dict()
+        encoder_config = model.encoder_record()
         result = finetune(model, train, test, positions, settings, device, seed, modality,
                           params.evaluation.precision, progress)
         runs.append({"seed": seed, "top1": result["metrics"]["top1"], "labelled": len(positions),
