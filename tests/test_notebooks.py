@@ -41,6 +41,8 @@ def test_the_notebook_series_runs_end_to_end_from_the_notebooks_folder(tmp_path)
     run = "synthetic_xview_dste_joint"
     assert (project / f"runs/{run}/checkpoints/last.pt").is_file() and (project / f"figures/loss_{run}.png").is_file()
     assert (project / f"results/pretrain/loss/{run}.csv").read_text().startswith("epoch,total,similarity,")
+    summary = json.loads((project / f"results/pretrain/{run}.json").read_text())
+    assert summary["epochs"] == 1 and summary["provenance"]["samples"] == {"train": 120, "test": 60}
     _run("03_linear_probe", notebooks, dataset="synthetic")
     probe = json.loads((project / f"results/linear/{run}.json").read_text())
     assert probe["protocol"] == "linear_probe" and (project / f"results/linear/{run}_random.json").is_file()
@@ -48,11 +50,14 @@ def test_the_notebook_series_runs_end_to_end_from_the_notebooks_folder(tmp_path)
     assert headline == {"pretrained": {"top1": round(100 * probe["metrics"]["top1"], 2)},
                         "random_init": {"top1": headline["random_init"]["top1"]}}
     assert any((project / "cache/features").iterdir())  # evaluation.cache_dir resolved from the project root
+    assert (project / f"figures/linear_{run}.png").is_file()
     _run("04_semi_supervised", notebooks, dataset="synthetic")
     assert (project / f"results/semi/{run}/20pct.json").is_file()
     assert set(json.loads((project / f"results/semi/{run}.metrics.json").read_text())["pretrained"]) == {"top1_20pct"}
+    assert (project / f"figures/semi_{run}.png").is_file()
     _run("05_retrieval", notebooks, dataset="synthetic")
     assert "knn1" in json.loads((project / f"results/retrieval/{run}.json").read_text())["metrics"]
+    assert (project / f"figures/retrieval_{run}.png").is_file()
     _run("06_detection", notebooks, detection="synthetic_xsub_dste_joint", pretrain_run=run, dataset="synthetic",
          benchmark="xsub")
     assert (project / "results/detection/synthetic_xsub_dste_joint/results.json").is_file()
@@ -61,6 +66,9 @@ def test_the_notebook_series_runs_end_to_end_from_the_notebooks_folder(tmp_path)
                ["pretrained"]) == {"mAP_a@0.5", "mAP_v@0.5"}
     _run("07_tsne", notebooks, dataset="synthetic", max_points=200)
     assert (project / f"figures/tsne_{run}.png").is_file() and (project / f"figures/umap_{run}.png").is_file()
+    embedding = json.loads((project / f"results/embedding/{run}.json").read_text())
+    assert set(embedding["silhouette_cosine_test_features"]) == {"pretrained", "random init"}
+    assert embedding["provenance"]["checkpoint"] == str(project.resolve() / f"runs/{run}/checkpoints/last.pt")
     _run("08_alpha_ablation", notebooks, dataset="synthetic")
     assert len(list((project / "results/ablation/synthetic_xview").glob("*.json"))) == 4
     assert (project / "runs/ablation/synthetic_xview").is_dir()

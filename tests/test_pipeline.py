@@ -182,3 +182,54 @@ def test_the_ensemble_row_label_comes_from_the_probes_it_summed():
     assert _ensemble_label(ensemble("motion", "joint"), [probe("joint", "dste"), probe("motion", "dste")]) == (
         "DSTE 2 streams (J+M)", "the motion and joint probes'")
     assert _ensemble_label(ensemble("joint", "bone"), [probe("joint")])[0] == "STTR 2 streams"  # a probe not found
+
+
+def _pretraining_run(root, name, backbone, modality):
+    """A run folder as usdrl pretrain leaves it: checkpoints/last.pt and run.json (what it was given)."""
+    from usdrl import pipeline
+
+    checkpoint = pipeline.run_checkpoint(root, name)
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"weights")
+    (checkpoint.parent.parent / "run.json").write_text(json.dumps({"model": {"backbone": backbone},
+                                                                   "pretrain": {"modality": modality}}))
+    return checkpoint
+
+
+def test_open_run_gives_what_an_evaluation_notebook_needs_in_one_call(tmp_path):
+    from usdrl import pipeline
+    from usdrl.config import ConfigError
+
+    root, params = pipeline.load_project(REPOSITORY / "params.yaml", "demo", project_root=tmp_path)
+    for form in ("actions", "streams"):
+        (root / "data" / "synthetic" / form).mkdir(parents=True)
+        (root / "data" / "synthetic" / form / "manifest.json").write_text("{}")
+    checkpoint = _pretraining_run(root, "synthetic_xview_sttr_joint", "sttr", "joint")
+    run = pipeline.open_run(root, params, "synthetic", None, "sttr", "joint")
+    assert (run.name, run.benchmark, run.backbone, run.modality) == ("synthetic_xview_sttr_joint", "xview", "sttr", "joint")
+    assert run.checkpoint == checkpoint and run.data_root == root / "data" / "synthetic" / "actions"
+    assert run.params.model.backbone == "sttr" and params.model.backbone == "dste"  # the project's params untouched
+    assert run.params.model.hidden_size == params.model.hidden_size and run.root == root
+    # a run named by hand (detection, use a model): its recorded backbone and modality, the untrimmed data
+    detection = pipeline.open_run(root, params, "synthetic", "xsub", pretrain_run="synthetic_xview_sttr_joint",
+                                  untrimmed=True)
+    assert (detection.backbone, detection.modality, detection.benchmark) == ("sttr", "joint", "xsub")
+    assert detection.data_root == root / "data" / "synthetic" / "streams" and detection.params.model.backbone == "sttr"
+    with pytest.raises(ConfigError, match=r"pretrained with backbone 'sttr' .*run.json\), not 'dste'"):
+        pipeline.open_run(root, params, "synthetic", "xsub", "dste", pretrain_run="synthetic_xview_sttr_joint")
+    with pytest.raises(FileNotFoundError, match="dvc repro pretrain@synthetic_xview_dste_joint"):
+        pipeline.open_run(root, params, "synthetic", None, "dste", "joint")  # the run's checkpoint is missing
+    with pytest.raises(DataError, match="usdrl prepare ntu60"):  # the data is checked first, as before
+        pipeline.open_run(root, params, "ntu60", None, "dste", "joint")
+    with pytest.raises(ConfigError, match="pretrain_run"):
+        pipeline.open_run(root, params, "synthetic", None, "dste")
+
+
+def test_a_run_without_run_json_takes_the_backbone_asked_for(tmp_path):
+    from usdrl import pipeline
+
+    assert pipeline.recorded_run_settings(tmp_path / "absent") == {}
+    (tmp_path / "run.json").write_text(json.dumps({"model": "not a section", "pretrain": {"modality": "bone"}}))
+    assert pipeline.recorded_run_settings(tmp_path) == {"modality": "bone"}
+    (tmp_path / "run.json").write_text("not json")
+    assert pipeline.recorded_run_settings(tmp_path) == {}

@@ -3,7 +3,9 @@ the check that data is prepared (with the command that prepares it) and the head
 
 Every notebook starts with ``root, params = load_project(params_file, profile, overrides, project_root)``
 and resolves every path from ``root``, so it runs the same whatever the kernel's working directory
-(JupyterLab and ``papermill --cwd`` start it in ``notebooks/``; ``dvc repro`` in the repository).
+(JupyterLab and ``papermill --cwd`` start it in ``notebooks/``; ``dvc repro`` in the repository). A notebook
+that evaluates a pretraining run then opens it with ``run = open_run(root, params, dataset, benchmark, backbone,
+modality)``: the benchmark, the run's name, its checkpoint, the prepared data and the params with its backbone.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 from usdrl.config import ConfigError, Params, load_params
 from usdrl.data.errors import DataError
 from usdrl.data.store import MANIFEST_NAME, write_json_atomically
+
+RUN_SETTINGS_FILE = "run.json"  # beside checkpoints/ in a run folder: what usdrl pretrain was given (train.py)
 
 PROJECT_MARKERS = ("dvc.yaml", "params.yaml")  # a folder holding one of these is the project root
 DEFAULT_BENCHMARK = {"synthetic": "xview", "utkinect": "xsub", "ntu60": "xsub", "ntu120": "xsub", "pku1": "xsub",
@@ -118,6 +122,70 @@ def require_checkpoint(root: str | Path, params: Params, run: str) -> Path:
                f"results/notebooks/02_pretrain_{run}.ipynb{flags} -p profile {params.profile}")
     pipeline = f"\nor: dvc repro pretrain@{run}" if run in params.pipeline.runs else ""
     raise FileNotFoundError(f"{path} does not exist: pretrain first, in {Path(root)}:\n    {command}{pipeline}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedRun:
+    """A pretraining run opened for evaluation by ``open_run``: everything a notebook needs to evaluate it."""
+
+    name: str  # runs/<name>; results files are named after it
+    root: Path  # the project root
+    dataset: str
+    benchmark: str  # the benchmark evaluated (the dataset's default when the notebook passed None)
+    backbone: str  # the run's backbone (also params.model.backbone)
+    modality: str | None  # the run's modality (None only when neither asked for nor recorded)
+    params: Params  # the project's params with model.backbone = backbone (what a random-init encoder is built from)
+    data_root: Path  # the prepared dataset evaluated
+    checkpoint: Path  # runs/<name>/checkpoints/last.pt
+
+
+def recorded_run_settings(run_folder: str | Path) -> dict[str, str]:
+    """The backbone and modality a pretraining run was started with (its run.json, as usdrl pretrain writes it);
+    empty for a folder without one (a checkpoint put there by hand)."""
+    try:
+        settings = json.loads((Path(run_folder) / RUN_SETTINGS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    recorded = {}
+    for name, section in (("backbone", "model"), ("modality", "pretrain")):
+        values = settings.get(section) if isinstance(settings, dict) else None
+        value = values.get(name) if isinstance(values, dict) else None
+        if isinstance(value, str):
+            recorded[name] = value
+    return recorded
+
+
+def open_run(root: str | Path, params: Params, dataset: str, benchmark: str | None, backbone: str | None = None,
+             modality: str | None = None, pretrain_run: str | None = None, untrimmed: bool = False) -> PretrainedRun:
+    """Open the pretraining run a notebook evaluates, checking what it needs before any work.
+
+    The run is ``pretrain_run`` or, by default, ``run_name(dataset, benchmark, backbone, modality)``; its
+    checkpoint must exist (``require_checkpoint``: the error names the command that makes it) and ``dataset``
+    must be prepared (``require_prepared``; ``untrimmed``: its untrimmed sequences, for detection).
+    ``backbone`` / ``modality`` None: the ones the run recorded (run.json). Given ones that differ from the
+    recorded ones are refused (ConfigError), so a random-initialised encoder, built from the returned params,
+    always has the run's backbone.
+    """
+    root = Path(root)
+    benchmark = benchmark_or_default(dataset, benchmark)
+    if pretrain_run is None:
+        if backbone is None or modality is None:
+            raise ConfigError("open_run needs a backbone and a modality to name the run, or pretrain_run")
+        pretrain_run = run_name(dataset, benchmark, backbone, modality)
+    data_root = require_prepared(params, dataset, untrimmed)
+    checkpoint = require_checkpoint(root, params, pretrain_run)
+    run_folder = checkpoint.parent.parent
+    recorded = recorded_run_settings(run_folder)
+    for name, asked in (("backbone", backbone), ("modality", modality)):
+        if asked is not None and recorded.get(name, asked) != asked:
+            raise ConfigError(f"run {pretrain_run} was pretrained with {name} {recorded[name]!r} "
+                              f"({run_folder / RUN_SETTINGS_FILE}), not {asked!r}: pass {name}={recorded[name]!r}, "
+                              f"or the run pretrained with {asked!r}")
+    backbone = backbone or recorded.get("backbone") or params.model.backbone
+    params = dataclasses.replace(params, model=dataclasses.replace(params.model, backbone=backbone))
+    return PretrainedRun(name=pretrain_run, root=root, dataset=dataset, benchmark=benchmark, backbone=backbone,
+                         modality=modality or recorded.get("modality"), params=params, data_root=data_root,
+                         checkpoint=checkpoint)
 
 
 def headline_metrics(result: dict[str, Any]) -> dict[str, float]:

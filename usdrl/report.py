@@ -1,8 +1,10 @@
-"""Result tables beside the paper's numbers (SPEC.md 6), and the figures of the pipeline.
+"""Result tables beside the paper's numbers (SPEC.md 6), and the results files the notebooks write themselves.
 
 Tables are built from the results JSON files the protocols write (never from hard-coded numbers of
 ours): every row says what it was computed on (dataset, benchmark, samples in the train / test split, as
 the results file records them) and where its numbers came from (profile, checkpoint and data checksums).
+A notebook's own results file (pretraining, embeddings, a model bundle) gets the same provenance as the
+protocols' (``write_with_provenance``). The figures are ``usdrl.plots``.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from usdrl.data.store import atomic_file, file_sha256, write_json_atomically
+from usdrl.pipeline import run_checkpoint
+from usdrl.plots import save_figure  # noqa: F401 - evaluate/dense.py and data/inspect.py import it from here
 
-from usdrl.data.store import atomic_file
+LOSS_COLUMNS = ("epoch", "total", "similarity", "variance_covariance", "cross_correlation")  # dvc.yaml plots
 
 # SPEC.md 6, in percent. Keys: (dataset, benchmark).
 PAPER = {
@@ -263,61 +267,45 @@ def build_tables(results_dir: str | Path, out_dir: str | Path, profile: str) -> 
     return written
 
 
-def plot_loss_curves(log_path: str | Path, path: str | Path, title: str) -> Path:
-    """Total loss and its three parts per epoch from a run's log.jsonl."""
-    import matplotlib
+def results_provenance(checkpoint: str | Path, data_root: str | Path, benchmark: str) -> dict[str, Any]:
+    """Where a result computed from a checkpoint of ours and the ``train`` split of a prepared dataset came
+    from: the same fields a protocol's results file holds (``usdrl.evaluate.results``: the checkpoint and its
+    sha256, the data and its manifest's sha256, the split sizes), the git revision and the torch version."""
+    import torch
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from usdrl.data import load_split
+    from usdrl.evaluate.results import git_revision, provenance
 
-    records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if '"samples_per_second"' in line]
-    epochs = [r["epoch"] for r in records]
-    figure, axes = plt.subplots(1, 4, figsize=(13, 2.8))
-    for axis, key in zip(axes, ("total", "similarity", "variance_covariance", "cross_correlation")):
-        axis.plot(epochs, [r[key] for r in records], marker="o", markersize=3)
-        axis.set_title(key.replace("_", " "), fontsize=9)
-        axis.set_xlabel("epoch")
-    figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    return save_figure(figure, path)
+    where = provenance(checkpoint, file_sha256(Path(checkpoint)), load_split(data_root, benchmark, "train"))
+    return {**where, "git_revision": git_revision(), "torch": torch.__version__}
 
 
-def plot_embedding(points: np.ndarray, labels: np.ndarray, class_names: list[str], axis, title: str) -> None:
-    colours = __import__("matplotlib").pyplot.get_cmap("tab20")
-    for label in np.unique(labels):
-        chosen = labels == label
-        axis.scatter(points[chosen, 0], points[chosen, 1], s=6, color=colours(int(label) % 20),
-                     label=class_names[int(label)][:18])
-    axis.set_title(title, fontsize=9)
-    axis.set_xticks([])
-    axis.set_yticks([])
+def write_with_provenance(path: str | Path, content: dict[str, Any], checkpoint: str | Path, data_root: str | Path,
+                          benchmark: str) -> Path:
+    """``content`` with its ``provenance`` (``results_provenance``) as a JSON file, written atomically."""
+    return write_json_atomically(path, {**content, "provenance": results_provenance(checkpoint, data_root, benchmark)})
 
 
-def plot_alpha_curve(alphas: list[float], linear: list[float], retrieval: list[float], path: str | Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(5, 3.2))
-    axis.plot(alphas, [100 * v for v in linear], marker="o", label="linear probe")
-    axis.plot(alphas, [100 * v for v in retrieval], marker="s", label="kNN-1")
-    axis.set_xlabel("alpha (CA weight)")
-    axis.set_ylabel("accuracy (%)")
-    axis.set_title(title, fontsize=9)
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    return save_figure(figure, path)
+def pretraining_history(log_path: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch records (losses, seconds, samples per second) of a run's log.jsonl, every epoch of a
+    resumed run included; the per-step records are left out."""
+    return [json.loads(line) for line in Path(log_path).read_text().splitlines() if '"samples_per_second"' in line]
 
 
-def save_figure(figure, path: str | Path, dpi: int = 100) -> Path:
-    """Save a matplotlib figure to a temporary name, rename it into place, close it."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    try:
-        with atomic_file(path, suffix=path.suffix) as temporary:  # savefig takes the format from the extension
-            figure.savefig(temporary, dpi=dpi)
-    finally:
-        plt.close(figure)
-    return path
+def write_pretraining_results(root: str | Path, run: str, history: list[dict[str, Any]], profile: str,
+                              data_root: str | Path, benchmark: str) -> dict[str, Path]:
+    """results/pretrain/<run>.json (the last epoch, epochs, seconds, the checkpoint, provenance) and
+    results/pretrain/loss/<run>.csv (``LOSS_COLUMNS`` per epoch: what ``dvc plots show`` draws) of runs/<run>,
+    from its ``history`` (``pretraining_history``)."""
+    root = Path(root)
+    checkpoint = run_checkpoint(root, run)
+    loss_file = root / "results" / "pretrain" / "loss" / f"{run}.csv"
+    with atomic_file(loss_file) as temporary, open(temporary, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(LOSS_COLUMNS)
+        writer.writerows([record[column] for column in LOSS_COLUMNS] for record in history)
+    summary = write_with_provenance(root / "results" / "pretrain" / f"{run}.json", {
+        "run": run, "profile": profile, "final": history[-1], "epochs": len(history),
+        "seconds": sum(record["seconds"] for record in history), "checkpoint": str(checkpoint.relative_to(root))},
+        checkpoint, data_root, benchmark)
+    return {"summary": summary, "loss": loss_file}
