@@ -24,11 +24,17 @@ from usdrl.data.classes import NTU120_CLASS_NAMES
 from usdrl.data.errors import DataError
 from usdrl.data.fingerprint import input_fingerprint, is_up_to_date
 from usdrl.data.normalize import PREPROCESSING_VERSION, normalize_batch
+from usdrl.data.text_tables import LineProblems, line_error, parse_table
 from usdrl.data.writer import DatasetWriter, default_workers, finish_dataset, shrink_leading_dimension
 from usdrl.skeleton import SkeletonLayout, ntu25_layout
 
 NAME_PATTERN = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})$")
 JOINT_VALUES = 12  # x y z depthX depthY colorX colorY orientationW..Z trackingState
+JOINT_LINE_PROBLEMS = LineProblems(
+    wrong_count="{path}:{line}: a joint line needs {expected} values, found {found}",
+    not_a_number="{path}:{line}: a joint line holds text where a number belongs: {text!r}",
+    not_finite="{path}:{line}: a joint line holds NaN or inf",
+    unparsed="{path}: joint lines could not be parsed")
 MAX_BODIES_READ = 4
 MAX_FRAMES = 300
 
@@ -71,18 +77,8 @@ def _integer_line(lines: list[str], index: int, path: Path, what: str) -> int:
 
 def _first_bad_joint_line(lines: list[str], starts: list[int], joints: int, path: Path) -> DataError:
     """Slow path, only on error: the first joint line with a wrong count, text or a non-finite value."""
-    for start in starts:
-        for index in range(start, start + joints):
-            fields = lines[index].split()
-            if len(fields) != JOINT_VALUES:
-                return DataError(f"{path}:{index + 1}: a joint line needs {JOINT_VALUES} values, found {len(fields)}")
-            try:
-                values = [float(field) for field in fields]
-            except ValueError:
-                return DataError(f"{path}:{index + 1}: a joint line holds text where a number belongs: {lines[index][:60]!r}")
-            if not np.all(np.isfinite(values)):
-                return DataError(f"{path}:{index + 1}: a joint line holds NaN or inf")
-    return DataError(f"{path}: joint lines could not be parsed")
+    numbered = ((index + 1, lines[index]) for start in starts for index in range(start, start + joints))
+    return line_error(numbered, JOINT_VALUES, np.float64, JOINT_LINE_PROBLEMS, path)
 
 
 def read_skeleton_file(path: str | Path, max_bodies: int = MAX_BODIES_READ, num_joints: int = 25) -> np.ndarray:
@@ -130,14 +126,10 @@ def parse_skeleton_bytes(content: bytes, path: Path, max_bodies: int = MAX_BODIE
     if not block_starts:
         return data
     text = "\n".join("\n".join(lines[start:start + num_joints]) for start in block_starts)
-    expected = len(block_starts) * num_joints * JOINT_VALUES
-    try:
-        values = np.array(text.split(), dtype=np.float64)
-    except ValueError:
-        raise _first_bad_joint_line(lines, block_starts, num_joints, path) from None
-    if values.size != expected or not np.all(np.isfinite(values)):
+    table = parse_table(text, len(block_starts) * num_joints, JOINT_VALUES, np.float64)
+    if table is None:
         raise _first_bad_joint_line(lines, block_starts, num_joints, path)
-    xyz = values.reshape(len(block_starts), num_joints, JOINT_VALUES)[:, :, :3]
+    xyz = table.reshape(len(block_starts), num_joints, JOINT_VALUES)[:, :, :3]
     frames, bodies = np.array(block_slots).T
     data[bodies, frames] = xyz
     return data

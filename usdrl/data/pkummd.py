@@ -21,12 +21,18 @@ from usdrl.data.classes import PKUMMD_CLASS_NAMES
 from usdrl.data.errors import DataError
 from usdrl.data.fingerprint import input_fingerprint, is_up_to_date
 from usdrl.data.normalize import PREPROCESSING_VERSION, normalize_batch
+from usdrl.data.text_tables import LineProblems, line_error, parse_table, read_text
 from usdrl.data.writer import DatasetWriter, default_workers, finish_dataset, write_sequences
 from usdrl.skeleton import ntu25_layout
 
 VALUES_PER_FRAME = 150  # 2 persons x 25 joints x 3
 CLIP_FRAMES = 300
 VIEWS = ("L", "M", "R")
+FRAME_LINE_PROBLEMS = LineProblems(
+    wrong_count="{path}:{line}: a frame line needs {expected} values, found {found}",
+    not_a_number="{path}:{line}: text where a number belongs: {text!r}",
+    not_finite="{path}:{line}: NaN or inf in a frame line",
+    unparsed="{path}: could not be parsed")
 SPLIT_FILES = {
     "pku1": {"xsub": "cross-subject.txt", "xview": "cross-view.txt"},
     "pku2": {"xsub": "cross_subject_v2.txt", "xview": "cross_view_v2.txt"},
@@ -44,32 +50,16 @@ class Instance:
 def read_pku_skeleton(path: str | Path) -> np.ndarray:
     """A skeleton file as (C=3, T, V=25, M=2) float32."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: cannot be read ({error})") from error
+    text = read_text(path)
     lines = [line for line in text.split("\n")]
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:
         raise DataError(f"{path}: empty skeleton file")
-    try:
-        values = np.array(text.split(), dtype=np.float32)
-    except ValueError:
-        values = None
-    if values is None or values.size != len(lines) * VALUES_PER_FRAME or not np.all(np.isfinite(values)):
-        for index, line in enumerate(lines):
-            fields = line.split()
-            if len(fields) != VALUES_PER_FRAME:
-                raise DataError(f"{path}:{index + 1}: a frame line needs {VALUES_PER_FRAME} values, found {len(fields)}")
-            try:
-                row = np.array(fields, dtype=np.float32)
-            except ValueError:
-                raise DataError(f"{path}:{index + 1}: text where a number belongs: {line[:60]!r}") from None
-            if not np.all(np.isfinite(row)):
-                raise DataError(f"{path}:{index + 1}: NaN or inf in a frame line")
-        raise DataError(f"{path}: could not be parsed")
-    return values.reshape(len(lines), 2, 25, 3).transpose(3, 0, 2, 1).copy()
+    table = parse_table(text, len(lines), VALUES_PER_FRAME, np.float32)  # (T, 150)
+    if table is None:
+        raise line_error(enumerate(lines, start=1), VALUES_PER_FRAME, np.float32, FRAME_LINE_PROBLEMS, path)
+    return table.reshape(len(lines), 2, 25, 3).transpose(3, 0, 2, 1).copy()  # (T, M, V, C) -> (C, T, V, M)
 
 
 def read_pku_labels(path: str | Path) -> tuple[list[Instance], list[str]]:

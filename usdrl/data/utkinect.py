@@ -53,6 +53,7 @@ from usdrl.data.errors import DataError
 from usdrl.data.fingerprint import input_fingerprint, is_up_to_date
 from usdrl.data.normalize import PREPROCESSING_VERSION, normalize_batch
 from usdrl.data.pkummd import resample_clip
+from usdrl.data.text_tables import LineProblems, line_error, parse_table, read_text
 from usdrl.data.writer import DatasetWriter, check_output_folder, finish_dataset, write_sequences
 from usdrl.skeleton import kinect_v1_layout
 
@@ -62,6 +63,11 @@ LABEL_FILES = {"original": "actionLabel.txt", "modified": "actionLabel_modified.
 DEFAULT_LABELS = "original"
 MAX_FRAMES = 200
 VALUES_PER_LINE = 61  # frame id + 20 joints x 3
+SKELETON_LINE_PROBLEMS = LineProblems(
+    wrong_count="{path}: skeleton line {line} needs {expected} values (frame id, 20 joints x 3), found {found}",
+    not_a_number="{path}: skeleton line {line}: text where a number belongs: {text!r}",
+    not_finite="{path}: skeleton line {line}: NaN or inf",
+    unparsed="{path}: could not be parsed")
 RECORDING_PATTERN = re.compile(r"joints_(s(\d\d)_e(\d\d))\.txt")
 HEADER_PATTERN = re.compile(r"s\d\d_e\d\d")
 
@@ -90,31 +96,13 @@ class Recording:
 def read_joints(path: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
     """A joints file as (frame ids (L,), joints (C=3, L, V=20, M=1), count of repeated-id lines dropped)."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: cannot be read ({error})") from error
+    text = read_text(path)
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise DataError(f"{path}: empty joints file")
-    try:
-        values = np.array(text.split(), dtype=np.float64)
-    except ValueError:
-        values = None
-    if values is None or values.size != len(lines) * VALUES_PER_LINE or not np.all(np.isfinite(values)):
-        for index, line in enumerate(lines):
-            fields = line.split()
-            if len(fields) != VALUES_PER_LINE:
-                raise DataError(f"{path}: skeleton line {index + 1} needs {VALUES_PER_LINE} values (frame id, "
-                                f"20 joints x 3), found {len(fields)}")
-            try:
-                row = np.array(fields, dtype=np.float64)
-            except ValueError:
-                raise DataError(f"{path}: skeleton line {index + 1}: text where a number belongs: {line[:60]!r}") from None
-            if not np.all(np.isfinite(row)):
-                raise DataError(f"{path}: skeleton line {index + 1}: NaN or inf")
-        raise DataError(f"{path}: could not be parsed")
-    table = values.reshape(len(lines), VALUES_PER_LINE)
+    table = parse_table(text, len(lines), VALUES_PER_LINE, np.float64)  # (L, 61)
+    if table is None:
+        raise line_error(enumerate(lines, start=1), VALUES_PER_LINE, np.float64, SKELETON_LINE_PROBLEMS, path)
     frame_ids = table[:, 0]
     if np.any(frame_ids != np.round(frame_ids)):
         bad = int(np.flatnonzero(frame_ids != np.round(frame_ids))[0])
