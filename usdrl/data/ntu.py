@@ -234,23 +234,8 @@ def ntu_splits(dataset: str, ids: dict[str, np.ndarray]) -> dict[tuple[str, str]
     return splits
 
 
-def prepare_ntu(
-    dataset: str,
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    missing_list: str | Path | None = None,
-    skip_bad: bool = False,
-    workers: int | None = None,
-    chunk_size: int = 32,
-    progress: bool = True,
-) -> dict:
-    """Prepare NTU-60 or NTU-120 into the canonical form; returns a summary (also in the manifest)."""
-    if dataset not in DATASET_CLASSES:
-        raise DataError(f"unknown NTU dataset {dataset!r}; choose ntu60 or ntu120")
-    raw_dir = Path(raw_dir)
-    if not raw_dir.is_dir():
-        raise DataError(f"raw directory {raw_dir} does not exist; point --raw at the folder of .skeleton files")
-    layout = ntu25_layout()
+def _select_files(raw_dir: Path, dataset: str, skip_bad: bool) -> tuple[list[Path], list[dict]]:
+    """The .skeleton files of ``dataset`` under ``raw_dir`` by name, and those skipped for a bad name."""
     paths = sorted(raw_dir.rglob("*.skeleton"), key=lambda p: p.name)
     if not paths:
         raise DataError(f"{raw_dir} holds no .skeleton files; point --raw at the extracted nturgb+d_skeletons folder")
@@ -270,6 +255,78 @@ def prepare_ntu(
             continue
         if ids.action <= DATASET_CLASSES[dataset] and ids.setup <= DATASET_MAX_SETUP[dataset]:
             selected.append(path)
+    return selected, bad_names
+
+
+def _write_prepared_samples(writer: DatasetWriter, candidates: list[Path], dataset: str, layout: SkeletonLayout,
+                            skip_bad: bool, workers: int, chunk_size: int, progress: bool, excluded: list[dict],
+                            bad_names: list[dict]) -> tuple[list[str], list[int]]:
+    """x.npy (N, C, T, V, M) of the candidates prepared in chunks by worker processes, cut to the samples kept,
+    and sources.json (their checksums). Files without a skeleton go to ``excluded``, bad ones to ``bad_names``.
+    Returns the names and valid frames of the samples kept."""
+    x = writer.open_array("x", (len(candidates), 3, MAX_FRAMES, layout.num_joints, layout.num_persons))
+    names, num_frames, checksums = [], [], {}
+    row = 0
+    work = partial(_prepare_files, skip_bad=skip_bad, layout=layout)
+    chunks = list(_chunks(candidates, chunk_size))
+    for results in _map_chunks(work, chunks, workers, progress, len(candidates), f"prepare {dataset}"):
+        for result in results:
+            if result.sha256:
+                checksums[result.name] = result.sha256
+            if result.sample is None:
+                (bad_names if result.bad else excluded).append({"name": result.name, "reason": result.problem})
+                continue
+            x[row] = result.sample
+            names.append(result.name)
+            num_frames.append(result.num_frames)
+            row += 1
+    x.flush()
+    del x
+    writer.path("sources.json").write_text(json.dumps(checksums, indent=0, sort_keys=True))
+    shrink_leading_dimension(writer.path("x.npy"), row)
+    return names, num_frames
+
+
+def _manifest_details(dataset: str, raw_dir: Path, files: int, missing_list: str | Path | None, excluded: list[dict],
+                      bad_names: list[dict], fingerprint: str) -> dict:
+    """The manifest's sources, exclusions and preprocessing."""
+    return {
+        "dataset": dataset,
+        "sources": {"raw_dir": str(raw_dir.resolve()), "files": files,
+                    "missing_list": str(missing_list) if missing_list else None,
+                    "checksums": "sources.json (sha256 of every file read)"},
+        "excluded": excluded,
+        "skipped": bad_names,
+        "preprocessing": {
+            "version": PREPROCESSING_VERSION,
+            "steps": ["bodies: 2 of highest energy among the first 4 slots",
+                      f"zero-pad to {MAX_FRAMES} frames",
+                      "pad null frames (move to front, repeat)", "subtract joint 2 of body 1 per frame",
+                      "rotate first-frame shoulders 5->9 of body 1 onto +x"],
+            "max_frames": MAX_FRAMES,
+        },
+        "input_fingerprint": fingerprint,
+    }
+
+
+def prepare_ntu(
+    dataset: str,
+    raw_dir: str | Path,
+    out_dir: str | Path,
+    missing_list: str | Path | None = None,
+    skip_bad: bool = False,
+    workers: int | None = None,
+    chunk_size: int = 32,
+    progress: bool = True,
+) -> dict:
+    """Prepare NTU-60 or NTU-120 into the canonical form; returns a summary (also in the manifest)."""
+    if dataset not in DATASET_CLASSES:
+        raise DataError(f"unknown NTU dataset {dataset!r}; choose ntu60 or ntu120")
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise DataError(f"raw directory {raw_dir} does not exist; point --raw at the folder of .skeleton files")
+    layout = ntu25_layout()
+    selected, bad_names = _select_files(raw_dir, dataset, skip_bad)
     missing = read_missing_list(missing_list) if missing_list else set()
     options = {"dataset": dataset, "missing_list": sorted(missing), "skip_bad": skip_bad,
                "preprocessing_version": PREPROCESSING_VERSION}
@@ -283,52 +340,16 @@ def prepare_ntu(
         raise DataError(f"{raw_dir}: no {dataset} samples left after exclusions")
     workers = workers if workers is not None else default_workers(len(candidates), per_worker=chunk_size)
     with DatasetWriter(out_dir) as writer:
-        x = writer.open_array("x", (len(candidates), 3, MAX_FRAMES, layout.num_joints, layout.num_persons))
-        names, num_frames, checksums = [], [], {}
-        row = 0
-
-        work = partial(_prepare_files, skip_bad=skip_bad, layout=layout)
-        chunks = list(_chunks(candidates, chunk_size))
-        for results in _map_chunks(work, chunks, workers, progress, len(candidates), f"prepare {dataset}"):
-            for result in results:
-                if result.sha256:
-                    checksums[result.name] = result.sha256
-                if result.sample is None:
-                    (bad_names if result.bad else excluded).append({"name": result.name, "reason": result.problem})
-                    continue
-                x[row] = result.sample
-                names.append(result.name)
-                num_frames.append(result.num_frames)
-                row += 1
-        x.flush()
-        del x
-        writer.path("sources.json").write_text(json.dumps(checksums, indent=0, sort_keys=True))
-        shrink_leading_dimension(writer.path("x.npy"), row)
+        names, num_frames = _write_prepared_samples(writer, candidates, dataset, layout, skip_bad, workers, chunk_size,
+                                                    progress, excluded, bad_names)
         parsed = [parse_sample_name(name) for name in names]
         ids = {key: np.array([getattr(p, key) for p in parsed], dtype=np.int32)
                for key in ("setup", "camera", "subject", "replication")}
         label = np.array([p.action - 1 for p in parsed], dtype=np.int64)
-        splits = ntu_splits(dataset, ids)
         finish_dataset(
             writer, kind="trimmed", layout=layout, class_names=list(NTU120_CLASS_NAMES[:DATASET_CLASSES[dataset]]),
-            label=label, num_frames=np.array(num_frames), names=names, ids=ids, splits=splits,
-            details={
-                "dataset": dataset,
-                "sources": {"raw_dir": str(raw_dir.resolve()), "files": len(selected),
-                            "missing_list": str(missing_list) if missing_list else None,
-                            "checksums": "sources.json (sha256 of every file read)"},
-                "excluded": excluded,
-                "skipped": bad_names,
-                "preprocessing": {
-                    "version": PREPROCESSING_VERSION,
-                    "steps": ["bodies: 2 of highest energy among the first 4 slots",
-                              f"zero-pad to {MAX_FRAMES} frames",
-                              "pad null frames (move to front, repeat)", "subtract joint 2 of body 1 per frame",
-                              "rotate first-frame shoulders 5->9 of body 1 onto +x"],
-                    "max_frames": MAX_FRAMES,
-                },
-                "input_fingerprint": fingerprint,
-            },
+            label=label, num_frames=np.array(num_frames), names=names, ids=ids, splits=ntu_splits(dataset, ids),
+            details=_manifest_details(dataset, raw_dir, len(selected), missing_list, excluded, bad_names, fingerprint),
         )
-    return {"up_to_date": False, "out": str(out_dir), "samples": row, "excluded": len(excluded), "skipped": len(bad_names)}
-
+    return {"up_to_date": False, "out": str(out_dir), "samples": len(names), "excluded": len(excluded),
+            "skipped": len(bad_names)}

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -22,8 +23,14 @@ from usdrl.data.errors import DataError
 from usdrl.data.fingerprint import input_fingerprint, is_up_to_date
 from usdrl.data.normalize import PREPROCESSING_VERSION, normalize_batch
 from usdrl.data.text_tables import LineProblems, line_error, parse_table, read_text
-from usdrl.data.writer import DatasetWriter, default_workers, finish_dataset, write_sequences
-from usdrl.skeleton import ntu25_layout
+from usdrl.data.writer import (
+    DatasetWriter,
+    default_workers,
+    finish_dataset,
+    first_instance_labels,
+    write_sequences,
+)
+from usdrl.skeleton import SkeletonLayout, ntu25_layout
 
 VALUES_PER_FRAME = 150  # 2 persons x 25 joints x 3
 CLIP_FRAMES = 300
@@ -181,72 +188,6 @@ def _video_ids(names: list[str]) -> dict[str, np.ndarray]:
     return {"view": views}
 
 
-def prepare_pku1(raw_dir: str | Path, labels_dir: str | Path, splits_dir: str | Path, out_dir: str | Path,
-                 skip_bad: bool = False, workers: int | None = None, progress: bool = True) -> dict:
-    """Phase I: untrimmed sequences with per-frame labels (0 background) and the instance table."""
-    raw_dir, labels_dir, splits_dir = Path(raw_dir), Path(labels_dir), Path(splits_dir)
-    pairs = _pair_files(raw_dir, labels_dir)
-    split_files = _find_split_files(splits_dir, "pku1")
-    options = {"phase": 1, "skip_bad": skip_bad, "preprocessing_version": PREPROCESSING_VERSION}
-    fingerprint = input_fingerprint([p for _, skeleton, labels in pairs for p in (skeleton, labels)] + list(split_files.values()), options)
-    if is_up_to_date(Path(out_dir), fingerprint):
-        return {"up_to_date": True, "out": str(out_dir)}
-    frame_bound = sum(path.stat().st_size for _, path, _ in pairs) // (2 * VALUES_PER_FRAME) + len(pairs)
-    layout = ntu25_layout()
-    names, num_frames, instance_rows, notes, skipped, checksums = [], [], [], [], [], {}
-
-    def sequences() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        chosen_workers = default_workers(len(pairs), per_worker=8) if workers is None else workers
-        for name, sequence, instances, video_notes, digest in _videos(pairs, skip_bad, chosen_workers, progress,
-                                                                      "prepare pku1"):
-            if sequence is None:
-                skipped.append({"name": name, "reason": video_notes[0]})
-                continue
-            length = sequence.shape[1]
-            frame_labels = np.zeros(length, dtype=np.int16)
-            row = len(names)
-            for instance in instances:
-                frame_labels[instance.start:min(instance.end, length)] = instance.label
-                instance_rows.append((row, instance.label, instance.start, min(instance.end, length), instance.confidence))
-            names.append(name)
-            num_frames.append(length)
-            notes.extend(video_notes)
-            checksums[name] = digest
-            yield sequence, frame_labels
-
-    with DatasetWriter(out_dir) as writer:
-        write_sequences(writer, sequences(), frame_bound, (3, layout.num_joints, layout.num_persons))
-        writer.save("instances", np.array(instance_rows, dtype=np.int64).reshape(-1, 5))
-        # A sequence's label: its first instance's class (used only for per-class counts).
-        first_label = {}
-        for row, label, *_ in instance_rows:
-            first_label.setdefault(row, label - 1)
-        label = np.array([first_label.get(i, 0) for i in range(len(names))], dtype=np.int64)
-        finish_dataset(
-            writer, kind="untrimmed", layout=layout, class_names=list(PKUMMD_CLASS_NAMES), label=label,
-            num_frames=np.array(num_frames), names=names, ids=_video_ids(names),
-            splits=_splits_by_video(names, split_files),
-            details={
-                "dataset": "pku1",
-                "sources": {"raw_dir": str(raw_dir.resolve()), "labels_dir": str(labels_dir.resolve()),
-                            "split_files": {k: str(v) for k, v in split_files.items()}, "sha256": checksums},
-                "instances": len(instance_rows),
-                "label_notes": notes,
-                "skipped": skipped,
-                "excluded": [],
-                "sequence_label": "first instance's class (sequences are untrimmed; use frame_labels / instances)",
-                "preprocessing": {"version": PREPROCESSING_VERSION,
-                                  "steps": ["subtract joint 2 of body 1 per frame",
-                                            "rotate first-frame shoulders 5->9 of body 1 onto +x",
-                                            "no padding (untrimmed)"],
-                                  "frame_labels": "0 background, c = action c (1-based); end exclusive"},
-                "input_fingerprint": fingerprint,
-            },
-        )
-    return {"up_to_date": False, "out": str(out_dir), "sequences": len(names), "instances": len(instance_rows),
-            "skipped": len(skipped), "notes": len(notes)}
-
-
 def resample_clip(clip: np.ndarray, max_frames: int = CLIP_FRAMES) -> np.ndarray:
     """(C, L, V, M) -> (C, max_frames, V, M): zero-padded, or uniformly subsampled when longer."""
     length = clip.shape[1]
@@ -257,18 +198,112 @@ def resample_clip(clip: np.ndarray, max_frames: int = CLIP_FRAMES) -> np.ndarray
     return out
 
 
-def prepare_pku2(raw_dir: str | Path, labels_dir: str | Path, splits_dir: str | Path, out_dir: str | Path,
+def _pku_fingerprint(pairs: list[tuple[str, Path, Path]], split_files: dict[str, Path], options: dict) -> str:
+    """The input fingerprint of a PKU-MMD preparation: skeleton, label and split files, and the options."""
+    return input_fingerprint([p for _, skeleton, labels in pairs for p in (skeleton, labels)] + list(split_files.values()),
+                             options)
+
+
+def _sources(raw_dir: Path, labels_dir: Path, split_files: dict[str, Path]) -> dict[str, Any]:
+    """The manifest's ``sources``: the folders and split files read."""
+    return {"raw_dir": str(raw_dir.resolve()), "labels_dir": str(labels_dir.resolve()),
+            "split_files": {k: str(v) for k, v in split_files.items()}}
+
+
+@dataclass
+class _Gathered:
+    """What ``prepare_pku1`` gathers while the sequences are written."""
+
+    names: list[str] = field(default_factory=list)
+    num_frames: list[int] = field(default_factory=list)
+    instance_rows: list[tuple] = field(default_factory=list)  # (sequence, label 1-based, start, end, confidence)
+    notes: list[str] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    checksums: dict[str, str] = field(default_factory=dict)
+
+
+def _labelled_sequences(pairs: list[tuple[str, Path, Path]], skip_bad: bool, workers: int, progress: bool,
+                        gathered: _Gathered) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Each readable video's normalised sequence (C, T, V, M) and frame labels (T,) (0 background); names,
+    instances, notes, skipped videos and checksums into ``gathered``."""
+    for name, sequence, instances, video_notes, digest in _videos(pairs, skip_bad, workers, progress, "prepare pku1"):
+        if sequence is None:
+            gathered.skipped.append({"name": name, "reason": video_notes[0]})
+            continue
+        length = sequence.shape[1]
+        frame_labels = np.zeros(length, dtype=np.int16)
+        row = len(gathered.names)
+        for instance in instances:
+            frame_labels[instance.start:min(instance.end, length)] = instance.label
+            gathered.instance_rows.append((row, instance.label, instance.start, min(instance.end, length),
+                                           instance.confidence))
+        gathered.names.append(name)
+        gathered.num_frames.append(length)
+        gathered.notes.extend(video_notes)
+        gathered.checksums[name] = digest
+        yield sequence, frame_labels
+
+
+def prepare_pku1(raw_dir: str | Path, labels_dir: str | Path, splits_dir: str | Path, out_dir: str | Path,
                  skip_bad: bool = False, workers: int | None = None, progress: bool = True) -> dict:
-    """Phase II: trimmed instance clips, normalised as NTU (with padding), labels mapped to 0..K-1."""
+    """Phase I: untrimmed sequences with per-frame labels (0 background) and the instance table."""
     raw_dir, labels_dir, splits_dir = Path(raw_dir), Path(labels_dir), Path(splits_dir)
     pairs = _pair_files(raw_dir, labels_dir)
-    split_files = _find_split_files(splits_dir, "pku2")
-    options = {"phase": 2, "skip_bad": skip_bad, "clip_frames": CLIP_FRAMES, "preprocessing_version": PREPROCESSING_VERSION}
-    fingerprint = input_fingerprint([p for _, skeleton, labels in pairs for p in (skeleton, labels)] + list(split_files.values()), options)
+    split_files = _find_split_files(splits_dir, "pku1")
+    options = {"phase": 1, "skip_bad": skip_bad, "preprocessing_version": PREPROCESSING_VERSION}
+    fingerprint = _pku_fingerprint(pairs, split_files, options)
     if is_up_to_date(Path(out_dir), fingerprint):
         return {"up_to_date": True, "out": str(out_dir)}
+    frame_bound = sum(path.stat().st_size for _, path, _ in pairs) // (2 * VALUES_PER_FRAME) + len(pairs)
     layout = ntu25_layout()
-    clips, clip_names, clip_videos, clip_labels, clip_frames, notes, skipped, longer = [], [], [], [], [], [], [], 0
+    workers = default_workers(len(pairs), per_worker=8) if workers is None else workers
+    gathered = _Gathered()
+    with DatasetWriter(out_dir) as writer:
+        write_sequences(writer, _labelled_sequences(pairs, skip_bad, workers, progress, gathered), frame_bound,
+                        (3, layout.num_joints, layout.num_persons))
+        writer.save("instances", np.array(gathered.instance_rows, dtype=np.int64).reshape(-1, 5))
+        finish_dataset(
+            writer, kind="untrimmed", layout=layout, class_names=list(PKUMMD_CLASS_NAMES),
+            label=first_instance_labels(gathered.instance_rows, len(gathered.names)),
+            num_frames=np.array(gathered.num_frames), names=gathered.names, ids=_video_ids(gathered.names),
+            splits=_splits_by_video(gathered.names, split_files),
+            details={
+                "dataset": "pku1",
+                "sources": {**_sources(raw_dir, labels_dir, split_files), "sha256": gathered.checksums},
+                "instances": len(gathered.instance_rows),
+                "label_notes": gathered.notes,
+                "skipped": gathered.skipped,
+                "excluded": [],
+                "sequence_label": "first instance's class (sequences are untrimmed; use frame_labels / instances)",
+                "preprocessing": {"version": PREPROCESSING_VERSION,
+                                  "steps": ["subtract joint 2 of body 1 per frame",
+                                            "rotate first-frame shoulders 5->9 of body 1 onto +x",
+                                            "no padding (untrimmed)"],
+                                  "frame_labels": "0 background, c = action c (1-based); end exclusive"},
+                "input_fingerprint": fingerprint,
+            },
+        )
+    return {"up_to_date": False, "out": str(out_dir), "sequences": len(gathered.names),
+            "instances": len(gathered.instance_rows), "skipped": len(gathered.skipped), "notes": len(gathered.notes)}
+
+
+@dataclass
+class _Clips:
+    """The instance clips ``prepare_pku2`` cuts, raw, and what it met doing so."""
+
+    clips: list[np.ndarray] = field(default_factory=list)  # (C, CLIP_FRAMES, V, M) each
+    names: list[str] = field(default_factory=list)
+    videos: list[str] = field(default_factory=list)  # the video of each clip
+    labels: list[int] = field(default_factory=list)  # 1-based action ids
+    frames: list[int] = field(default_factory=list)  # valid frames of each clip
+    notes: list[str] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    longer: int = 0  # clips longer than CLIP_FRAMES, subsampled
+
+
+def _cut_clips(pairs: list[tuple[str, Path, Path]], skip_bad: bool, progress: bool) -> _Clips:
+    """Every labelled instance of every readable video as a raw clip, zero-padded or subsampled to CLIP_FRAMES."""
+    cut = _Clips()
     for pair in tqdm(pairs, unit="video", desc="prepare pku2", disable=not progress):
         name, skeleton_path, label_path = pair
         try:
@@ -277,45 +312,64 @@ def prepare_pku2(raw_dir: str | Path, labels_dir: str | Path, splits_dir: str | 
         except DataError as error:
             if not skip_bad:
                 raise
-            skipped.append({"name": name, "reason": str(error)})
+            cut.skipped.append({"name": name, "reason": str(error)})
             continue
-        notes.extend(video_notes)
+        cut.notes.extend(video_notes)
         for number, instance in enumerate(instances):
             clip = sequence[:, instance.start:min(instance.end, sequence.shape[1])]
             if clip.shape[1] == 0 or not np.any(clip):
-                skipped.append({"name": f"{name}_{number}", "reason": "empty clip (no frames or no skeleton)"})
+                cut.skipped.append({"name": f"{name}_{number}", "reason": "empty clip (no frames or no skeleton)"})
                 continue
-            longer += clip.shape[1] > CLIP_FRAMES
-            clip_frames.append(min(clip.shape[1], CLIP_FRAMES))
-            clips.append(resample_clip(clip))
-            clip_names.append(f"{name}_{number:03d}")
-            clip_videos.append(name)
-            clip_labels.append(instance.label)
-    if not clips:
+            cut.longer += clip.shape[1] > CLIP_FRAMES
+            cut.frames.append(min(clip.shape[1], CLIP_FRAMES))
+            cut.clips.append(resample_clip(clip))
+            cut.names.append(f"{name}_{number:03d}")
+            cut.videos.append(name)
+            cut.labels.append(instance.label)
+    return cut
+
+
+def _write_normalised_clips(writer: DatasetWriter, clips: list[np.ndarray], layout: SkeletonLayout) -> None:
+    """x.npy (N, C, T, V, M): the clips normalised as NTU, 256 at a time."""
+    x = writer.open_array("x", (len(clips), 3, CLIP_FRAMES, layout.num_joints, layout.num_persons))
+    for start in range(0, len(clips), 256):
+        batch = np.stack(clips[start:start + 256])
+        x[start:start + len(batch)] = normalize_batch(batch, layout.center_joint, layout.shoulder_pair)
+    x.flush()
+    del x
+
+
+def prepare_pku2(raw_dir: str | Path, labels_dir: str | Path, splits_dir: str | Path, out_dir: str | Path,
+                 skip_bad: bool = False, workers: int | None = None, progress: bool = True) -> dict:
+    """Phase II: trimmed instance clips, normalised as NTU (with padding), labels mapped to 0..K-1."""
+    raw_dir, labels_dir, splits_dir = Path(raw_dir), Path(labels_dir), Path(splits_dir)
+    pairs = _pair_files(raw_dir, labels_dir)
+    split_files = _find_split_files(splits_dir, "pku2")
+    options = {"phase": 2, "skip_bad": skip_bad, "clip_frames": CLIP_FRAMES, "preprocessing_version": PREPROCESSING_VERSION}
+    fingerprint = _pku_fingerprint(pairs, split_files, options)
+    if is_up_to_date(Path(out_dir), fingerprint):
+        return {"up_to_date": True, "out": str(out_dir)}
+    layout = ntu25_layout()
+    cut = _cut_clips(pairs, skip_bad, progress)
+    if not cut.clips:
         raise DataError(f"{raw_dir}: no clips could be cut")
-    present_labels = sorted(set(clip_labels))
+    present_labels = sorted(set(cut.labels))
     label_index = {label: index for index, label in enumerate(present_labels)}
     with DatasetWriter(out_dir) as writer:
-        x = writer.open_array("x", (len(clips), 3, CLIP_FRAMES, layout.num_joints, layout.num_persons))
-        for start in range(0, len(clips), 256):
-            batch = np.stack(clips[start:start + 256])
-            x[start:start + len(batch)] = normalize_batch(batch, layout.center_joint, layout.shoulder_pair)
-        x.flush()
-        del x
+        _write_normalised_clips(writer, cut.clips, layout)
         finish_dataset(
             writer, kind="trimmed", layout=layout,
             class_names=[PKUMMD_CLASS_NAMES[label - 1] for label in present_labels],
-            label=np.array([label_index[label] for label in clip_labels]), num_frames=np.array(clip_frames),
-            names=clip_names, ids=_video_ids(clip_videos), splits=_splits_by_video(clip_videos, split_files),
+            label=np.array([label_index[label] for label in cut.labels]), num_frames=np.array(cut.frames),
+            names=cut.names, ids=_video_ids(cut.videos), splits=_splits_by_video(cut.videos, split_files),
             details={
                 "dataset": "pku2",
                 "original_action_ids": present_labels,
-                "sources": {"raw_dir": str(raw_dir.resolve()), "labels_dir": str(labels_dir.resolve()),
-                            "split_files": {k: str(v) for k, v in split_files.items()}},
-                "label_notes": notes,
-                "skipped": skipped,
+                "sources": _sources(raw_dir, labels_dir, split_files),
+                "label_notes": cut.notes,
+                "skipped": cut.skipped,
                 "excluded": [],
-                "clips_longer_than_max": int(longer),
+                "clips_longer_than_max": int(cut.longer),
                 "preprocessing": {"version": PREPROCESSING_VERSION, "max_frames": CLIP_FRAMES,
                                   "steps": ["cut instance [start, end)", f"longer clips subsampled uniformly to {CLIP_FRAMES}",
                                             "zero-pad", "pad null frames (move to front, repeat)",
@@ -324,4 +378,4 @@ def prepare_pku2(raw_dir: str | Path, labels_dir: str | Path, splits_dir: str | 
                 "input_fingerprint": fingerprint,
             },
         )
-    return {"up_to_date": False, "out": str(out_dir), "clips": len(clips), "skipped": len(skipped)}
+    return {"up_to_date": False, "out": str(out_dir), "clips": len(cut.clips), "skipped": len(cut.skipped)}

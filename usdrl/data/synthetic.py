@@ -20,7 +20,13 @@ import numpy as np
 from usdrl.data.fingerprint import is_up_to_date
 from usdrl.data.normalize import PREPROCESSING_VERSION, normalize_batch
 from usdrl.data.synthetic_motion import TWO_PERSON_CLASSES, animate_scene, random_subject
-from usdrl.data.writer import DatasetWriter, check_output_folder, finish_dataset, write_sequences
+from usdrl.data.writer import (
+    DatasetWriter,
+    check_output_folder,
+    finish_dataset,
+    first_instance_labels,
+    write_sequences,
+)
 from usdrl.skeleton import ntu25_layout
 
 GENERATOR_VERSION = 1
@@ -178,11 +184,8 @@ def prepare_synthetic(out_dir: str | Path, config: SyntheticConfig = SyntheticCo
         write_sequences(writer, zip(streams["sequences"], streams["frame_labels"]),
                         sum(s.shape[1] for s in streams["sequences"]), (3, layout.num_joints, layout.num_persons))
         writer.save("instances", streams["instances"])
-        first = {}
-        for row, label, *_ in streams["instances"]:
-            first.setdefault(int(row), int(label) - 1)
         finish_dataset(writer, kind="untrimmed", layout=layout, class_names=list(CLASS_NAMES),
-                       label=np.array([first.get(i, 0) for i in range(len(streams["names"]))]),
+                       label=first_instance_labels(streams["instances"], len(streams["names"])),
                        num_frames=np.array([s.shape[1] for s in streams["sequences"]]), names=streams["names"],
                        ids=streams["ids"], splits=_splits(streams["ids"], config),
                        details={**details, "instances": len(streams["instances"]),

@@ -40,135 +40,39 @@ out: ``losoK_test`` holds subject K's clips, ``losoK_train`` the others), loaded
 
 from __future__ import annotations
 
-import hashlib
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from usdrl.data.errors import DataError
 from usdrl.data.fingerprint import input_fingerprint, is_up_to_date
 from usdrl.data.normalize import PREPROCESSING_VERSION, normalize_batch
 from usdrl.data.pkummd import resample_clip
-from usdrl.data.text_tables import LineProblems, line_error, parse_table, read_text
-from usdrl.data.writer import DatasetWriter, check_output_folder, finish_dataset, write_sequences
-from usdrl.skeleton import kinect_v1_layout
+from usdrl.data.utkinect_files import (
+    CLASS_NAMES,
+    LABEL_FILES,
+    READER_VERSION,
+    LabelRange,
+    Recording,
+    read_labels,
+    read_recordings,
+)
+from usdrl.data.utkinect_files import read_joints as read_joints  # re-exported: imported from here elsewhere
+from usdrl.data.writer import (
+    DatasetWriter,
+    check_output_folder,
+    finish_dataset,
+    first_instance_labels,
+    write_sequences,
+)
+from usdrl.skeleton import SkeletonLayout, kinect_v1_layout
 
-READER_VERSION = 1
-CLASS_NAMES = ("walk", "sitDown", "standUp", "pickUp", "carry", "throw", "push", "pull", "waveHands", "clapHands")
-LABEL_FILES = {"original": "actionLabel.txt", "modified": "actionLabel_modified.txt"}
 DEFAULT_LABELS = "original"
 MAX_FRAMES = 200
-VALUES_PER_LINE = 61  # frame id + 20 joints x 3
-SKELETON_LINE_PROBLEMS = LineProblems(
-    wrong_count="{path}: skeleton line {line} needs {expected} values (frame id, 20 joints x 3), found {found}",
-    not_a_number="{path}: skeleton line {line}: text where a number belongs: {text!r}",
-    not_finite="{path}: skeleton line {line}: NaN or inf",
-    unparsed="{path}: could not be parsed")
-RECORDING_PATTERN = re.compile(r"joints_(s(\d\d)_e(\d\d))\.txt")
-HEADER_PATTERN = re.compile(r"s\d\d_e\d\d")
 
 
-@dataclass(frozen=True)
-class LabelRange:
-    """One labelled action of a recording: class (0-based), frame ids (None for NaN), line of the label file."""
-
-    action: int
-    start: int | None
-    end: int | None
-    line: int
-
-
-@dataclass
-class Recording:
-    name: str  # sSS_eEE
-    subject: int
-    replication: int
-    frame_ids: np.ndarray  # (L,) increasing, after merging repeated ids
-    joints: np.ndarray  # (C, L, V, M) raw metres
-    repeated_ids: int  # lines dropped because their frame id repeats the previous line's
-    digest: str
-
-
-def read_joints(path: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
-    """A joints file as (frame ids (L,), joints (C=3, L, V=20, M=1), count of repeated-id lines dropped)."""
-    path = Path(path)
-    text = read_text(path)
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
-        raise DataError(f"{path}: empty joints file")
-    table = parse_table(text, len(lines), VALUES_PER_LINE, np.float64)  # (L, 61)
-    if table is None:
-        raise line_error(enumerate(lines, start=1), VALUES_PER_LINE, np.float64, SKELETON_LINE_PROBLEMS, path)
-    frame_ids = table[:, 0]
-    if np.any(frame_ids != np.round(frame_ids)):
-        bad = int(np.flatnonzero(frame_ids != np.round(frame_ids))[0])
-        raise DataError(f"{path}: skeleton line {bad + 1}: frame id {frame_ids[bad]} is not an integer")
-    frame_ids = frame_ids.astype(np.int64)
-    steps = np.diff(frame_ids)
-    if np.any(steps < 0):
-        bad = int(np.flatnonzero(steps < 0)[0]) + 1
-        raise DataError(f"{path}: skeleton line {bad + 1}: frame id {frame_ids[bad]} comes after "
-                        f"{frame_ids[bad - 1]}; frame ids must not decrease")
-    keep = np.concatenate([[True], steps != 0])  # the first line of each frame id
-    joints = table[keep, 1:].reshape(-1, 20, 3).astype(np.float32)  # (L, V, C)
-    return frame_ids[keep], joints.transpose(2, 0, 1)[..., None].copy(), int((~keep).sum())
-
-
-def read_labels(path: str | Path) -> dict[str, list[LabelRange]]:
-    """{recording: [LabelRange, ...] in file order} of a UTKinect label file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"label file {path} does not exist; --raw must hold the UTKinect label files "
-                        f"({', '.join(LABEL_FILES.values())})")
-    labels: dict[str, list[LabelRange]] = {}
-    current = None
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        line = line.strip()
-        if not line:
-            continue
-        if HEADER_PATTERN.fullmatch(line):
-            current = labels.setdefault(line, [])
-            continue
-        if current is None:
-            raise DataError(f"{path}:{number}: a range before the first recording line (sSS_eEE): {line[:60]!r}")
-        action, _, bounds = line.partition(":")
-        if action.strip() not in CLASS_NAMES:
-            raise DataError(f"{path}:{number}: unknown action {action.strip()!r}; expected one of {', '.join(CLASS_NAMES)}")
-        fields = bounds.split()
-        if len(fields) != 2:
-            raise DataError(f"{path}:{number}: a range needs 'action: start end', found {line[:60]!r}")
-        if any(field.lower() == "nan" for field in fields):
-            start = end = None
-        else:
-            try:
-                start, end = (int(field) for field in fields)
-            except ValueError:
-                raise DataError(f"{path}:{number}: text where a frame id belongs: {line[:60]!r}") from None
-        current.append(LabelRange(CLASS_NAMES.index(action.strip()), start, end, number))
-    return labels
-
-
-def _recordings(raw_dir: Path, skip_bad: bool, progress: bool) -> tuple[list[Recording], list[dict]]:
-    paths = sorted(p for p in raw_dir.glob("joints_*.txt") if RECORDING_PATTERN.fullmatch(p.name))
-    if not paths:
-        raise DataError(f"{raw_dir} holds no joints_sSS_eEE.txt files; pass --raw the UTKinect skeleton folder")
-    recordings, skipped = [], []
-    for path in tqdm(paths, unit="recording", desc="prepare utkinect", disable=not progress):
-        name, subject, replication = RECORDING_PATTERN.fullmatch(path.name).groups()
-        try:
-            frame_ids, joints, repeated = read_joints(path)
-        except DataError as error:
-            if not skip_bad:
-                raise
-            skipped.append({"name": name, "reason": str(error)})
-            continue
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        recordings.append(Recording(name, int(subject), int(replication), frame_ids, joints, repeated, digest))
-    return recordings, skipped
 
 
 def _line_range(frame_ids: np.ndarray, start: int, end: int) -> tuple[int, int]:
@@ -262,59 +166,52 @@ def _splits(subjects: np.ndarray, loso: bool) -> dict[tuple[str, str], np.ndarra
     return splits
 
 
-def prepare_utkinect(raw_dir: str | Path, out_dir: str | Path, labels: str | None = None, skip_bad: bool = False,
-                     progress: bool = True) -> dict[str, Any]:
-    """Write ``out/actions`` (trimmed clips, xsub and loso1..loso10) and ``out/streams`` (untrimmed, xsub).
+@dataclass
+class _Cut:
+    """What ``prepare_utkinect`` cuts from the recordings: the actions' clips and the streams."""
 
-    ``labels``: ``"original"`` or ``"modified"`` (None: ``DEFAULT_LABELS``)."""
-    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    labels = DEFAULT_LABELS if labels is None else labels
-    if labels not in LABEL_FILES:
-        raise DataError(f"--labels must be one of {', '.join(LABEL_FILES)}, got {labels!r}")
-    if not raw_dir.is_dir():
-        raise DataError(f"UTKinect folder {raw_dir} does not exist; pass --raw the folder of joints_sSS_eEE.txt files")
-    label_path = raw_dir / LABEL_FILES[labels]
-    label_table = read_labels(label_path)
-    label_paths = [raw_dir / name for name in LABEL_FILES.values() if (raw_dir / name).is_file()]
-    options = {"labels": labels, "skip_bad": skip_bad, "max_frames": MAX_FRAMES, "reader_version": READER_VERSION,
-               "preprocessing_version": PREPROCESSING_VERSION}
-    fingerprint = input_fingerprint(sorted(raw_dir.glob("joints_*.txt")) + label_paths, options)
-    targets = {"actions": out_dir / "actions", "streams": out_dir / "streams"}
-    if all(is_up_to_date(path, fingerprint) for path in targets.values()):
-        return {"up_to_date": True, "out": str(out_dir)}
-    recordings, skipped = _recordings(raw_dir, skip_bad, progress)
-    unlabelled = [recording.name for recording in recordings if recording.name not in label_table]
-    if unlabelled:
-        raise DataError(f"{label_path}: no ranges for recording(s) {', '.join(unlabelled)}; add them or remove "
-                        f"their joints files")
-    layout = kinect_v1_layout()
-    quirks: dict[str, Any] = {"excluded": [], "label_frames_without_line": [], "ranges_out_of_order": [],
-                              "touching_or_overlapping_ranges": [], "stream_instances_cut": []}
-    clips, clip_labels, clip_frames, clip_names, clip_ranges, clip_subjects, clip_replications = [], [], [], [], [], [], []
-    sequences, instance_rows = [], []
-    longer = 0
+    clips: list[np.ndarray] = field(default_factory=list)  # (C, MAX_FRAMES, V, M) each, raw
+    labels: list[int] = field(default_factory=list)  # 0-based class of each clip
+    frames: list[int] = field(default_factory=list)  # valid frames of each clip
+    names: list[str] = field(default_factory=list)
+    ranges: list[tuple] = field(default_factory=list)  # first line, end line (exclusive), first and last frame id
+    subjects: list[int] = field(default_factory=list)
+    replications: list[int] = field(default_factory=list)
+    longer: int = 0  # clips longer than MAX_FRAMES, subsampled
+    sequences: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (C, L, V, M), frame labels (L,)
+    instance_rows: list[tuple] = field(default_factory=list)  # (stream, label 1-based, start, end, confidence)
+
+
+def _cut_recordings(recordings: list[Recording], label_table: dict[str, list[LabelRange]], label_path: Path,
+                    layout: SkeletonLayout, quirks: dict) -> _Cut:
+    """Each recording's labelled clips (raw, resampled to MAX_FRAMES) and its stream, normalised, with per-line
+    labels; every quirk met recorded in ``quirks``."""
+    cut = _Cut()
     for row, recording in enumerate(recordings):
         instances = _instances(recording, label_table[recording.name], label_path, quirks)
         for instance in instances:
             clip = recording.joints[:, instance["first_line"]:instance["stop_line"]]  # (C, L, V, M)
-            longer += clip.shape[1] > MAX_FRAMES
-            clips.append(resample_clip(clip, MAX_FRAMES))
-            clip_frames.append(min(clip.shape[1], MAX_FRAMES))
-            clip_labels.append(instance["action"])
-            clip_names.append(instance["name"])
-            clip_ranges.append((instance["first_line"], instance["stop_line"],
-                                recording.frame_ids[instance["first_line"]], recording.frame_ids[instance["stop_line"] - 1]))
-            clip_subjects.append(recording.subject)
-            clip_replications.append(recording.replication)
+            cut.longer += clip.shape[1] > MAX_FRAMES
+            cut.clips.append(resample_clip(clip, MAX_FRAMES))
+            cut.frames.append(min(clip.shape[1], MAX_FRAMES))
+            cut.labels.append(instance["action"])
+            cut.names.append(instance["name"])
+            cut.ranges.append((instance["first_line"], instance["stop_line"],
+                               recording.frame_ids[instance["first_line"]], recording.frame_ids[instance["stop_line"] - 1]))
+            cut.subjects.append(recording.subject)
+            cut.replications.append(recording.replication)
         sequence = normalize_batch(recording.joints[None], layout.center_joint, layout.shoulder_pair, pad_frames=False)[0]
         frame_labels, rows = _stream_labels(instances, sequence.shape[1], quirks)
-        sequences.append((sequence, frame_labels))
-        instance_rows.extend((row, label, start, stop, 2) for label, start, stop in rows)
-    if not clips:
-        raise DataError(f"{raw_dir}: no labelled clip could be cut")
-    x = normalize_batch(np.stack(clips), layout.center_joint, layout.shoulder_pair)  # (N, C, T, V, M)
+        cut.sequences.append((sequence, frame_labels))
+        cut.instance_rows.extend((row, label, start, stop, 2) for label, start, stop in rows)
+    return cut
+
+
+def _details(raw_dir: Path, label_path: Path, labels: str, label_table: dict[str, list[LabelRange]],
+             recordings: list[Recording], quirks: dict, skipped: list[dict], fingerprint: str) -> dict[str, Any]:
+    """The manifest entries both datasets share: sources, label file, frame ids, repeated ids and quirks."""
     steps = np.concatenate([np.diff(recording.frame_ids) for recording in recordings])
-    details = {
+    return {
         "dataset": "utkinect",
         "sources": {"raw_dir": str(raw_dir.resolve()), "label_file": label_path.name,
                     "sha256": {recording.name: recording.digest for recording in recordings}},
@@ -335,46 +232,89 @@ def prepare_utkinect(raw_dir: str | Path, out_dir: str | Path, labels: str | Non
         "skipped": skipped,
         "input_fingerprint": fingerprint,
     }
-    subjects = np.array(clip_subjects, dtype=np.int32)
-    for path in targets.values():  # both refused or accepted before either is written
-        check_output_folder(path)
-    with DatasetWriter(targets["actions"], inputs=[raw_dir, label_path]) as writer:
+
+
+def _write_actions(out_dir: Path, inputs: list[Path], layout: SkeletonLayout, cut: _Cut, details: dict) -> None:
+    """``OUT/actions``: the clips normalised as NTU, zero-padded to MAX_FRAMES, with their line and frame ranges."""
+    x = normalize_batch(np.stack(cut.clips), layout.center_joint, layout.shoulder_pair)  # (N, C, T, V, M)
+    subjects = np.array(cut.subjects, dtype=np.int32)
+    with DatasetWriter(out_dir, inputs=inputs) as writer:
         writer.save("x", x.astype(np.float32))
-        writer.save("clip_ranges", np.array(clip_ranges, dtype=np.int64).reshape(-1, 4))
+        writer.save("clip_ranges", np.array(cut.ranges, dtype=np.int64).reshape(-1, 4))
         finish_dataset(
-            writer, kind="trimmed", layout=layout, class_names=list(CLASS_NAMES), label=np.array(clip_labels),
-            num_frames=np.array(clip_frames), names=clip_names,
-            ids={"subject": subjects, "replication": np.array(clip_replications, dtype=np.int32)},
+            writer, kind="trimmed", layout=layout, class_names=list(CLASS_NAMES), label=np.array(cut.labels),
+            num_frames=np.array(cut.frames), names=cut.names,
+            ids={"subject": subjects, "replication": np.array(cut.replications, dtype=np.int32)},
             splits=_splits(subjects, loso=True),
-            details={**details, "longest_clip": int(max(end - start for start, end, _, _ in clip_ranges)),
-                     "clips_longer_than_max": int(longer),
+            details={**details, "longest_clip": int(max(end - start for start, end, _, _ in cut.ranges)),
+                     "clips_longer_than_max": int(cut.longer),
                      "preprocessing": {"version": PREPROCESSING_VERSION, "max_frames": MAX_FRAMES,
                                        "steps": ["cut the label range (lines)", f"longer clips subsampled uniformly to {MAX_FRAMES}",
                                                  "zero-pad", "pad null frames (move to front, repeat)",
                                                  "subtract joint 2 (spine) per frame",
                                                  "rotate first-frame shoulders 5->9 onto +x"]}})
+
+
+def _write_streams(out_dir: Path, inputs: list[Path], layout: SkeletonLayout, recordings: list[Recording], cut: _Cut,
+                   details: dict) -> None:
+    """``OUT/streams``: the whole recordings normalised, with per-line labels, instances and frame ids."""
     stream_subjects = np.array([r.subject for r in recordings], dtype=np.int32)
-    first_label = {}
-    for row, label, *_ in instance_rows:
-        first_label.setdefault(row, label - 1)
-    with DatasetWriter(targets["streams"], inputs=[raw_dir, label_path]) as writer:
-        write_sequences(writer, sequences, sum(len(r.frame_ids) for r in recordings),
+    with DatasetWriter(out_dir, inputs=inputs) as writer:
+        write_sequences(writer, cut.sequences, sum(len(r.frame_ids) for r in recordings),
                         (3, layout.num_joints, layout.num_persons))
         writer.save("frame_ids", np.concatenate([r.frame_ids for r in recordings]))
-        writer.save("instances", np.array(instance_rows, dtype=np.int64).reshape(-1, 5))
+        writer.save("instances", np.array(cut.instance_rows, dtype=np.int64).reshape(-1, 5))
         finish_dataset(
             writer, kind="untrimmed", layout=layout, class_names=list(CLASS_NAMES),
-            label=np.array([first_label.get(i, 0) for i in range(len(recordings))]),
+            label=first_instance_labels(cut.instance_rows, len(recordings)),
             num_frames=np.array([len(r.frame_ids) for r in recordings]), names=[r.name for r in recordings],
             ids={"subject": stream_subjects, "replication": np.array([r.replication for r in recordings], dtype=np.int32)},
             splits=_splits(stream_subjects, loso=False),
-            details={**details, "instances": len(instance_rows),
+            details={**details, "instances": len(cut.instance_rows),
                      "sequence_label": "first instance's class (sequences are untrimmed; use frame_labels / instances)",
                      "preprocessing": {"version": PREPROCESSING_VERSION,
                                        "steps": ["subtract joint 2 (spine) per frame",
                                                  "rotate first-frame shoulders 5->9 onto +x", "no padding (untrimmed)"],
                                        "frame_labels": "0 background, c = action c (1-based); end exclusive; "
                                                        "an instance ends where the next-starting one begins"}})
-    return {"up_to_date": False, "out": str(out_dir), "labels": labels, "clips": len(clips),
-            "streams": len(recordings), "instances": len(instance_rows), "excluded": len(quirks["excluded"]),
+
+
+def prepare_utkinect(raw_dir: str | Path, out_dir: str | Path, labels: str | None = None, skip_bad: bool = False,
+                     progress: bool = True) -> dict[str, Any]:
+    """Write ``out/actions`` (trimmed clips, xsub and loso1..loso10) and ``out/streams`` (untrimmed, xsub).
+
+    ``labels``: ``"original"`` or ``"modified"`` (None: ``DEFAULT_LABELS``)."""
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    labels = DEFAULT_LABELS if labels is None else labels
+    if labels not in LABEL_FILES:
+        raise DataError(f"--labels must be one of {', '.join(LABEL_FILES)}, got {labels!r}")
+    if not raw_dir.is_dir():
+        raise DataError(f"UTKinect folder {raw_dir} does not exist; pass --raw the folder of joints_sSS_eEE.txt files")
+    label_path = raw_dir / LABEL_FILES[labels]
+    label_table = read_labels(label_path)
+    label_paths = [raw_dir / name for name in LABEL_FILES.values() if (raw_dir / name).is_file()]
+    options = {"labels": labels, "skip_bad": skip_bad, "max_frames": MAX_FRAMES, "reader_version": READER_VERSION,
+               "preprocessing_version": PREPROCESSING_VERSION}
+    fingerprint = input_fingerprint(sorted(raw_dir.glob("joints_*.txt")) + label_paths, options)
+    targets = {"actions": out_dir / "actions", "streams": out_dir / "streams"}
+    if all(is_up_to_date(path, fingerprint) for path in targets.values()):
+        return {"up_to_date": True, "out": str(out_dir)}
+    recordings, skipped = read_recordings(raw_dir, skip_bad, progress)
+    unlabelled = [recording.name for recording in recordings if recording.name not in label_table]
+    if unlabelled:
+        raise DataError(f"{label_path}: no ranges for recording(s) {', '.join(unlabelled)}; add them or remove "
+                        f"their joints files")
+    layout = kinect_v1_layout()
+    quirks: dict[str, Any] = {"excluded": [], "label_frames_without_line": [], "ranges_out_of_order": [],
+                              "touching_or_overlapping_ranges": [], "stream_instances_cut": []}
+    cut = _cut_recordings(recordings, label_table, label_path, layout, quirks)
+    if not cut.clips:
+        raise DataError(f"{raw_dir}: no labelled clip could be cut")
+    details = _details(raw_dir, label_path, labels, label_table, recordings, quirks, skipped, fingerprint)
+    for path in targets.values():  # both refused or accepted before either is written
+        check_output_folder(path)
+    _write_actions(targets["actions"], [raw_dir, label_path], layout, cut, details)
+    _write_streams(targets["streams"], [raw_dir, label_path], layout, recordings, cut, details)
+    return {"up_to_date": False, "out": str(out_dir), "labels": labels, "clips": len(cut.clips),
+            "streams": len(recordings), "instances": len(cut.instance_rows), "excluded": len(quirks["excluded"]),
             "skipped": len(skipped)}

@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +242,15 @@ def finish_dataset(
         **details,
     }
     return writer.finish(manifest)
+
+
+def first_instance_labels(instance_rows: Iterable[Sequence[int]], count: int) -> np.ndarray:
+    """The label (N,) of each of ``count`` untrimmed sequences: its first instance's class (0-based), 0 without
+    instances; rows are (sequence, label 1-based, ...). Only the manifest's per-class counts use it."""
+    first: dict[int, int] = {}
+    for row, label, *_ in instance_rows:
+        first.setdefault(int(row), int(label) - 1)
+    return np.array([first.get(index, 0) for index in range(count)], dtype=np.int64)
 
 
 def write_sequences(
