@@ -1,6 +1,11 @@
 """``usdrl <command>``: everything a notebook does, from a shell.
 
 Bad input exits with status 2 and one line naming the file, line or sample and what to do.
+
+Here: the settings every pipeline command shares (``--params``, ``--profile``, ``--set``), the pipeline
+commands, and the dispatch (``COMMANDS``, ``main``). The data commands (prepare, import, inspect) are
+``usdrl.cli_data``, the commands that use a trained model (export, embed, recognize, detect run)
+``usdrl.cli_model``.
 """
 
 from __future__ import annotations
@@ -18,126 +23,6 @@ from usdrl.data.store import write_json_atomically
 from usdrl.model import BACKBONES
 from usdrl.skeleton import MODALITIES, LayoutError
 from usdrl.train import TrainingError
-
-
-def _add_prepare(commands: argparse._SubParsersAction) -> None:
-    prepare = commands.add_parser("prepare", help="prepare a dataset into the canonical memory-mapped form")
-    datasets = prepare.add_subparsers(dest="dataset", required=True, metavar="DATASET")
-    for name in ("ntu60", "ntu120"):
-        parser = datasets.add_parser(name, help=f"{name.upper()} from the raw .skeleton files")
-        parser.add_argument("--raw", required=True, type=Path, help="folder of .skeleton files (searched recursively)")
-        parser.add_argument("--out", required=True, type=Path, help="output dataset folder")
-        parser.add_argument("--missing", type=Path, help="official missing-skeleton list (samples to exclude)")
-        parser.add_argument("--workers", type=int, help="processes (default: up to 8)")
-    for name, phase in (("pku1", "Phase I untrimmed sequences (detection)"), ("pku2", "Phase II trimmed clips (recognition)")):
-        parser = datasets.add_parser(name, help=f"PKU-MMD {phase}")
-        parser.add_argument("--raw", required=True, type=Path, help="folder of skeleton .txt files")
-        parser.add_argument("--labels", required=True, type=Path, help="folder of label .txt files (same names)")
-        parser.add_argument("--splits", required=True, type=Path, help="folder of the official split lists")
-        parser.add_argument("--out", required=True, type=Path, help="output dataset folder")
-        parser.add_argument("--workers", type=int, help="processes (pku1; default: up to 8)")
-    utkinect = datasets.add_parser("utkinect", help="UTKinect-Action3D: trimmed clips and untrimmed streams (Kinect v1)")
-    utkinect.add_argument("--raw", required=True, type=Path, help="folder of joints_sSS_eEE.txt and actionLabel*.txt")
-    utkinect.add_argument("--out", required=True, type=Path, help="folder; writes OUT/actions and OUT/streams")
-    utkinect.add_argument("--labels", metavar="original|modified",
-                          help="label file: actionLabel.txt (original, the published one; default) or "
-                               "actionLabel_modified.txt (modified: seven ranges corrected)")
-    synthetic = datasets.add_parser("synthetic", help="the embedded synthetic dataset (trimmed clips and untrimmed streams)")
-    synthetic.add_argument("--out", required=True, type=Path, help="folder; writes OUT/actions and OUT/streams")
-    synthetic.add_argument("--seed", type=int, default=0)
-    synthetic.add_argument("--subjects", type=int, default=12)
-    synthetic.add_argument("--replications", type=int, default=2)
-    for parser in datasets.choices.values():
-        if parser.prog.split()[-1] != "synthetic":
-            parser.add_argument("--skip-bad", action="store_true", help="skip bad files and list them in the manifest")
-        parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def _add_import(commands: argparse._SubParsersAction) -> None:
-    from usdrl.skeleton import BUILTIN_LAYOUTS
-
-    importer = commands.add_parser("import", help="import processed arrays (AGCN, CTR-GCN, plain arrays, pyskl annotations)")
-    formats = importer.add_subparsers(dest="format", required=True, metavar="FORMAT")
-    layouts = ", ".join(BUILTIN_LAYOUTS)
-    normalise_help = ("SPEC normalisation as for NTU: pad null frames, subtract the layout's centre joint, rotate its "
-                      "first-frame shoulders onto +x. Default: on for 3D layouts (sensor coordinates: without it an "
-                      "encoder sees where a body stands, not how it moves), off for 2D ones and 2D + score "
-                      "(image coordinates of an upright camera: the lean in the image is meaningful and the 2D "
-                      "shoulder line of a side view is too short to rotate by); --no-normalise stores the values as "
-                      "given, --normalise forces it on")
-    for name, what in (("agcn", "folder with {train,val}_data_joint.npy and {train,val}_label.pkl"),
-                       ("ctrgcn", "NTU60_CS.npz-style file (x_train, y_train, x_test, y_test)")):
-        parser = formats.add_parser(name, help=what)
-        parser.add_argument("path", type=Path, help=what)
-        parser.add_argument("--out", required=True, type=Path)
-        parser.add_argument("--benchmark", choices=("xsub", "xview", "xset"), help="default: guessed from the path")
-        parser.add_argument("--dataset", help="dataset name for the manifest (default: from the class count)")
-    arrays = formats.add_parser("arrays", help=".npz with x (N, C, T, V, M), label and split_<benchmark>_<split> indices")
-    arrays.add_argument("path", type=Path)
-    arrays.add_argument("--out", required=True, type=Path)
-    arrays.add_argument("--layout", help=f"a built-in layout ({layouts}; default ntu25) or a YAML/JSON layout file")
-    arrays.add_argument("--dataset", help="dataset name for the manifest")
-    arrays.add_argument("--normalise", action=argparse.BooleanOptionalAction, help=normalise_help)
-    pyskl = formats.add_parser("pyskl", help="pyskl / MMAction2 annotation pickle (ntu60_3danno.pkl, ntu60_hrnet.pkl, ...)")
-    pyskl.add_argument("path", type=Path, help="the .pkl: {'split': {name: [frame_dir, ...]}, 'annotations': [...]}")
-    pyskl.add_argument("--out", required=True, type=Path)
-    pyskl.add_argument("--layout", help=f"a built-in layout ({layouts}) or a YAML/JSON layout file; default from the "
-                       f"keypoints' V and C (25x3 ntu25, 20x3 kinect_v1, 17x2 coco17; coco17_score adds keypoint_score "
-                       f"as a third channel)")
-    pyskl.add_argument("--max-frames", type=int, help="clip length T: longer sequences subsampled uniformly "
-                       "(default: the longest sequence, nothing subsampled)")
-    pyskl.add_argument("--dataset", help="dataset name for the manifest (default: the file name)")
-    pyskl.add_argument("--normalise", action=argparse.BooleanOptionalAction, help=normalise_help)
-
-
-def _run_prepare(arguments: argparse.Namespace) -> dict:
-    progress = not arguments.quiet
-    if arguments.dataset in ("ntu60", "ntu120"):
-        from usdrl.data.ntu import prepare_ntu
-
-        return prepare_ntu(arguments.dataset, arguments.raw, arguments.out, arguments.missing, arguments.skip_bad,
-                           arguments.workers, progress=progress)
-    if arguments.dataset in ("pku1", "pku2"):
-        from usdrl.data.pkummd import prepare_pku1, prepare_pku2
-
-        prepare = prepare_pku1 if arguments.dataset == "pku1" else prepare_pku2
-        return prepare(arguments.raw, arguments.labels, arguments.splits, arguments.out, arguments.skip_bad,
-                       arguments.workers, progress=progress)
-    if arguments.dataset == "utkinect":
-        from usdrl.data.utkinect import prepare_utkinect
-
-        return prepare_utkinect(arguments.raw, arguments.out, arguments.labels, arguments.skip_bad, progress=progress)
-    from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
-
-    config = SyntheticConfig(seed=arguments.seed, subjects=arguments.subjects, replications=arguments.replications)
-    report = (lambda message: print(message, file=sys.stderr)) if progress else None
-    return prepare_synthetic(arguments.out, config, progress=report)
-
-
-def _run_import(arguments: argparse.Namespace) -> dict:
-    from usdrl.data import importers
-
-    if arguments.format == "agcn":
-        return importers.import_agcn(arguments.path, arguments.out, arguments.benchmark, arguments.dataset)
-    if arguments.format == "ctrgcn":
-        return importers.import_ctrgcn(arguments.path, arguments.out, arguments.benchmark, arguments.dataset)
-    if arguments.format == "pyskl":
-        return importers.import_pyskl(arguments.path, arguments.out, arguments.layout, arguments.normalise,
-                                      arguments.max_frames, arguments.dataset)
-    return importers.import_arrays(arguments.path, arguments.out, arguments.layout, arguments.dataset,
-                                   arguments.normalise)
-
-
-def _run_inspect(arguments: argparse.Namespace) -> dict:
-    from usdrl.data.inspect import plot_samples, summarize
-
-    summary = summarize(arguments.root)
-    if not arguments.no_figure:
-        figure = arguments.figure or Path(arguments.root) / "inspect.png"
-        summary["figure"] = str(plot_samples(arguments.root, figure, count=arguments.samples))
-    if arguments.json:
-        write_json_atomically(arguments.json, summary)
-    return summary
 
 
 def _add_params_arguments(parser: argparse.ArgumentParser) -> None:
@@ -368,16 +253,12 @@ def _run_convert(arguments: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``usdrl`` parser: one subcommand per command, in the order ``usdrl --help`` lists them."""
+    from usdrl.cli_data import add_data_commands
+
     parser = argparse.ArgumentParser(prog="usdrl", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_prepare(commands)
-    _add_import(commands)
-    inspect = commands.add_parser("inspect", help="counts, length statistics and a picture of a prepared dataset")
-    inspect.add_argument("root", type=Path, help="a prepared dataset folder")
-    inspect.add_argument("--figure", type=Path, help="PNG path (default: ROOT/inspect.png)")
-    inspect.add_argument("--samples", type=int, default=4, help="samples drawn")
-    inspect.add_argument("--no-figure", action="store_true")
-    inspect.add_argument("--json", type=Path, help="also write the summary to this JSON file")
+    add_data_commands(commands)
     _add_pretrain(commands)
     _add_evaluation(commands)
     _add_detection(commands)
@@ -391,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_data_command(arguments: argparse.Namespace) -> dict:
+    """prepare, import, inspect: datasets into the canonical form, and a look at one (usdrl/cli_data.py)."""
+    from usdrl import cli_data
+
+    handlers = {"prepare": cli_data.run_prepare, "import": cli_data.run_import, "inspect": cli_data.run_inspect}
+    return handlers[arguments.command](arguments)
+
+
 def _run_model_command(arguments: argparse.Namespace) -> dict | str:
     """export, embed, recognize: a trained model outside the pipeline (usdrl/cli_model.py)."""
     from usdrl import cli_model
@@ -400,9 +289,9 @@ def _run_model_command(arguments: argparse.Namespace) -> dict | str:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], dict | str]] = {  # a str is printed as it is
-    "prepare": _run_prepare,
-    "import": _run_import,
-    "inspect": _run_inspect,
+    "prepare": _run_data_command,
+    "import": _run_data_command,
+    "inspect": _run_data_command,
     "pretrain": _run_pretrain,
     "probe": _run_evaluation,
     "retrieve": _run_evaluation,
@@ -419,6 +308,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict | str]] = {  # a str is 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``usdrl`` with ``argv`` (default: the command line); the exit status: 0, or 2 with one line on stderr
+    for bad input (a dataset, layout, setting, checkpoint or training error, or an unusable path)."""
     arguments = build_parser().parse_args(argv)
     try:
         result = COMMANDS[arguments.command](arguments)
