@@ -43,6 +43,7 @@ def _provenance_lines(description: dict[str, Any]) -> list[str]:
 
 
 def render_card(description: dict[str, Any]) -> str:
+    """The bundle's model card (README.md, Markdown) from its model.json description."""
     encoder, layout, preprocessing = description["encoder"], description["layout"], description["preprocessing"]
     classes = description.get("class_names")
     training = preprocessing["training_data"]

@@ -21,6 +21,7 @@ INPUT_HELP = ("a prepared dataset folder, a .npz (x (N, C, T, V, M), optional nu
 
 
 def add_export(commands: argparse._SubParsersAction) -> None:
+    """The parser of ``usdrl export``: a checkpoint (and probe or detector) as a model bundle."""
     export = commands.add_parser("export", help="a model bundle: safetensors weights, model.json, a model card "
                                  "(and ONNX) for usdrl embed / recognize / detect run and usdrl.load_model")
     export.add_argument("--checkpoint", required=True, type=Path,
@@ -38,6 +39,7 @@ def add_export(commands: argparse._SubParsersAction) -> None:
 
 
 def add_use(commands: argparse._SubParsersAction) -> None:
+    """The parsers of ``usdrl embed`` and ``usdrl recognize``: a bundle applied to skeleton input."""
     for name, text in (("embed", "clip features (N, 2H), with --dense per-frame features (N, T, H), as .npz"),
                        ("recognize", "the top-k classes of each clip, as JSON lines (a table on a terminal)")):
         parser = commands.add_parser(name, help=text)
@@ -59,6 +61,7 @@ def add_use(commands: argparse._SubParsersAction) -> None:
 
 
 def add_detect_run(actions: argparse._SubParsersAction) -> None:
+    """The parser of ``usdrl detect run``: a bundle's detector applied to untrimmed streams."""
     run = actions.add_parser("run", help="detect actions in untrimmed streams with a model bundle (--detector)")
     run.add_argument("--model", required=True, type=Path, help="a bundle exported with --detector")
     run.add_argument("stream", metavar="STREAM", type=Path, help=f"the stream(s): {INPUT_HELP}")
@@ -72,6 +75,7 @@ def add_detect_run(actions: argparse._SubParsersAction) -> None:
 
 
 def run_export(arguments: argparse.Namespace) -> dict:
+    """Write the model bundle of ``usdrl export``; its summary."""
     from usdrl.bundle import export_bundle
 
     return export_bundle(arguments.checkpoint, arguments.out, arguments.probe, arguments.detector, arguments.data,
@@ -79,6 +83,8 @@ def run_export(arguments: argparse.Namespace) -> dict:
 
 
 def save_npz_atomically(path: Path, **arrays: np.ndarray) -> Path:
+    """``arrays`` as the .npz file ``path``, written to a temporary name, then renamed; a DataError
+    when ``path`` is a folder."""
     if path.is_dir():
         raise DataError(f"--out {path} is a folder; name the .npz file, e.g. {path / 'features.npz'}")
     with atomic_file(path, suffix=".npz") as temporary:  # numpy.savez adds .npz to a name without it
@@ -87,6 +93,7 @@ def save_npz_atomically(path: Path, **arrays: np.ndarray) -> Path:
 
 
 def run_embed(arguments: argparse.Namespace) -> dict:
+    """The features of ``usdrl embed``, written to ``--out``; the clip count and array shapes."""
     from usdrl.bundle import load_model
 
     model = load_model(arguments.model, arguments.device, arguments.precision)
@@ -101,6 +108,7 @@ def run_embed(arguments: argparse.Namespace) -> dict:
 
 
 def recognition_table(rows: list[dict[str, Any]]) -> str:
+    """The top classes of each clip as a text table (``usdrl recognize`` on a terminal)."""
     width = max([len(row["name"]) for row in rows] + [4])
     lines = [f"{'clip':<{width}}  rank  probability  class"]
     for row in rows:
@@ -111,6 +119,7 @@ def recognition_table(rows: list[dict[str, Any]]) -> str:
 
 
 def run_recognize(arguments: argparse.Namespace) -> str:
+    """The top-k classes of each clip of ``usdrl recognize``: a table or JSON lines, printed as it is."""
     from usdrl.bundle import load_model
 
     if arguments.top_k < 1:
@@ -128,6 +137,8 @@ def _check_detection_folder(out: Path) -> None:
 
 
 def run_detect_stream(arguments: argparse.Namespace) -> dict:
+    """Detect the actions of ``usdrl detect run`` in every stream: proposal files, proposals.json and
+    timeline pictures under ``--out``; a summary of what was written."""
     from usdrl.bundle import load_model
     from usdrl.data.store import write_json_atomically
     from usdrl.evaluate.dense import plot_timeline, replace_proposals

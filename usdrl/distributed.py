@@ -46,6 +46,7 @@ class GlobalBatchNorm(nn.BatchNorm1d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, D)
+        """``x`` (N, D) normalised: by the statistics of all processes' batches when training in several."""
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
         all_reduce = all_reduce_with_gradients

@@ -124,13 +124,16 @@ class TrainedModel:
 
     @property
     def class_names(self) -> list[str] | None:
+        """The classifier's class names, None without a classifier."""
         return self.description.get("class_names")
 
     @property
     def modality(self) -> str:
+        """The stream the encoder was trained on (joint, bone or motion)."""
         return self.description["modality"]
 
     def read(self, skeletons: Skeletons, split: str | None = None) -> InputClips:
+        """``skeletons`` (a path, an array or clips already read) as input clips of the model's layout."""
         if isinstance(skeletons, InputClips):
             return skeletons
         if isinstance(skeletons, np.ndarray):

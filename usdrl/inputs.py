@@ -56,6 +56,7 @@ class InputClips:
 
     @property
     def untrimmed(self) -> bool:
+        """Whether the input is untrimmed streams (sequences stored frame by frame), not trimmed clips."""
         return self.split.untrimmed
 
 
@@ -70,6 +71,7 @@ def _in_memory_split(x: np.ndarray, num_frames: np.ndarray, names: list[str], so
 
 
 def layout_mismatch(source: str, held: str, layout: SkeletonLayout) -> DataError:
+    """The DataError for input of another skeleton layout than the model's (``held`` names the input's)."""
     return DataError(f"{source}: holds {held} skeletons, but the model was trained on layout {layout.name!r} "
                      f"(V={layout.num_joints} joints, C={layout.num_coordinates} coordinates, "
                      f"M={layout.num_persons} persons); pass {layout.name} skeletons, or use a model trained on "
@@ -97,6 +99,7 @@ def _fit_persons(sequence: np.ndarray, persons: int) -> np.ndarray:
 
 
 def read_ntu_file(path: Path, layout: SkeletonLayout) -> InputClips:
+    """An NTU RGB+D .skeleton file as one clip of all its frames (ntu25 layouts only)."""
     _require_ntu25(str(path), layout)
     bodies = read_skeleton_file(path)  # (4, T, V, 3)
     sequence = select_bodies(bodies, keep=min(layout.num_persons, len(bodies)))  # (C, T, V, M)
@@ -105,6 +108,7 @@ def read_ntu_file(path: Path, layout: SkeletonLayout) -> InputClips:
 
 
 def read_pku_file(path: Path, layout: SkeletonLayout) -> InputClips:
+    """A PKU-MMD skeleton .txt file as one clip of all its frames (ntu25 layouts only)."""
     _require_ntu25(str(path), layout)
     sequence = _fit_persons(read_pku_skeleton(path), layout.num_persons)  # (C, T, V, M)
     return InputClips(_one_sequence(sequence, path.stem, str(path), layout), "pkummd_skeleton", preprocessed=False)
@@ -143,6 +147,7 @@ def parse_coco_frames(frames: Any, source: str, persons: int) -> np.ndarray:
 
 
 def read_coco_json(path: Path, layout: SkeletonLayout) -> InputClips:
+    """COCO-17 keypoints JSON (``COCO17_SCHEMA``) as one clip of all its frames (coco17 layouts only)."""
     if tuple(layout.joint_names) != COCO17_JOINT_NAMES:
         raise layout_mismatch(str(path), "coco17 (COCO-17 2D keypoints)", layout)
     try:

@@ -86,11 +86,14 @@ def redundancy_loss(z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
 
 
 def pairs(count: int) -> list[tuple[int, int]]:
+    """Every pair (a, b) of ``count`` views with a < b."""
     return [(a, b) for a in range(count) for b in range(a + 1, count)]
 
 
 def released_domain_terms(views: list[torch.Tensor], variance_weight: float, off_diagonal_weight: float,
                           epsilon: float) -> dict[str, torch.Tensor]:
+    """The released code's terms of one domain before the terms are weighted: the similarity of the views, the
+    variance-covariance term of each view and the cross-correlation term of every pair of views."""
     return {
         "similarity": similarity_loss(views),
         "variance_covariance": sum(variance_covariance_loss(z, variance_weight, epsilon) for z in views),

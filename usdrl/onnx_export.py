@@ -34,6 +34,7 @@ class ExportedModel(torch.nn.Module):
             self.register_buffer("feature_scale", model.feature_scale.clone())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:  # (N, C, T, V, M)
+        """Clip features, per-frame features and, with a classifier, class probabilities of ``x``."""
         encoded = self.encoder.encode(x, self.modality)
         outputs = (encoded["features"], encoded["dense_t"])  # (N, 2H), (N, T, H)
         if self.classifier is not None:
@@ -43,6 +44,7 @@ class ExportedModel(torch.nn.Module):
 
 
 def output_names(model: TrainedModel) -> list[str]:
+    """The names of the exported model's outputs, in the order ``ExportedModel.forward`` returns them."""
     return ["features", "dense"] + (["probabilities"] if model.classifier is not None else [])
 
 

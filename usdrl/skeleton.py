@@ -99,6 +99,7 @@ class SkeletonLayout:
 
     @property
     def num_joints(self) -> int:
+        """V, the number of joints."""
         return len(self.joint_names)
 
     def parent_index(self) -> list[int]:
