@@ -50,6 +50,8 @@ DATASET_MAX_SETUP = {"ntu60": 17, "ntu120": 32}
 
 @dataclass(frozen=True)
 class SampleIds:
+    """The ids in an NTU sample name SsssCcccPpppRrrrAaaa."""
+
     setup: int
     camera: int
     subject: int
@@ -58,6 +60,7 @@ class SampleIds:
 
 
 def parse_sample_name(name: str) -> SampleIds:
+    """The ids of an NTU sample name (SsssCcccPpppRrrrAaaa); a DataError for any other name."""
     match = NAME_PATTERN.match(name)
     if match is None:
         raise DataError(f"{name}: not an NTU sample name (SsssCcccPpppRrrrAaaa); rename or remove the file")
@@ -151,6 +154,8 @@ def select_bodies(bodies: np.ndarray, keep: int = 2) -> np.ndarray:
 
 @dataclass
 class FileResult:
+    """One .skeleton file prepared by a worker (``_prepare_files``)."""
+
     name: str
     sample: np.ndarray | None  # (C, T, V, M) normalised, None when excluded
     num_frames: int

@@ -48,6 +48,8 @@ SPLIT_FILES = {
 
 @dataclass(frozen=True)
 class Instance:
+    """One line of a PKU-MMD label file."""
+
     label: int  # 1-based action id
     start: int  # 0-based
     end: int  # exclusive

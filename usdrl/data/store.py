@@ -83,18 +83,22 @@ class SkeletonSplit:
 
     @property
     def layout(self) -> SkeletonLayout:
+        """The skeleton layout of the manifest."""
         return layout_from_dict(self.manifest["layout"], source=str(self.root / MANIFEST_NAME))
 
     @property
     def class_names(self) -> list[str]:
+        """The names of the classes, label c's at position c."""
         return list(self.manifest["class_names"])
 
     @property
     def num_classes(self) -> int:
+        """How many classes the dataset has (not only those of this split)."""
         return len(self.manifest["class_names"])
 
     @property
     def untrimmed(self) -> bool:
+        """True for untrimmed sequences (``sequence``), False for trimmed samples (``sample``, ``batch``)."""
         return self.frames is not None
 
     def sample(self, position: int) -> np.ndarray:
