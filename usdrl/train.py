@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -30,7 +28,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from usdrl.augment import make_views
 from usdrl.checkpoint import (
@@ -38,7 +35,6 @@ from usdrl.checkpoint import (
     UnsafeCheckpointError,
     describe_content,
     load_checkpoint,
-    plain_numpy_random_state,
     recorded_modality,
     save_atomically,
 )
@@ -46,21 +42,12 @@ from usdrl.config import AugmentSection, ConfigError, LossSection, ModelSection,
 from usdrl.data import load_split
 from usdrl.data.store import SkeletonSplit, atomic_file, write_json_atomically
 from usdrl.distributed import gather_with_gradients
+from usdrl.loop import MixedPrecision, RunningTotals, TrainingError, progress_bar, set_learning_rate, step_decay_rate
 from usdrl.losses import mgfd_loss
 from usdrl.model import SkeletonModel
-from usdrl.runtime import (
-    autocast_context,
-    autocast_settings,
-    collate_trimmed,
-    peak_memory_megabytes,
-    resolve_device,
-    seed_everything,
-)
+from usdrl.resume import check_run_folder, remove_stale_temporary_files, restore_rng_states, rng_states
+from usdrl.runtime import collate_trimmed, peak_memory_megabytes, resolve_device, seed_everything
 from usdrl.skeleton import MODALITIES
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, bad resume); the message says what was kept."""
 
 
 class PretrainingObjective(nn.Module):
@@ -89,8 +76,7 @@ def loss_terms(projections: dict[str, list[torch.Tensor]], loss: LossSection) ->
 
 def learning_rate_at(epoch: int, settings: PretrainSection) -> float:
     """Base rate times decay for every milestone reached (epochs 0-based, as released)."""
-    passed = sum(epoch >= milestone for milestone in settings.milestones)
-    return settings.learning_rate * settings.learning_rate_decay ** passed
+    return step_decay_rate(settings.learning_rate, settings.learning_rate_decay, settings.milestones, epoch)
 
 
 def epoch_batches(count: int, batch_size: int, epoch: int, seed: int, rank: int, world_size: int) -> list[np.ndarray]:
@@ -116,77 +102,6 @@ class SplitDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
         return torch.from_numpy(self.split.sample(position)), int(self.split.num_frames[position])
-
-
-def _rng_states() -> dict[str, Any]:
-    """Every global RNG state as tensors and plain containers (loadable with weights_only=True)."""
-    states = {"python": random.getstate(), "numpy": plain_numpy_random_state(np.random.get_state()),
-              "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def _restore_rng_states(states: dict[str, Any]) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"].cpu())
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([state.cpu() for state in states["cuda"]])
-
-
-def process_is_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
-# the temporary names of this module's atomic writes (checkpoints, log, run info): NAME.tmp-PID
-OUR_TEMPORARY_FILE = re.compile(r"(checkpoint_\d+\.pt|last\.pt|log\.jsonl|run\.json)\.tmp-(\d+)")
-
-
-def remove_stale_temporary_files(folder: Path) -> list[Path]:
-    """Remove the temporary files of our interrupted writes whose writer is this process or dead; no other file."""
-    removed = []
-    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-        match = OUR_TEMPORARY_FILE.fullmatch(path.name)
-        if match and path.is_file() and (int(match[2]) == os.getpid() or not process_is_alive(int(match[2]))):
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
-
-
-def is_pretraining_run(folder: Path) -> bool:
-    """Whether a folder holds a run of usdrl pretrain: its run.json, as ``Pretrainer`` writes it."""
-    try:
-        info = json.loads((folder / "run.json").read_text())
-    except (OSError, ValueError):  # absent, unreadable, not UTF-8 or not JSON
-        return False
-    return isinstance(info, dict) and {"data", "model", "pretrain"} <= set(info)
-
-
-def check_run_folder(out_dir: str | Path, resume: bool | str | Path) -> None:
-    """``out_dir`` must be absent or empty (a new run), or with ``resume`` a run of usdrl pretrain; anything else
-    is refused with a TrainingError and left untouched (our stale temporary files count as nothing)."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise TrainingError(f"--out {out_dir} is a file; choose a new folder for the run")
-    entries = [path.name for path in (out_dir.iterdir() if out_dir.is_dir() else [])
-               if not OUR_TEMPORARY_FILE.fullmatch(path.name)]
-    if not entries:
-        return
-    if is_pretraining_run(out_dir):
-        if resume:
-            return
-        raise TrainingError(f"--out {out_dir} holds a pretraining run already; resume it with --resume, or choose a "
-                            f"new --out")
-    shown = ", ".join(sorted(entries)[:5]) + (", ..." if len(entries) > 5 else "")
-    raise TrainingError(f"--out {out_dir} is not empty and not a run of usdrl pretrain (it holds {shown}); nothing "
-                        f"was changed: choose a new or empty folder")
 
 
 def build_model(model: ModelSection, layout) -> SkeletonModel:
@@ -215,52 +130,71 @@ class Pretrainer:
                  augment: AugmentSection, loss: LossSection, settings: PretrainSection, progress: bool = True) -> None:
         if settings.modality not in MODALITIES:
             raise ConfigError(f"unknown modality {settings.modality!r}; choose one of {', '.join(MODALITIES)}")
+        self.settings, self.loss, self.model_section, self.augment = settings, loss, model, augment
+        self.out_dir = Path(out_dir)
+        self._join_processes()
+        self.split = self._training_split(data_root, benchmark)  # its batch size checked before anything is built
+        self.progress = progress and self.rank == 0
+        if self.rank == 0:
+            warn_if_crops_never_happen(self.split, augment.minimum_crop)
+        self._build_model()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.learning_rate,
+                                          weight_decay=settings.weight_decay)
+        self.start_epoch = 0
+        self.run_info = self._run_info(data_root, benchmark)
+
+    def _join_processes(self) -> None:
+        """Device and precision (a ConfigError for ones this machine lacks), then the process group under
+        torchrun: rank and world size."""
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-        self.device = resolve_device(settings.device)
-        self.autocast_dtype, needs_scaler = autocast_settings(self.device, settings.precision)
+        self.device = resolve_device(self.settings.device)
+        self.mixed_precision = MixedPrecision(self.device, self.settings.precision)
         if self.distributed and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.rank = dist.get_rank() if self.distributed else 0
         self.world_size = dist.get_world_size() if self.distributed else 1
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        self.split = load_split(data_root, benchmark, "train")
-        if len(self.split) < settings.batch_size * self.world_size:  # before anything is built
-            suggestion = max(2, len(self.split) // (4 * self.world_size))
-            raise ConfigError(f"the {benchmark} training split of {data_root} has {len(self.split)} samples, fewer "
-                              f"than one batch of {settings.batch_size * self.world_size}; lower --batch-size "
+
+    def _training_split(self, data_root: str | Path, benchmark: str) -> SkeletonSplit:
+        """The training split; a ConfigError when it holds less than one global batch."""
+        split = load_split(data_root, benchmark, "train")
+        global_batch = self.settings.batch_size * self.world_size
+        if len(split) < global_batch:
+            suggestion = max(2, len(split) // (4 * self.world_size))
+            raise ConfigError(f"the {benchmark} training split of {data_root} has {len(split)} samples, fewer "
+                              f"than one batch of {global_batch}; lower --batch-size "
                               f"(pretrain.batch_size), e.g. --batch-size {suggestion}")
-        self.out_dir = Path(out_dir)
-        self.settings, self.loss, self.model_section = settings, loss, model
-        self.augment = augment
-        self.progress = progress and self.rank == 0
-        if self.rank == 0:
-            warn_if_crops_never_happen(self.split, augment.minimum_crop)
-        seed_everything(settings.seed)  # the initial weights
-        self.model = build_model(model, self.split.layout).to(self.device)
+        return split
+
+    def _build_model(self) -> None:
+        """The model from the seed, and the objective the optimiser steps through (DDP-wrapped under torchrun)."""
+        seed_everything(self.settings.seed)  # the initial weights
+        self.model = build_model(self.model_section, self.split.layout).to(self.device)
         objective: nn.Module = PretrainingObjective(self.model)
         if self.distributed:  # the projectors' GlobalBatchNorm already spans all processes
             objective = nn.parallel.DistributedDataParallel(
                 objective, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.objective = objective
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.learning_rate,
-                                          weight_decay=settings.weight_decay)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=needs_scaler)
-        self.start_epoch = 0
-        self.run_info = {
+
+    def _run_info(self, data_root: str | Path, benchmark: str) -> dict[str, Any]:
+        """What run.json and every checkpoint record of the run: data, settings, processes, device, precision."""
+        return {
             "data": {"root": str(data_root), "benchmark": benchmark, "split": "train", "samples": len(self.split),
                      "manifest_fingerprint": self.split.manifest.get("input_fingerprint")},
-            "model": asdict(model), "augment": asdict(augment), "loss": asdict(loss), "pretrain": asdict(settings),
-            "world_size": self.world_size, "device": str(self.device),
-            "precision": str(self.autocast_dtype or torch.float32),
+            "model": asdict(self.model_section), "augment": asdict(self.augment), "loss": asdict(self.loss),
+            "pretrain": asdict(self.settings), "world_size": self.world_size, "device": str(self.device),
+            "precision": str(self.mixed_precision.dtype or torch.float32),
         }
 
     # -- checkpoints ------------------------------------------------------------------------------
     def checkpoint_path(self, epoch: int) -> Path:
+        """The numbered checkpoint after ``epoch`` epochs."""
         return self.out_dir / "checkpoints" / f"checkpoint_{epoch:04d}.pt"
 
     @property
     def last_path(self) -> Path:
+        """The checkpoint of the newest epoch, the one a resume starts from."""
         return self.out_dir / "checkpoints" / "last.pt"
 
     def is_scheduled(self, epochs_done: int) -> bool:
@@ -269,12 +203,13 @@ class Pretrainer:
                                     or epochs_done == self.settings.epochs)
 
     def save(self, epochs_done: int) -> None:
+        """Rank 0: last.pt after this many epochs, and the numbered checkpoint when the schedule keeps one."""
         if self.rank != 0:
             return
         content = {
             "epoch": epochs_done, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(), "rng": _rng_states(), "encoder_config": self.model.encoder_record(),
-            "layout": self.split.layout.to_dict(), "run": self.run_info,
+            "scaler": self.mixed_precision.scaler.state_dict(), "rng": rng_states(),
+            "encoder_config": self.model.encoder_record(), "layout": self.split.layout.to_dict(), "run": self.run_info,
         }
         # the numbered one first: once last.pt says epoch E, checkpoint E exists (a kill between re-runs epoch E)
         if self.is_scheduled(epochs_done):
@@ -333,8 +268,8 @@ class Pretrainer:
         try:
             self.model.load_state_dict(content["model"])
             self.optimizer.load_state_dict(content["optimizer"])
-            self.scaler.load_state_dict(content["scaler"])
-            _restore_rng_states(content["rng"])
+            self.mixed_precision.scaler.load_state_dict(content["scaler"])
+            restore_rng_states(content["rng"])
         except (RuntimeError, KeyError, ValueError, TypeError) as error:
             message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise CheckpointError(f"{path} does not fit this run: {message}") from None
@@ -363,6 +298,7 @@ class Pretrainer:
 
     # -- training ---------------------------------------------------------------------------------
     def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This process's (x (N, C, T, V, M), valid frames (N,)) batches of one epoch (``epoch_batches``)."""
         indices = epoch_batches(len(self.split), self.settings.batch_size, epoch, self.settings.seed, self.rank,
                                 self.world_size)
         dataset = SplitDataset(self.split)
@@ -372,15 +308,17 @@ class Pretrainer:
         yield from loader
 
     def step(self, x: torch.Tensor, num_frames: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """The loss terms of one batch: its views drawn from ``generator``, projected under autocast."""
         x = x.to(self.device, non_blocking=True)
         views = make_views(x, num_frames.to(self.device), generator, self.augment,
                            self.model_section.clip_frames)  # (K, N, C, T, V, M)
-        with autocast_context(self.device, self.autocast_dtype):
+        with self.mixed_precision.autocast():
             projections = self.objective(views, self.settings.modality)
         terms = loss_terms(projections, self.loss)
         return terms
 
     def log(self, record: dict[str, Any]) -> None:
+        """Rank 0: append one JSON record to OUT/log.jsonl."""
         if self.rank != 0:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -388,56 +326,56 @@ class Pretrainer:
             handle.write(json.dumps(record) + "\n")
 
     def train(self) -> dict[str, Any]:
-        settings = self.settings
+        """Train from ``start_epoch`` to the last epoch: one log record and a checkpoint after each."""
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomically(self.out_dir / "run.json", self.run_info)
             self.truncate_log()
         history = []
-        for epoch in range(self.start_epoch, settings.epochs):
-            epoch_seed = settings.seed * 1_000_003 + epoch * 1009 + self.rank
-            torch.manual_seed(epoch_seed)  # drop path and anything else drawn from the global generator
-            generator = torch.Generator(device=self.device).manual_seed(epoch_seed)
-            rate = learning_rate_at(epoch, settings)
-            for group in self.optimizer.param_groups:
-                group["lr"] = rate
-            self.objective.train()
-            totals: dict[str, float] = {}
-            steps, samples, started = 0, 0, time.perf_counter()
-            bar = tqdm(self.batches(epoch), desc=f"epoch {epoch + 1}/{settings.epochs}", disable=not self.progress,
-                       total=len(self.split) // (settings.batch_size * self.world_size), leave=False)
-            for x, num_frames in bar:
-                self.optimizer.zero_grad(set_to_none=True)
-                terms = self.step(x, num_frames, generator)
-                total = terms["total"]
-                if not torch.isfinite(total):
-                    kept = self.last_path if self.last_path.is_file() else "none yet"
-                    raise TrainingError(f"non-finite loss ({total.item()}) at epoch {epoch + 1}, step {steps + 1}; "
-                                        f"nothing was saved from this epoch; last good checkpoint: {kept}. "
-                                        f"Lower the learning rate or use --precision fp32, then --resume")
-                self.scaler.scale(total).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                steps += 1
-                samples += x.shape[0] * self.world_size
-                for name, value in terms.items():
-                    totals[name] = totals.get(name, 0.0) + float(value.detach())
-                bar.set_postfix(loss=f"{totals['total'] / steps:.3f}")
-                if settings.log_every and steps % settings.log_every == 0:
-                    self.log({"epoch": epoch + 1, "step": steps, "lr": rate, "loss": float(total.detach())})
-            if steps == 0:
-                raise TrainingError("no full batch in an epoch; lower --batch-size")
-            elapsed = time.perf_counter() - started
-            record = {"epoch": epoch + 1, "lr": rate, **{name: value / steps for name, value in totals.items()},
-                      "samples_per_second": samples / elapsed, "seconds": elapsed,
-                      "peak_memory_mb": peak_memory_megabytes(self.device)}
+        for epoch in range(self.start_epoch, self.settings.epochs):
+            record = self.train_epoch(epoch)
             self.log(record)
             history.append(record)
             self.save(epoch + 1)
-        return {"out": str(self.out_dir), "epochs": settings.epochs, "resumed_from": self.start_epoch,
+        return {"out": str(self.out_dir), "epochs": self.settings.epochs, "resumed_from": self.start_epoch,
                 "last_checkpoint": str(self.last_path), "history": history}
 
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        """One epoch (0-based) from its own seeds; its record: rate, mean loss terms, speed and memory."""
+        settings = self.settings
+        epoch_seed = settings.seed * 1_000_003 + epoch * 1009 + self.rank
+        torch.manual_seed(epoch_seed)  # drop path and anything else drawn from the global generator
+        generator = torch.Generator(device=self.device).manual_seed(epoch_seed)
+        rate = learning_rate_at(epoch, settings)
+        set_learning_rate(self.optimizer, rate)
+        self.objective.train()
+        totals = RunningTotals()
+        steps, samples, started = 0, 0, time.perf_counter()
+        bar = progress_bar(self.batches(epoch), f"epoch {epoch + 1}/{settings.epochs}", self.progress,
+                           total=len(self.split) // (settings.batch_size * self.world_size))
+        for x, num_frames in bar:
+            terms = self.step(x, num_frames, generator)
+            total = terms["total"]
+            if not torch.isfinite(total):
+                kept = self.last_path if self.last_path.is_file() else "none yet"
+                raise TrainingError(f"non-finite loss ({total.item()}) at epoch {epoch + 1}, step {steps + 1}; "
+                                    f"nothing was saved from this epoch; last good checkpoint: {kept}. "
+                                    f"Lower the learning rate or use --precision fp32, then --resume")
+            self.mixed_precision.step(total, self.optimizer)
+            steps += 1
+            samples += x.shape[0] * self.world_size
+            totals.add(**{name: float(value.detach()) for name, value in terms.items()})
+            bar.set_postfix(loss=f"{totals.sums['total'] / steps:.3f}")
+            if settings.log_every and steps % settings.log_every == 0:
+                self.log({"epoch": epoch + 1, "step": steps, "lr": rate, "loss": float(total.detach())})
+        if steps == 0:
+            raise TrainingError("no full batch in an epoch; lower --batch-size")
+        elapsed = time.perf_counter() - started
+        return {"epoch": epoch + 1, "lr": rate, **totals.means(steps), "samples_per_second": samples / elapsed,
+                "seconds": elapsed, "peak_memory_mb": peak_memory_megabytes(self.device)}
+
     def close(self) -> None:
+        """Leave the process group, if this run joined one."""
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()
 

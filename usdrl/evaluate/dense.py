@@ -22,7 +22,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from usdrl.config import DetectionSection as DetectionSettings
 from usdrl.config import Params
@@ -37,6 +36,7 @@ from usdrl.evaluate.detection import (
 )
 from usdrl.evaluate.features import checkpoint_identity, open_encoder
 from usdrl.evaluate.results import provenance, write_results
+from usdrl.loop import MixedPrecision, RunningTotals, initialise_head, progress_bar
 from usdrl.model import SkeletonModel
 from usdrl.report import save_figure
 from usdrl.runtime import autocast_context, autocast_settings, resolve_device
@@ -50,9 +50,7 @@ class DenseDetector(nn.Module):
     def __init__(self, encoder: SkeletonModel, num_classes: int) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = nn.Linear(2 * encoder.config.hidden_size, num_classes + 1)
-        nn.init.normal_(self.head.weight, std=0.01)
-        nn.init.zeros_(self.head.bias)
+        self.head = initialise_head(nn.Linear(2 * encoder.config.hidden_size, num_classes + 1))
 
     def forward(self, x: torch.Tensor, modality: str = "joint") -> torch.Tensor:
         encoded = self.encoder.encode(x, modality)
@@ -108,6 +106,7 @@ def frame_probabilities(model: DenseDetector, split: SkeletonSplit, position: in
 
 
 def proposals_of(probabilities: np.ndarray, video: str, settings: DetectionSettings) -> list[tuple]:
+    """Proposals of one video from its (L, classes + 1) frame probabilities, by the settings' proposal rule."""
     if settings.proposal_rule == "threshold":
         return threshold_proposals(probabilities, video, settings.threshold)
     if settings.proposal_rule == "smoothed":
@@ -122,35 +121,30 @@ def train_detector(model: DenseDetector, train: SkeletonSplit, settings: Detecti
     window = model.encoder.config.clip_frames
     rate = settings.learning_rate * settings.batch_size / 512
     optimizer = torch.optim.SGD(model.parameters(), lr=rate, momentum=settings.momentum, weight_decay=settings.weight_decay)
-    dtype, needs_scaler = autocast_settings(device, precision)
-    scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler)
+    mixed_precision = MixedPrecision(device, precision)
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
     history = []
-    for epoch in tqdm(range(settings.epochs), desc="detection fine-tune", disable=not progress, leave=False):
+    for epoch in progress_bar(range(settings.epochs), "detection fine-tune", progress):
         model.train()
         offset = int(rng.integers(0, settings.stride)) if settings.random_offset else 0
         windows = training_windows(train.num_frames, window, settings.stride, offset)
         order = rng.permutation(len(windows))
-        total, frames_seen, correct = 0.0, 0, 0
+        totals, frames_seen = RunningTotals("train_loss", "train_frame_accuracy"), 0
         for first in range(0, len(order), settings.batch_size):
             chosen = [windows[i] for i in order[first:first + settings.batch_size]]
             pieces = [cut_window(train, position, start, window) for position, start in chosen]
             x = torch.from_numpy(np.stack([p[0] for p in pieces])).to(device)
             target = torch.from_numpy(np.stack([p[1] for p in pieces])).to(device)  # (N, T)
-            with autocast_context(device, dtype):
+            with mixed_precision.autocast():
                 logits = model(x, settings.modality)
             loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=IGNORE)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            mixed_precision.step(loss, optimizer)
             valid = target != IGNORE
-            total += loss.item() * int(valid.sum())
+            totals.add(int(valid.sum()), train_loss=loss.item())
+            totals.add(train_frame_accuracy=int((logits.argmax(-1) == target)[valid].sum()))  # frames right
             frames_seen += int(valid.sum())
-            correct += int((logits.argmax(-1) == target)[valid].sum())
-        history.append({"epoch": epoch + 1, "lr": rate, "train_loss": total / max(frames_seen, 1),
-                        "train_frame_accuracy": correct / max(frames_seen, 1)})
+        history.append({"epoch": epoch + 1, "lr": rate, **totals.means(max(frames_seen, 1))})
     return history
 
 
@@ -235,7 +229,7 @@ def run_detection(data_root: str | Path, benchmark: str, checkpoint: str | Path 
     proposals, figures_written = [], []
     truth = ground_truth_of(test)
     window = encoder.config.clip_frames
-    for position in tqdm(range(len(test)), desc="detect", disable=not progress, leave=False):
+    for position in progress_bar(range(len(test)), "detect", progress):
         probabilities = frame_probabilities(model, test, position, window, settings.modality, device,
                                             params.evaluation.precision)
         video = test.names[position]

@@ -13,12 +13,12 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from usdrl.augment import random_crop_resize
 from usdrl.config import AugmentSection, FinetuneSection
 from usdrl.data.store import SkeletonSplit
 from usdrl.evaluate.features import downstream_batches
+from usdrl.loop import MixedPrecision, RunningTotals, progress_bar, set_learning_rate, warmup_cosine_rate
 from usdrl.model import SkeletonModel
 from usdrl.runtime import autocast_context, autocast_settings, collate_trimmed
 
@@ -82,10 +82,9 @@ def finetune(model: SkeletonModel, train: SkeletonSplit, test: SkeletonSplit, po
     if model.head is None:
         raise ValueError("fine-tuning needs a model with a classification head")
     model = model.to(device)
-    groups = layer_parameter_groups(model, settings)
-    optimizer = torch.optim.AdamW(groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    dtype, needs_scaler = autocast_settings(device, precision)
-    scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler)
+    optimizer = torch.optim.AdamW(layer_parameter_groups(model, settings), lr=settings.learning_rate,
+                                  weight_decay=settings.weight_decay)
+    mixed_precision = MixedPrecision(device, precision)
     augment = AugmentSection(crop_scale=tuple(settings.crop_scale), minimum_crop=1)
     generator = torch.Generator(device=device).manual_seed(seed)
     order_rng = np.random.default_rng(seed)
@@ -93,32 +92,27 @@ def finetune(model: SkeletonModel, train: SkeletonSplit, test: SkeletonSplit, po
     total_steps, warmup_steps = settings.epochs * steps_per_epoch, settings.warmup_epochs * steps_per_epoch
     torch.manual_seed(seed)
     history, step = [], 0
-    for epoch in tqdm(range(settings.epochs), desc="fine-tune", disable=not progress, leave=False):
+    for epoch in progress_bar(range(settings.epochs), "fine-tune", progress):
         model.train()
         shuffled = order_rng.permutation(positions)
-        total_loss = 0.0
+        totals = RunningTotals("train_loss")
         for start in range(0, len(shuffled), settings.batch_size):
             batch = shuffled[start:start + settings.batch_size]
             if len(batch) < 2:  # BatchNorm-free model, but one sample gives a degenerate step; skip it
                 continue
-            rate = settings.learning_rate * (step + 1) / max(1, warmup_steps) if step < warmup_steps else \
-                settings.learning_rate * 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps)))
-            for group in optimizer.param_groups:
-                group["lr"] = rate * group["lr_scale"]
+            rate = warmup_cosine_rate(settings.learning_rate, step, warmup_steps, total_steps)
+            set_learning_rate(optimizer, rate)  # times each group's layer-wise lr_scale
             x, frames = collate_trimmed([(torch.from_numpy(train.sample(p)), int(train.num_frames[p])) for p in batch])
             x = random_crop_resize(x.to(device), frames.to(device), generator, augment, model.config.clip_frames)
             x = random_rotation(x, settings.rotation_radians, generator)
             labels = torch.as_tensor(train.label[batch], device=device)
-            with autocast_context(device, dtype):
+            with mixed_precision.autocast():
                 logits = model(x, modality)["logits"]
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=settings.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total_loss += loss.item() * len(batch)
+            mixed_precision.step(loss, optimizer)
+            totals.add(len(batch), train_loss=loss.item())
             step += 1
-        history.append({"epoch": epoch + 1, "lr": rate, "train_loss": total_loss / len(positions)})
+        history.append({"epoch": epoch + 1, "lr": rate, **totals.means(len(positions))})
     scores = evaluate_classifier(model, test, modality, device, precision=precision)
     top1 = float((scores.argmax(1) == test.label).mean())
     return {"metrics": {"top1": top1}, "history": history, "test_scores": scores}

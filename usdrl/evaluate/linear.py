@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from usdrl.config import ProbeSection
+from usdrl.loop import MixedPrecision, RunningTotals, initialise_head, set_learning_rate, step_decay_rate
 
 # ProbeSection.feature_normalization's choices; what each does is said beside that setting
 FEATURE_NORMALIZATIONS = ("none", "standardize", "center_scale")
@@ -49,6 +50,7 @@ def validation_split(labels: np.ndarray, subjects: np.ndarray | None, fraction: 
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy of logits (N, classes) against labels (N,)."""
     return (logits.argmax(dim=1) == labels).float().mean().item()
 
 
@@ -68,55 +70,58 @@ def train_linear_probe(train_features: np.ndarray, train_labels: np.ndarray, tes
     mean, scale = feature_statistics(x_train, settings.feature_normalization)  # training statistics only
     x_train = (x_train - mean) / scale
     y_train = torch.as_tensor(train_labels, dtype=torch.long, device=device)
-    x_test = (torch.as_tensor(test_features, dtype=torch.float32, device=device) - mean) / scale
-    y_test = torch.as_tensor(test_labels, dtype=torch.long, device=device)
-    if int(y_train.max()) >= num_classes or int(y_test.max()) >= num_classes:
+    test = _normalised(test_features, test_labels, mean, scale, device)
+    if int(y_train.max()) >= num_classes or int(test[1].max()) >= num_classes:
         raise ValueError(f"labels exceed the {num_classes} classes of the head")
-    head = nn.Linear(x_train.shape[1], num_classes)
-    with torch.no_grad():  # SPEC.md 5: weight N(0, 0.01), bias 0
-        head.weight.normal_(0.0, 0.01, generator=generator)
-        head.bias.zero_()
-    head = head.to(device)
+    head = initialise_head(nn.Linear(x_train.shape[1], num_classes), generator).to(device)
     optimizer = torch.optim.SGD(head.parameters(), lr=learning_rate, momentum=settings.momentum,
                                 weight_decay=settings.weight_decay)
+    mixed_precision = MixedPrecision(device, "fp32")  # float32 features: no autocast, no scaler
+    held_out = _normalised(*validation, mean, scale, device) if validation is not None else None
     history = []
-    x_validation = y_validation = None
-    if validation is not None:
-        x_validation = (torch.as_tensor(validation[0], dtype=torch.float32, device=device) - mean) / scale
-        y_validation = torch.as_tensor(validation[1], dtype=torch.long, device=device)
     for epoch in range(settings.epochs):
-        rate = learning_rate * settings.learning_rate_decay ** sum(epoch >= m for m in settings.milestones)
-        for group in optimizer.param_groups:
-            group["lr"] = rate
+        rate = step_decay_rate(learning_rate, settings.learning_rate_decay, settings.milestones, epoch)
+        set_learning_rate(optimizer, rate)
         order = torch.randperm(len(x_train), generator=generator).to(device)
-        total_loss = 0.0
+        totals = RunningTotals("train_loss")
         for start in range(0, len(order), settings.batch_size):
             batch = order[start:start + settings.batch_size]
             loss = F.cross_entropy(head(x_train[batch]), y_train[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.item() * len(batch)
+            mixed_precision.step(loss, optimizer)
+            totals.add(len(batch), train_loss=loss.item())
         with torch.no_grad():
-            record = {"epoch": epoch + 1, "lr": rate, "train_loss": total_loss / len(order),
-                      "test_accuracy": accuracy(head(x_test), y_test)}
-            if x_validation is not None:
-                record["validation_accuracy"] = accuracy(head(x_validation), y_validation)
+            record = {"epoch": epoch + 1, "lr": rate, **totals.means(len(order)),
+                      "test_accuracy": accuracy(head(test[0]), test[1])}
+            if held_out is not None:
+                record["validation_accuracy"] = accuracy(head(held_out[0]), held_out[1])
         history.append(record)
     with torch.no_grad():
-        scores = head(x_test).float().cpu().numpy()
+        scores = head(test[0]).float().cpu().numpy()
+    head_state = {**head.cpu().state_dict(), "feature_mean": mean.cpu(), "feature_scale": scale.cpu()}
+    return {"metrics": _probe_metrics(history, scores, test_labels), "history": history, "test_scores": scores,
+            "head": head_state}
+
+
+def _normalised(features: np.ndarray, labels: np.ndarray, mean: torch.Tensor, scale: torch.Tensor,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features (N, D) normalised with the training statistics, labels (N,)) on ``device``."""
+    return ((torch.as_tensor(features, dtype=torch.float32, device=device) - mean) / scale,
+            torch.as_tensor(labels, dtype=torch.long, device=device))
+
+
+def _probe_metrics(history: list[dict], scores: np.ndarray, test_labels: np.ndarray) -> dict:
+    """The last epoch's accuracy (the headline), top-5, and the epoch validation selects when there is one."""
     metrics = {
         "top1": history[-1]["test_accuracy"],
         "top5": _top_k(scores, test_labels, 5),
         "best_test_accuracy_over_epochs_NOT_a_result": max(r["test_accuracy"] for r in history),
     }
-    if x_validation is not None:
+    if "validation_accuracy" in history[-1]:
         chosen = max(history, key=lambda r: (r["validation_accuracy"], r["epoch"]))
         metrics["selected_epoch_by_validation"] = chosen["epoch"]
         metrics["test_accuracy_at_selected_epoch"] = chosen["test_accuracy"]
         metrics["validation_accuracy_at_selected_epoch"] = chosen["validation_accuracy"]
-    head_state = {**head.cpu().state_dict(), "feature_mean": mean.cpu(), "feature_scale": scale.cpu()}
-    return {"metrics": metrics, "history": history, "test_scores": scores, "head": head_state}
+    return metrics
 
 
 def _top_k(scores: np.ndarray, labels: np.ndarray, k: int) -> float:

@@ -1,0 +1,95 @@
+"""What makes a run of ``usdrl pretrain`` safe to kill and exact to resume: the check of its folder, the removal of
+the temporary files killed writers leave there, and the global RNG states its checkpoints carry.
+
+A new run needs an absent or empty folder; ``--resume`` needs a folder that holds a pretraining run (its
+``run.json``). The atomic writes of a run (checkpoints, log, run info) go through ``NAME.tmp-PID``; those of dead
+processes, or of this one, are removed before a run goes on, and no other file is ever touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from usdrl.checkpoint import plain_numpy_random_state
+from usdrl.loop import TrainingError
+
+
+def process_is_alive(pid: int) -> bool:
+    """Whether a process with this id runs (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+# the temporary names of a pretraining run's atomic writes (checkpoints, log, run info): NAME.tmp-PID
+OUR_TEMPORARY_FILE = re.compile(r"(checkpoint_\d+\.pt|last\.pt|log\.jsonl|run\.json)\.tmp-(\d+)")
+
+
+def remove_stale_temporary_files(folder: Path) -> list[Path]:
+    """Remove the temporary files of our interrupted writes whose writer is this process or dead; no other file."""
+    removed = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        match = OUR_TEMPORARY_FILE.fullmatch(path.name)
+        if match and path.is_file() and (int(match[2]) == os.getpid() or not process_is_alive(int(match[2]))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def is_pretraining_run(folder: Path) -> bool:
+    """Whether a folder holds a run of usdrl pretrain: its run.json, as ``Pretrainer`` writes it."""
+    try:
+        info = json.loads((folder / "run.json").read_text())
+    except (OSError, ValueError):  # absent, unreadable, not UTF-8 or not JSON
+        return False
+    return isinstance(info, dict) and {"data", "model", "pretrain"} <= set(info)
+
+
+def check_run_folder(out_dir: str | Path, resume: bool | str | Path) -> None:
+    """``out_dir`` must be absent or empty (a new run), or with ``resume`` a run of usdrl pretrain; anything else
+    is refused with a TrainingError and left untouched (our stale temporary files count as nothing)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TrainingError(f"--out {out_dir} is a file; choose a new folder for the run")
+    entries = [path.name for path in (out_dir.iterdir() if out_dir.is_dir() else [])
+               if not OUR_TEMPORARY_FILE.fullmatch(path.name)]
+    if not entries:
+        return
+    if is_pretraining_run(out_dir):
+        if resume:
+            return
+        raise TrainingError(f"--out {out_dir} holds a pretraining run already; resume it with --resume, or choose a "
+                            f"new --out")
+    shown = ", ".join(sorted(entries)[:5]) + (", ..." if len(entries) > 5 else "")
+    raise TrainingError(f"--out {out_dir} is not empty and not a run of usdrl pretrain (it holds {shown}); nothing "
+                        f"was changed: choose a new or empty folder")
+
+
+def rng_states() -> dict[str, Any]:
+    """Every global RNG state as tensors and plain containers (loadable with weights_only=True)."""
+    states = {"python": random.getstate(), "numpy": plain_numpy_random_state(np.random.get_state()),
+              "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    """Set every global RNG state ``rng_states`` recorded (CUDA's where this machine has a GPU)."""
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"].cpu())
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([state.cpu() for state in states["cuda"]])
