@@ -60,3 +60,23 @@ def test_feature_maps_are_two_dimensional_and_drawn_side_by_side(tmp_path):
     path = plots.plot_embeddings({"pretrained": points, "random init": points[::-1].copy()}, labels,
                                  [f"class {i}" for i in range(4)], "tsne", tmp_path / "tsne_run.png", "run")
     assert _image(path).shape[1] > 2 * _image(path).shape[0]  # two maps and a legend side by side
+
+
+def test_umap_compiled_functions_are_cached_on_disk_and_give_the_same_map(tmp_path):
+    import subprocess
+    import sys
+
+    script = ("import sys, numpy as np, umap; from usdrl import plots\n"
+              "x = np.random.default_rng(0).normal(size=(120, 16)).astype(np.float32)\n"
+              "switched = plots.cache_compiled_umap() if sys.argv[1] == 'cache' else 0\n"
+              "assert sys.argv[1] != 'cache' or plots.cache_compiled_umap() == 0  # once per process\n"
+              "np.save(sys.argv[2], umap.UMAP(n_neighbors=15, random_state=0).fit_transform(x)); print(switched)")
+    maps = {}
+    for mode in ("plain", "cache"):  # fresh processes: numba state of this one does not matter
+        done = subprocess.run([sys.executable, "-c", script, mode, str(tmp_path / mode)], capture_output=True,
+                              text=True, env={**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")})
+        assert done.returncode == 0, done.stderr
+        maps[mode] = np.load(tmp_path / f"{mode}.npy")
+        if mode == "cache":
+            assert int(done.stdout.split()[-1]) > 100  # umap-learn and pynndescent: about 250 functions
+    assert np.array_equal(maps["plain"], maps["cache"])
