@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from usdrl.config import ModelSection
 from usdrl.distributed import GlobalBatchNorm
+from usdrl.loop import initialise_head
 from usdrl.skeleton import SkeletonLayout, apply_modality, ntu25_layout, spatial_tokens, temporal_tokens
 
 MAX_TEMPORAL_POSITIONS = 200
@@ -300,8 +301,7 @@ class SkeletonModel(nn.Module):
         self.head = nn.Linear(2 * hidden, num_classes) if num_classes else None
         self.apply(initialise_weights)
         if self.head is not None:  # linear-probe initialisation (SPEC.md 5)
-            nn.init.normal_(self.head.weight, std=0.01)
-            nn.init.zeros_(self.head.bias)
+            initialise_head(self.head)
 
     @property
     def has_projectors(self) -> bool:

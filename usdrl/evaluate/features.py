@@ -28,6 +28,7 @@ from usdrl.checkpoint import (
 )
 from usdrl.config import ModelSection
 from usdrl.data.store import SkeletonSplit, atomic_file, file_sha256
+from usdrl.loop import initialise_head
 from usdrl.model import SkeletonModel
 from usdrl.runtime import autocast_context, autocast_settings, seed_everything
 from usdrl.skeleton import SkeletonLayout, layout_from_dict
@@ -80,9 +81,7 @@ def open_encoder(checkpoint: str | Path | None, model: ModelSection, layout: Ske
         raise CheckpointError(f"{path} holds an encoder for V={stored.num_joints}, M={stored.num_persons}, "
                               f"C={stored.num_coordinates}, which does not fit this dataset's {layout.name!r}")
     if num_classes is not None:
-        released.head = torch.nn.Linear(2 * released.config.hidden_size, num_classes)
-        torch.nn.init.normal_(released.head.weight, std=0.01)
-        torch.nn.init.zeros_(released.head.bias)
+        released.head = initialise_head(torch.nn.Linear(2 * released.config.hidden_size, num_classes))
     return released.eval(), None
 
 
