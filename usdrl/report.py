@@ -17,7 +17,6 @@ from typing import Any
 
 from usdrl.data.store import atomic_file, file_sha256, write_json_atomically
 from usdrl.pipeline import run_checkpoint
-from usdrl.plots import save_figure  # noqa: F401 - evaluate/dense.py and data/inspect.py import it from here
 
 LOSS_COLUMNS = ("epoch", "total", "similarity", "variance_covariance", "cross_correlation")  # dvc.yaml plots
 
@@ -167,39 +166,40 @@ def _protocol_rows(results: list[dict[str, Any]], protocol: str, table: str, met
     return rows
 
 
-def build_tables(results_dir: str | Path, out_dir: str | Path, profile: str) -> list[Path]:
-    """results/tables/{linear,retrieval,semi_supervised,detection,ablation,alpha}.{md,csv}."""
-    everything = load_results(results_dir)
-    # the ablation's own probes belong to the ablation tables only
-    results = [r for r in everything if "ablation" not in Path(r["path"]).parts or r["protocol"] == "ablation"]
-    out_dir = Path(out_dir)
-    written = []
-    columns = ["table", "row", "dataset", "benchmark", "samples", "ours", "paper", "source"]
-    common_notes = [f"Ours: the last epoch's result (never a best-over-epochs number), profile `{profile}`.",
-                    "Samples: train / test samples (detection: sequences) of the split the row was computed on, as "
-                    "its results file records them; a row on a subset of a dataset is not the paper's benchmark.",
-                    "Paper: SPEC.md 6 (the published numbers, released implementation). '-' where the paper has no "
-                    "such number (the synthetic dataset is ours)."]
+TABLE_COLUMNS = ["table", "row", "dataset", "benchmark", "samples", "ours", "paper", "source"]
 
-    rows = _protocol_rows(results, "linear_probe", "linear", "top1", profile)
+
+def _by_experiment(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(rows, key=lambda r: (r["dataset"], r["benchmark"], r["row"]))
+
+
+def _common_notes(profile: str) -> list[str]:
+    """The notes under every table: which epoch, what the samples column counts, where the paper's numbers are."""
+    return [f"Ours: the last epoch's result (never a best-over-epochs number), profile `{profile}`.",
+            "Samples: train / test samples (detection: sequences) of the split the row was computed on, as "
+            "its results file records them; a row on a subset of a dataset is not the paper's benchmark.",
+            "Paper: SPEC.md 6 (the published numbers, released implementation). '-' where the paper has no "
+            "such number (the synthetic dataset is ours)."]
+
+
+def _ensemble_rows(results: list[dict[str, Any]], profile: str) -> list[dict[str, Any]]:
+    """One linear-table row per ensemble results file, labelled by the streams of the probes it summed."""
+    rows = []
     for result in results:
-        if result["protocol"] == "ensemble":
-            dataset, benchmark = result["settings"].get("dataset", "-"), result["settings"].get("benchmark", "-")
-            probes = _ensemble_probes(result, results)
-            label, summed = _ensemble_label(result, probes)
-            rows.append({"table": "linear", "row": label, "dataset": dataset, "benchmark": benchmark,
-                         "samples": _ensemble_samples(probes), "ours": _percent(result["metrics"]["top1"]),
-                         "paper": _paper("linear", label, dataset, benchmark),
-                         "source": f"profile {profile}; sum of {summed} scores; {Path(result['path']).name}"})
-    _write(sorted(rows, key=lambda r: (r["dataset"], r["benchmark"], r["row"])), columns, out_dir / "linear",
-           "Linear evaluation (Table 1): top-1 accuracy (%)", common_notes)
-    written.append(out_dir / "linear.md")
+        if result["protocol"] != "ensemble":
+            continue
+        dataset, benchmark = result["settings"].get("dataset", "-"), result["settings"].get("benchmark", "-")
+        probes = _ensemble_probes(result, results)
+        label, summed = _ensemble_label(result, probes)
+        rows.append({"table": "linear", "row": label, "dataset": dataset, "benchmark": benchmark,
+                     "samples": _ensemble_samples(probes), "ours": _percent(result["metrics"]["top1"]),
+                     "paper": _paper("linear", label, dataset, benchmark),
+                     "source": f"profile {profile}; sum of {summed} scores; {Path(result['path']).name}"})
+    return rows
 
-    rows = _protocol_rows(results, "knn_retrieval", "retrieval", "knn1", profile)
-    _write(sorted(rows, key=lambda r: (r["dataset"], r["benchmark"], r["row"])), columns, out_dir / "retrieval",
-           "kNN-1 retrieval (Table 2): accuracy (%)", common_notes)
-    written.append(out_dir / "retrieval.md")
 
+def _semi_supervised_rows(results: list[dict[str, Any]], profile: str) -> list[dict[str, Any]]:
+    """One row per semi-supervised results file: the label fraction in the row, the seeds' spread in ``ours``."""
     rows = []
     for result in results:
         if result["protocol"] != "semi_supervised":
@@ -212,11 +212,11 @@ def build_tables(results_dir: str | Path, out_dir: str | Path, profile: str) -> 
         rows.append({"table": "semi_supervised", "row": label, "dataset": dataset, "benchmark": benchmark,
                      "samples": _samples(result["provenance"]), "ours": ours,
                      "paper": _paper("semi_supervised", label, dataset, benchmark), "source": _source(result, profile)})
-    _write(sorted(rows, key=lambda r: (r["dataset"], r["benchmark"], r["row"])), columns, out_dir / "semi_supervised",
-           "Semi-supervised fine-tuning (Table 3): top-1 accuracy (%)",
-           common_notes + ["The paper does not publish its fine-tuning recipe; ours is in params.yaml (finetune)."])
-    written.append(out_dir / "semi_supervised.md")
+    return rows
 
+
+def _detection_rows(results: list[dict[str, Any]], profile: str) -> list[dict[str, Any]]:
+    """Two rows (mAP_a, mAP_v at overlap 0.5) per detection results file."""
     rows = []
     for result in results:
         if result["protocol"] != "detection":
@@ -233,12 +233,11 @@ def build_tables(results_dir: str | Path, out_dir: str | Path, profile: str) -> 
                          "samples": _samples(provenance), "ours": _percent(at.get(metric)),
                          "paper": _paper("detection", label, dataset, benchmark),
                          "source": f"profile {profile}; official PKU-MMD AP; {Path(result['path']).parent.name}"})
-    _write(sorted(rows, key=lambda r: (r["dataset"], r["row"])), columns, out_dir / "detection",
-           "Temporal action detection (Table 4): mAP (%) at overlap 0.5",
-           common_notes + ["mAP_a / mAP_v use the official PKU-MMD definition; the VOC-style figures are in each "
-                           "results.json (not comparable)."])
-    written.append(out_dir / "detection.md")
+    return rows
 
+
+def _ablation_rows(results: list[dict[str, Any]], profile: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(loss ablation rows, alpha rows): one per ablation results file, ``ours`` as linear top-1 / kNN-1."""
     ablation_rows, alpha_rows = [], []
     for result in results:
         if result["protocol"] != "ablation":
@@ -256,15 +255,40 @@ def build_tables(results_dir: str | Path, out_dir: str | Path, profile: str) -> 
                                   "samples": _samples(result["provenance"]), "ours": ours,
                                   "paper": _paper("ablation", label, dataset, benchmark),
                                   "source": _source(result, profile)})
-    notes = common_notes + ["Each cell: linear top-1 / kNN-1 (%). Ablation runs use the ablation's own (shorter) "
-                            "pretraining schedule (params.yaml: ablation), so compare rows with each other."]
-    _write(sorted(ablation_rows, key=lambda r: r["row"]), columns, out_dir / "ablation",
-           "Loss ablation (Table 5): recognition / retrieval (%)", notes)
-    _write(sorted(alpha_rows, key=lambda r: r["row"]), columns, out_dir / "alpha",
+    return ablation_rows, alpha_rows
+
+
+def build_tables(results_dir: str | Path, out_dir: str | Path, profile: str) -> list[Path]:
+    """results/tables/{linear,retrieval,semi_supervised,detection,ablation,alpha}.{md,csv}."""
+    everything = load_results(results_dir)
+    # the ablation's own probes belong to the ablation tables only
+    results = [r for r in everything if "ablation" not in Path(r["path"]).parts or r["protocol"] == "ablation"]
+    out_dir = Path(out_dir)
+    notes = _common_notes(profile)
+
+    linear = _protocol_rows(results, "linear_probe", "linear", "top1", profile) + _ensemble_rows(results, profile)
+    _write(_by_experiment(linear), TABLE_COLUMNS, out_dir / "linear", "Linear evaluation (Table 1): top-1 accuracy (%)",
+           notes)
+    retrieval = _protocol_rows(results, "knn_retrieval", "retrieval", "knn1", profile)
+    _write(_by_experiment(retrieval), TABLE_COLUMNS, out_dir / "retrieval", "kNN-1 retrieval (Table 2): accuracy (%)",
+           notes)
+    _write(_by_experiment(_semi_supervised_rows(results, profile)), TABLE_COLUMNS, out_dir / "semi_supervised",
+           "Semi-supervised fine-tuning (Table 3): top-1 accuracy (%)",
+           notes + ["The paper does not publish its fine-tuning recipe; ours is in params.yaml (finetune)."])
+    _write(sorted(_detection_rows(results, profile), key=lambda r: (r["dataset"], r["row"])), TABLE_COLUMNS,
+           out_dir / "detection", "Temporal action detection (Table 4): mAP (%) at overlap 0.5",
+           notes + ["mAP_a / mAP_v use the official PKU-MMD definition; the VOC-style figures are in each "
+                    "results.json (not comparable)."])
+    ablation, alpha = _ablation_rows(results, profile)
+    ablation_notes = notes + ["Each cell: linear top-1 / kNN-1 (%). Ablation runs use the ablation's own (shorter) "
+                              "pretraining schedule (params.yaml: ablation), so compare rows with each other."]
+    _write(sorted(ablation, key=lambda r: r["row"]), TABLE_COLUMNS, out_dir / "ablation",
+           "Loss ablation (Table 5): recognition / retrieval (%)", ablation_notes)
+    _write(sorted(alpha, key=lambda r: r["row"]), TABLE_COLUMNS, out_dir / "alpha",
            "Alpha ablation (Figure 4): recognition / retrieval (%)",
-           notes + ["Paper (Figure 4, NTU-60 x-sub): alpha = 0 and alpha = 1 are clearly worse than 0 < alpha < 1."])
-    written += [out_dir / "ablation.md", out_dir / "alpha.md"]
-    return written
+           ablation_notes + ["Paper (Figure 4, NTU-60 x-sub): alpha = 0 and alpha = 1 are clearly worse than 0 < alpha < 1."])
+    return [out_dir / f"{name}.md" for name in ("linear", "retrieval", "semi_supervised", "detection", "ablation",
+                                                "alpha")]
 
 
 def results_provenance(checkpoint: str | Path, data_root: str | Path, benchmark: str) -> dict[str, Any]:

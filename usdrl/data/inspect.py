@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from usdrl.data.store import available_splits, load_split, read_manifest
+from usdrl.plots import save_figure
 from usdrl.skeleton import SkeletonLayout
 
 
@@ -82,6 +83,4 @@ def plot_samples(root: str | Path, path: str | Path, count: int = 4, frames_per_
                 title = f"{data.names[position]}\n{data.class_names[data.label[position]][:24]}\n" + title
             axis.set_title(title, fontsize=7)
     figure.tight_layout()
-    from usdrl.report import save_figure
-
     return save_figure(figure, path, dpi=90)

@@ -38,7 +38,7 @@ from usdrl.evaluate.features import checkpoint_identity, open_encoder
 from usdrl.evaluate.results import provenance, write_results
 from usdrl.loop import MixedPrecision, RunningTotals, initialise_head, progress_bar
 from usdrl.model import SkeletonModel
-from usdrl.report import save_figure
+from usdrl.plots import save_figure
 from usdrl.runtime import autocast_context, autocast_settings, resolve_device
 
 IGNORE = -100
