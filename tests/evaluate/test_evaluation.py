@@ -104,6 +104,37 @@ def test_finetune_subset_is_fixed_by_seed_and_saved(synthetic, tmp_path):
     assert scales == pytest.approx([0.8 ** 3, 0.8 ** 2, 0.8, 1.0])
 
 
+
+def test_finetune_from_a_checkpoint_draws_each_seeds_head_from_that_seed(synthetic, tmp_path, monkeypatch, one_thread):
+    from usdrl.evaluate import protocols
+
+    section = ModelSection(hidden_size=16, num_layers=1)
+    checkpoint = tmp_path / "ours.pt"
+    torch.manual_seed(0)
+    torch.save({"encoder_config": encoder_record(section, ntu25_layout()), "layout": ntu25_layout().to_dict(),
+                "model": SkeletonModel(section).state_dict()}, checkpoint)
+    heads = []  # the head of each seed's model as opened, before fine-tuning
+
+    def observed_open_encoder(*args, **kwargs):
+        encoder, recorded = open_encoder(*args, **kwargs)
+        heads.append(encoder.head.weight.detach().clone())
+        return encoder, recorded
+
+    open_encoder = protocols.open_encoder
+    monkeypatch.setattr(protocols, "open_encoder", observed_open_encoder)
+    params = _params(tmp_path, "finetune.epochs=2", "finetune.warmup_epochs=1", "finetune.batch_size=8")
+    runs = []
+    for name, seeds, earlier in (("first", [0, 1], 11), ("again", [1, 0], 22)):
+        torch.manual_seed(earlier)  # whatever the process drew before leaves the heads alone
+        heads.clear()
+        result = run_finetune(synthetic, "xview", checkpoint, tmp_path / f"{name}.json", params, fraction=0.2,
+                              seeds=seeds)
+        runs.append(({run["seed"]: run for run in result["metrics"]["per_seed"]}, dict(zip(seeds, heads))))
+    (first, first_heads), (again, again_heads) = runs
+    assert first == again  # per seed: accuracy, labelled count and every epoch's loss, to the bit
+    assert all(torch.equal(first_heads[seed], again_heads[seed]) for seed in (0, 1))
+    assert not torch.equal(first_heads[0], first_heads[1])  # another seed, another head
+
 def test_ensemble_sums_scores_and_rejects_mismatches(tmp_path):
     labels = np.array([0, 1, 2, 1])
     one_hot = np.eye(3)[labels]

@@ -53,13 +53,15 @@ def load_encoder(checkpoint: str | Path | None, model: ModelSection, layout: Ske
 
 def open_encoder(checkpoint: str | Path | None, model: ModelSection, layout: SkeletonLayout, seed: int = 0,
                  num_classes: int | None = None, modality: str | None = None,
-                 backbone: str | None = None) -> tuple[SkeletonModel, str | None]:
+                 backbone: str | None = None, head_seed: int | None = None) -> tuple[SkeletonModel, str | None]:
     """The encoder in eval mode and the modality recorded in the checkpoint (ours; None for released and random).
 
     Every file is loaded safely (``usdrl.checkpoint.load_checkpoint``). ``modality`` and ``backbone`` are
     what the caller explicitly asked for (None: not asked, then the checkpoint's own apply); a checkpoint of
     ours recorded with another modality or backbone is refused with a CheckpointError naming both.
     ``model`` gives the sizes of a random or released encoder; ours carry their own.
+    With ``num_classes``, a checkpoint's (ours or released) new head is drawn from a generator seeded with
+    ``head_seed`` (None: torch's global generator); a random encoder, head included, is drawn from ``seed``.
     """
     if checkpoint in (None, RANDOM):
         seed_everything(seed)
@@ -70,8 +72,9 @@ def open_encoder(checkpoint: str | Path | None, model: ModelSection, layout: Ske
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist; run usdrl pretrain first, or pass --checkpoint random")
     content = load_checkpoint(path)
+    head_generator = None if head_seed is None else torch.Generator().manual_seed(head_seed)
     if isinstance(content, dict) and "encoder_config" in content:
-        return _our_encoder(path, content, layout, num_classes, modality, backbone)
+        return _our_encoder(path, content, layout, num_classes, modality, backbone, head_generator)
     released = load_released(content if isinstance(content, dict) else path, backbone or model.backbone,
                              hidden_size=None, num_head=model.num_heads, num_layer=model.num_layers, alpha=model.alpha,
                              gap=model.gap, kernel_size=model.kernel_size, source=str(path))
@@ -81,12 +84,13 @@ def open_encoder(checkpoint: str | Path | None, model: ModelSection, layout: Ske
         raise CheckpointError(f"{path} holds an encoder for V={stored.num_joints}, M={stored.num_persons}, "
                               f"C={stored.num_coordinates}, which does not fit this dataset's {layout.name!r}")
     if num_classes is not None:
-        released.head = initialise_head(torch.nn.Linear(2 * released.config.hidden_size, num_classes))
+        released.head = initialise_head(torch.nn.Linear(2 * released.config.hidden_size, num_classes), head_generator)
     return released.eval(), None
 
 
 def _our_encoder(path: Path, content: dict[str, Any], layout: SkeletonLayout, num_classes: int | None,
-                 modality: str | None, backbone: str | None) -> tuple[SkeletonModel, str | None]:
+                 modality: str | None, backbone: str | None,
+                 head_generator: torch.Generator | None = None) -> tuple[SkeletonModel, str | None]:
     if not isinstance(content.get("model"), dict) or not isinstance(content.get("layout"), dict):
         raise CheckpointError(f"{path} is not a checkpoint of usdrl pretrain (it holds {describe_content(content)})")
     stored_layout = layout_from_dict(content["layout"], source=str(path))
@@ -108,6 +112,8 @@ def _our_encoder(path: Path, content: dict[str, Any], layout: SkeletonLayout, nu
         encoder = SkeletonModel(config, layout=layout, num_classes=num_classes)
     except (ValueError, AssertionError, RuntimeError) as error:  # e.g. a hidden size the heads do not divide
         raise CheckpointError(f"{path} records an encoder that cannot be built: {error}") from None
+    if encoder.head is not None and head_generator is not None:
+        initialise_head(encoder.head, head_generator)
     weights = {k: v for k, v in content["model"].items() if not k.startswith("head.")}  # a new head is trained
     try:
         missing, unexpected = encoder.load_state_dict(weights, strict=False)

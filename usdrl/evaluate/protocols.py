@@ -154,6 +154,8 @@ def run_finetune(data_root: str | Path, benchmark: str, checkpoint: str | Path |
                  progress: bool = False, backbone: str | None = None) -> dict[str, Any]:
     """Semi-supervised fine-tuning for each seed (subset and head); mean and std over seeds.
 
+    Each seed draws its labelled subset, data order and augmentation and, fine-tuning a checkpoint (ours or
+    released), the new head, whatever seeds ran before; a random encoder, head included, is the pretraining seed's.
     ``modality`` / ``backbone`` None: the checkpoint's recorded ones (see ``frozen_features``)."""
     started = time.perf_counter()
     refuse_folders(out)
@@ -165,7 +167,8 @@ def run_finetune(data_root: str | Path, benchmark: str, checkpoint: str | Path |
     for seed in (seeds if seeds is not None else list(settings.seeds)):
         positions = labelled_subset(len(train), fraction, seed)
         model, recorded = open_encoder(checkpoint, params.model, train.layout, seed=params.pretrain.seed,
-                                       num_classes=train.num_classes, modality=requested, backbone=backbone)
+                                       num_classes=train.num_classes, modality=requested, backbone=backbone,
+                                       head_seed=seed)  # a checkpoint's new head: this seed's, whatever ran before
         modality = requested or recorded or params.pretrain.modality
         encoder_config = model.encoder_record()
         result = finetune(model, train, test, positions, settings, device, seed, modality,
