@@ -104,6 +104,7 @@ class SelfAttention(nn.Module):
         nn.init.zeros_(self.out_proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, L, H) -> (N, L, H)
+        """Multi-head self-attention over the L tokens of x (N, L, H); returns (N, L, H)."""
         batch, length, hidden = x.shape
         query, key, value = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
         heads = lambda t: t.view(batch, length, self.num_heads, hidden // self.num_heads).transpose(1, 2)  # noqa: E731
@@ -129,6 +130,7 @@ class ConvolutionalAttention(nn.Module):
         self.drop_path_probability = drop_path_probability
 
     def forward(self, x: torch.Tensor, attention: SelfAttention) -> torch.Tensor:  # (N, L, H)
+        """CA(x) (N, L, H) of x (N, L, H), with the layer's shared ``attention``."""
         if self.convolution.kernel_size == (1,):  # the released kernel: a matrix product per token, no transposes
             convolved = F.relu(F.linear(x, self.convolution.weight[:, :, 0], self.convolution.bias))
         else:
@@ -152,10 +154,12 @@ class DenseShiftAttention(nn.Module):
         self.drop_path_probability = drop_path_probability
 
     def block(self, z: torch.Tensor, attention: SelfAttention) -> torch.Tensor:
+        """The shared pre-norm block, z (N, L, H) -> (N, L, H): z + Attn(LN1(z)), then + MLP(LN2(.)), with drop path."""
         z = z + drop_path(attention(self.attention_norm(z)), self.drop_path_probability, self.training)
         return z + drop_path(self.mlp(self.mlp_norm(z)), self.drop_path_probability, self.training)
 
     def forward(self, x: torch.Tensor, attention: SelfAttention) -> torch.Tensor:  # (N, L, H)
+        """DSA(x) (N, L, H): the mean of the block applied to the DenseShifted sequence and to x (N, L, H) itself."""
         along_sequence = x.transpose(1, 2)  # (N, H, L)
         mixed = self.shift_output(F.relu(self.shift_hidden(along_sequence))) + along_sequence
         keep = torch.zeros(x.shape[1], dtype=torch.bool, device=x.device)
@@ -175,6 +179,7 @@ class DenseSpatioTemporalLayer(nn.Module):
         self.alpha = model.alpha
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, L, H)
+        """alpha * CA(x) + (1 - alpha) * DSA(x): (N, L, H) -> (N, L, H)."""
         return (self.alpha * self.convolutional_attention(x, self.attention)
                 + (1 - self.alpha) * self.dense_shift_attention(x, self.attention))
 
@@ -305,6 +310,7 @@ class SkeletonModel(nn.Module):
 
     @property
     def has_projectors(self) -> bool:
+        """Whether the model has the pretraining projectors (built with ``projectors=True``)."""
         return hasattr(self, "instance_projector")
 
     def encoder_record(self) -> dict[str, Any]:
@@ -333,6 +339,8 @@ class SkeletonModel(nn.Module):
                 "z_i": self.instance_projector(encoded["features"])}
 
     def forward(self, x: torch.Tensor, modality: str = "joint") -> dict[str, torch.Tensor]:
+        """``encode`` of x (N, C, T, V, M), plus ``z_t``, ``z_s``, ``z_i`` (with projectors) and ``logits``
+        (N, classes) (with a head)."""
         outputs = self.encode(x, modality)
         if self.has_projectors:
             outputs.update(self.project(outputs))
@@ -342,4 +350,5 @@ class SkeletonModel(nn.Module):
 
 
 def count_parameters(module: nn.Module) -> int:
+    """The number of parameter elements of ``module`` (trainable or not)."""
     return sum(parameter.numel() for parameter in module.parameters())

@@ -73,6 +73,8 @@ def load_project(params_file: str | Path = "params.yaml", profile: str | None = 
 
 
 def benchmark_or_default(dataset: str, benchmark: str | None) -> str:
+    """``benchmark`` when given, else the dataset's default one (``DEFAULT_BENCHMARK``); a DataError for a dataset
+    without one."""
     if benchmark:
         return benchmark
     if dataset not in DEFAULT_BENCHMARK:
@@ -102,6 +104,7 @@ def require_prepared(params: Params, dataset: str, untrimmed: bool = False) -> P
 
 
 def run_name(dataset: str, benchmark: str, backbone: str, modality: str) -> str:
+    """The pretraining run's name, ``<dataset>_<benchmark>_<backbone>_<modality>`` (its folder under runs/)."""
     return f"{dataset}_{benchmark}_{backbone}_{modality}"
 
 

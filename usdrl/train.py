@@ -58,6 +58,7 @@ class PretrainingObjective(nn.Module):
         self.model = model
 
     def forward(self, views: torch.Tensor, modality: str) -> dict[str, list[torch.Tensor]]:
+        """Projections of views (K, N, C, T, V, M): z_t, z_s, z_i, each K tensors (N, D), BatchNorm per view."""
         count, batch = views.shape[:2]
         features = self.model.encode(views.flatten(0, 1), modality)["features"]  # (K*N, 2H)
         projections: dict[str, list[torch.Tensor]] = {"z_t": [], "z_s": [], "z_i": []}

@@ -65,6 +65,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         self.allowed = allowed_globals()
 
     def find_class(self, module: str, name: str) -> Any:
+        """The allowed global ``module.name`` (Python 2 names read as their Python 3 ones); any other raises
+        RefusedGlobal."""
         # Python 2 names (__builtin__.list, commands.call) mean what pickle maps them to in Python 3.
         python3_module, python3_name = _compat_pickle.NAME_MAPPING.get(
             (module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
@@ -75,6 +77,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         return self.allowed[full_name]
 
     def persistent_load(self, pid: Any) -> Any:
+        """Always refused: a persistent id (a reference to an object outside the file) raises RefusedGlobal."""
         raise RefusedGlobal(f"persistent id {pid!r}")
 
 

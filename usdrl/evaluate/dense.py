@@ -53,6 +53,8 @@ class DenseDetector(nn.Module):
         self.head = initialise_head(nn.Linear(2 * encoder.config.hidden_size, num_classes + 1))
 
     def forward(self, x: torch.Tensor, modality: str = "joint") -> torch.Tensor:
+        """Per-frame logits (N, T, classes + 1) of x (N, C, T, V, M): the temporal dense features beside the spatial
+        ones pooled to T."""
         encoded = self.encoder.encode(x, modality)
         dense_t, dense_s = encoded["dense_t"], encoded["dense_s"]  # (N, T, H), (N, M*V, H)
         pooled_s = F.adaptive_avg_pool1d(dense_s.transpose(1, 2), dense_t.shape[1]).transpose(1, 2)  # (N, T, H)

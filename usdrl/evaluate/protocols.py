@@ -190,6 +190,8 @@ def run_finetune(data_root: str | Path, benchmark: str, checkpoint: str | Path |
 
 def run_ensemble(score_files: list[str | Path], out: str | Path, weights: list[float] | None = None,
                  normalise: str = "none", dataset: str | None = None, benchmark: str | None = None) -> dict[str, Any]:
+    """Sum of the probes' score files (``ensemble_scores``, weighted and normalised as asked); writes ``out`` (JSON
+    with the files' sha256) and returns its metrics and path."""
     started = time.perf_counter()
     refuse_folders(out)
     metrics = ensemble_scores(score_files, weights, normalise)

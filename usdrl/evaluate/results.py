@@ -35,6 +35,7 @@ def git_revision() -> str | None:
 
 
 def device_description(device: torch.device) -> str:
+    """The device as results files record it: the GPU's name, or ``cpu (<machine>, <threads> threads)``."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"

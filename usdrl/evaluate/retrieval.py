@@ -29,5 +29,7 @@ def knn_predict(train_features: np.ndarray | torch.Tensor, train_labels: np.ndar
 
 def knn_accuracy(train_features, train_labels, test_features, test_labels, k: int = 1, chunk_size: int = 4096,
                  device: torch.device = torch.device("cpu")) -> float:
+    """The fraction of test samples (N_test, D) whose kNN prediction against the training features (N_train, D)
+    (``knn_predict``) is their label."""
     predicted = knn_predict(train_features, train_labels, test_features, k, chunk_size, device)
     return float((predicted == np.asarray(test_labels)).mean())
