@@ -150,13 +150,15 @@ def _experiment(result: dict[str, Any]) -> tuple[str, str]:
     return str(result["provenance"].get("dataset")), str(result["provenance"].get("benchmark"))
 
 
+def _of_protocol(results: list[dict[str, Any]], protocol: str) -> list[dict[str, Any]]:
+    return [result for result in results if result["protocol"] == protocol]
+
+
 def _protocol_rows(results: list[dict[str, Any]], protocol: str, table: str, metric: str,
                    profile: str) -> list[dict[str, Any]]:
     """One row per results file of a protocol: its metric beside the paper's number for that row."""
     rows = []
-    for result in results:
-        if result["protocol"] != protocol:
-            continue
+    for result in _of_protocol(results, protocol):
         dataset, benchmark = _experiment(result)
         label = _row_label(result)
         rows.append({"table": table, "row": label, "dataset": dataset, "benchmark": benchmark,
@@ -185,9 +187,7 @@ def _common_notes(profile: str) -> list[str]:
 def _ensemble_rows(results: list[dict[str, Any]], profile: str) -> list[dict[str, Any]]:
     """One linear-table row per ensemble results file, labelled by the streams of the probes it summed."""
     rows = []
-    for result in results:
-        if result["protocol"] != "ensemble":
-            continue
+    for result in _of_protocol(results, "ensemble"):
         dataset, benchmark = result["settings"].get("dataset", "-"), result["settings"].get("benchmark", "-")
         probes = _ensemble_probes(result, results)
         label, summed = _ensemble_label(result, probes)
@@ -201,9 +201,7 @@ def _ensemble_rows(results: list[dict[str, Any]], profile: str) -> list[dict[str
 def _semi_supervised_rows(results: list[dict[str, Any]], profile: str) -> list[dict[str, Any]]:
     """One row per semi-supervised results file: the label fraction in the row, the seeds' spread in ``ours``."""
     rows = []
-    for result in results:
-        if result["protocol"] != "semi_supervised":
-            continue
+    for result in _of_protocol(results, "semi_supervised"):
         dataset, benchmark = _experiment(result)
         fraction = result["metrics"]["fraction"]
         label = f"{_row_label(result)} {fraction * 100:g}%"
@@ -218,9 +216,7 @@ def _semi_supervised_rows(results: list[dict[str, Any]], profile: str) -> list[d
 def _detection_rows(results: list[dict[str, Any]], profile: str) -> list[dict[str, Any]]:
     """Two rows (mAP_a, mAP_v at overlap 0.5) per detection results file."""
     rows = []
-    for result in results:
-        if result["protocol"] != "detection":
-            continue
+    for result in _of_protocol(results, "detection"):
         provenance = result["provenance"]
         dataset = result["settings"].get("dataset", provenance.get("dataset", "-"))
         benchmark = provenance.get("benchmark", "-")
@@ -239,9 +235,7 @@ def _detection_rows(results: list[dict[str, Any]], profile: str) -> list[dict[st
 def _ablation_rows(results: list[dict[str, Any]], profile: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(loss ablation rows, alpha rows): one per ablation results file, ``ours`` as linear top-1 / kNN-1."""
     ablation_rows, alpha_rows = [], []
-    for result in results:
-        if result["protocol"] != "ablation":
-            continue
+    for result in _of_protocol(results, "ablation"):
         dataset, benchmark = _experiment(result)
         metrics = result["metrics"]
         ours = f"{_percent(metrics['linear_top1'])} / {_percent(metrics['knn1'])}"
