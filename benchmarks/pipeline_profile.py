@@ -29,7 +29,7 @@ CELL_KINDS = (
     ("semi-supervised", r"run_finetune"),
     ("detection", r"run_detection"),
     ("ensemble", r"run_ensemble"),
-    ("t-SNE / UMAP", r"TSNE|umap"),
+    ("t-SNE / UMAP", r"TSNE|umap|embed_in_plane"),
     ("features", r"frozen_features|extract_features|cached_features"),
     ("tables", r"write_tables|build_tables|tables\."),
     ("imports and project", r"load_project|^import |^from "),
