@@ -70,13 +70,21 @@ def test_umap_compiled_functions_are_cached_on_disk_and_give_the_same_map(tmp_pa
               "x = np.random.default_rng(0).normal(size=(120, 16)).astype(np.float32)\n"
               "switched = plots.cache_compiled_umap() if sys.argv[1] == 'cache' else 0\n"
               "assert sys.argv[1] != 'cache' or plots.cache_compiled_umap() == 0  # once per process\n"
-              "np.save(sys.argv[2], umap.UMAP(n_neighbors=15, random_state=0).fit_transform(x)); print(switched)")
-    maps = {}
-    for mode in ("plain", "cache"):  # fresh processes: numba state of this one does not matter
-        done = subprocess.run([sys.executable, "-c", script, mode, str(tmp_path / mode)], capture_output=True,
+              "np.save(sys.argv[2], umap.UMAP(n_neighbors=15, random_state=0).fit_transform(x))\n"
+              "from numba.core.dispatcher import Dispatcher\n"
+              "hits = sum(sum(value.stats.cache_hits.values()) for name, module in list(sys.modules.items())\n"
+              "           if module and name.split('.')[0] in ('umap', 'pynndescent') for value in vars(module).values()\n"
+              "           if isinstance(value, Dispatcher))\n"
+              "print(switched, hits)")
+    maps, hits = {}, {}
+    # fresh processes (numba state of this one does not matter): no cache, a cache written, the cache read
+    for mode, cache in (("plain", "plain"), ("written", "cache"), ("read", "cache")):
+        done = subprocess.run([sys.executable, "-c", script, cache, str(tmp_path / mode)], capture_output=True,
                               text=True, env={**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")})
         assert done.returncode == 0, done.stderr
         maps[mode] = np.load(tmp_path / f"{mode}.npy")
-        if mode == "cache":
-            assert int(done.stdout.split()[-1]) > 100  # umap-learn and pynndescent: about 250 functions
-    assert np.array_equal(maps["plain"], maps["cache"])
+        switched, hits[mode] = (int(word) for word in done.stdout.split()[-2:])
+        if cache == "cache":
+            assert switched > 100  # umap-learn and pynndescent: about 250 functions
+    assert hits["plain"] == 0 and hits["read"] > 50, hits  # the third process loaded compiled code from disk
+    assert np.array_equal(maps["plain"], maps["written"]) and np.array_equal(maps["plain"], maps["read"])

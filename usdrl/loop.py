@@ -70,11 +70,13 @@ class MixedPrecision:
         return autocast_context(self.device, self.dtype)
 
     def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """Gradients of ``loss`` alone (earlier ones cleared), scaled where needed; one optimiser step."""
+        """Gradients of ``loss`` alone (earlier ones cleared), scaled where needed; one optimiser step. The
+        gradients are released after the step, so the next forward pass does not hold them (peak memory)."""
         optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(optimizer)
         self.scaler.update()
+        optimizer.zero_grad(set_to_none=True)
 
 
 class RunningTotals:

@@ -126,7 +126,9 @@ def cache_compiled_umap() -> int:
     process that fits a UMAP (2-core CPU), against 0.2-0.4 s once they are cached (measured on 200 points).
     The cache lives where numba keeps caches (the package's __pycache__, or the user's cache folder when that
     is not writable) and numba recompiles when the source or the CPU changes. Returns how many functions it
-    switched on; anything unexpected in numba's internals only leaves UMAP uncached (slower, same result)."""
+    switched on. A numba without these internals, or a cache folder that cannot be made, leaves UMAP uncached
+    (slower, same result); an error while writing the cache (a full disk) surfaces from the UMAP fit. Two
+    processes filling the same cache at once may at worst recompile; ``dvc repro`` runs one stage at a time."""
     import sys
 
     try:
