@@ -27,6 +27,7 @@ def test_warmup_then_cosine_down_to_zero():
     assert rates[4] == 1.0 and rates[8] == pytest.approx(0.5) and rates[-1] == pytest.approx(
         0.5 * (1 + math.cos(math.pi * 7 / 8)))
     assert all(later <= earlier for earlier, later in zip(rates[4:], rates[5:]))
+    assert warmup_cosine_rate(1.0, 12, 4, 12) == pytest.approx(0.0, abs=1e-12)  # zero at total_steps
 
 
 def test_set_learning_rate_keeps_each_groups_scale():
