@@ -92,6 +92,9 @@ def stage_code(cmd: str) -> set[str]:
             files.add(f"{PACKAGE}/cli.py")
         elif words[:2] == ["python", "-m"] and words[2].startswith(PACKAGE):
             modules.add(words[2])
+            for word in words[3:]:  # usdrl.notebook_runner runs the notebooks it is given
+                if word.startswith("notebooks/") and word.endswith(".ipynb"):
+                    modules |= _notebook_modules(REPOSITORY / word)
     return code_of(modules) | files
 
 

@@ -26,6 +26,8 @@ LAYERS = [
     ["pipeline", "report", "inputs", "inference", "onnx_export", "bundle"],
     # the command line
     ["cli", "cli_data", "cli_model"],
+    # what dvc.yaml's stages run the notebooks with
+    ["notebook_runner"],
 ]
 
 
