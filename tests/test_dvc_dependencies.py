@@ -92,9 +92,10 @@ def stage_code(cmd: str) -> set[str]:
             files.add(f"{PACKAGE}/cli.py")
         elif words[:2] == ["python", "-m"] and words[2].startswith(PACKAGE):
             modules.add(words[2])
-            for word in words[3:]:  # usdrl.notebook_runner runs the notebooks it is given
-                if word.startswith("notebooks/") and word.endswith(".ipynb"):
-                    modules |= _notebook_modules(REPOSITORY / word)
+            if words[2] == f"{PACKAGE}.notebook_runner":  # the notebooks it is given: first, and after each --then
+                for position, word in enumerate(words[3:], start=3):
+                    if position == 3 or words[position - 1] == "--then":
+                        modules |= _notebook_modules(REPOSITORY / word)
     return code_of(modules) | files
 
 

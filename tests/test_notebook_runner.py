@@ -88,3 +88,27 @@ def test_a_file_that_is_no_notebook_is_named(tmp_path):
     (tmp_path / "in.ipynb").write_text("not json")
     done = _run("in.ipynb", "out.ipynb", cwd=tmp_path)
     assert done.returncode != 0 and "in.ipynb: not a notebook" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_what_cells_may_do_to_the_process_does_not_misplace_or_lose_the_copy(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    first = _notebook(tmp_path / "first.ipynb",
+                      "import logging, os, numpy\nlogging.basicConfig(level=logging.INFO, force=True)\nos.chdir('elsewhere')",
+                      "logging.getLogger('x').info('logged later')",
+                      "class R:\n    def _repr_json_(self):\n        return {'v': numpy.float32(1.5)}\nR()",
+                      "%matplotlib inline\nprint(a)")
+    second = _notebook(tmp_path / "second.ipynb", "import os\nprint(os.path.basename(os.getcwd()))")
+    done = _run(str(first), "1.ipynb", "-p", "a", "nan", "--then", str(second), "2.ipynb", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    cells = json.loads((tmp_path / "1.ipynb").read_text())["cells"]  # where the command was started
+    assert "logged later" in cells[3]["outputs"][0]["text"]  # in the cell that logged, not the one that set it up
+    assert cells[4]["outputs"][0]["data"]["application/json"] == {"v": 1.5} and cells[5]["outputs"][0]["text"] == "nan\n"
+    assert cells[1]["source"] == "# Parameters\na = float('nan')\n"  # as papermill writes it
+    second_cells = json.loads((tmp_path / "2.ipynb").read_text())["cells"]
+    assert second_cells[1]["outputs"][0]["text"] == f"{tmp_path.name}\n"  # the next notebook starts back home
+
+
+def test_a_failure_without_a_traceback_is_still_reported(tmp_path):
+    source = _notebook(tmp_path / "in.ipynb", "%no_such_magic")
+    done = _run(str(source), "out.ipynb", cwd=tmp_path)
+    assert done.returncode == 1 and "in.ipynb failed in cell 1" in done.stderr and "StopIteration" not in done.stderr

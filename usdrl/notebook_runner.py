@@ -10,6 +10,10 @@ notebooks of one command share its imports (torch is imported once); each notebo
 namespace. The executed copy is what papermill writes: the parameters injected after the cell tagged
 ``parameters`` (a cell tagged ``injected-parameters``), every cell's outputs (text, results, pictures, the
 error) and papermill's timing records (``metadata.papermill``, read by benchmarks/pipeline_profile.py).
+Text is captured where Python code writes it (``sys.stdout``, ``sys.stderr``); what C code writes to the file
+descriptors (a torch warning from C++) goes to the terminal. Between notebooks the working directory, open
+figures and matplotlib's backend are restored; anything else a notebook changes in the process (random
+generators, torch's thread count) stays, so every notebook sets what it needs (ours seed through the package).
 A parameter the notebook does not declare is an error. A failing cell stops the command: the executed copy
 shows the error, the error is printed, and the exit status is 1. Opened in JupyterLab or run with papermill,
 the notebooks behave the same.
@@ -18,7 +22,9 @@ the notebooks behave the same.
 from __future__ import annotations
 
 import base64
+import io
 import json
+import math
 import os
 import re
 import sys
@@ -56,21 +62,22 @@ class _Outputs:
         self.items.append({"output_type": output_type, **fields, "data": encoded, "metadata": metadata or {}})
 
 
-class _Stream:
-    """sys.stdout / sys.stderr while a cell runs: text goes to the cell's outputs."""
+class _Stream(io.TextIOBase):
+    """sys.stdout / sys.stderr while notebooks run: text goes to the outputs of the cell running now (also from
+    a logging handler made in an earlier cell)."""
 
-    def __init__(self, outputs: _Outputs, name: str) -> None:
-        self.outputs, self.name = outputs, name
+    encoding = "utf-8"
+
+    def __init__(self, shell: _Shell, name: str) -> None:
+        super().__init__()
+        self.shell, self.name = shell, name
 
     def write(self, text: str) -> int:
-        self.outputs.add_text(self.name, text)
+        self.shell.cell_outputs.add_text(self.name, text)
         return len(text)
 
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False
+    def writable(self) -> bool:
+        return True
 
 
 class _Publisher(DisplayPublisher):
@@ -94,6 +101,12 @@ class _Shell(InteractiveShell):
     displayhook_class = _ResultHook
     display_pub_class = _Publisher
     cell_outputs = _Outputs()
+
+    def enable_gui(self, gui=None) -> None:  # `%matplotlib inline`: figures are shown at the end of each cell
+        pass
+
+    def ask_exit(self) -> None:  # exit() in a cell: nothing to leave, the notebook goes on as in a kernel
+        pass
 
     def _showtraceback(self, etype, evalue, stb) -> None:  # what ipykernel's shell does: the traceback is an output
         self.cell_outputs.items.append({"output_type": "error", "ename": etype.__name__, "evalue": str(evalue),
@@ -122,7 +135,7 @@ def parse_arguments(arguments: list[str]) -> list[tuple[Path, Path, dict]]:
             continue
         if len(current) < 2 or current[0].startswith("-") or current[1].startswith("-"):
             raise SystemExit(USAGE)
-        notebook, output, rest, parameters = Path(current[0]), Path(current[1]), current[2:], {}
+        notebook, output, rest, parameters = Path(current[0]).resolve(), Path(current[1]).resolve(), current[2:], {}
         while rest:
             if rest[0] not in ("-p", "--parameters") or len(rest) < 3:
                 raise SystemExit(f"{' '.join(rest)}: not '-p NAME VALUE'\n{USAGE}")
@@ -133,6 +146,12 @@ def parse_arguments(arguments: list[str]) -> list[tuple[Path, Path, dict]]:
     return groups
 
 
+def _literal(value) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"float({str(value)!r})"
+    return repr(value)
+
+
 def _source(cell: dict) -> str:
     return cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
 
@@ -141,14 +160,14 @@ def inject_parameters(notebook: dict, parameters: dict, path: Path) -> dict:
     """The cell papermill adds after the ``parameters`` cell; a name the notebook does not declare is an error."""
     cells = [cell for cell in notebook["cells"] if "injected-parameters" not in cell.get("metadata", {}).get("tags", [])]
     tagged = [i for i, cell in enumerate(cells) if "parameters" in cell.get("metadata", {}).get("tags", [])]
-    declared = set(re.findall(r"^(\w+)\s*=", _source(cells[tagged[0]]), flags=re.MULTILINE)) if tagged else set()
+    declared = set(re.findall(r"^(\w+)\s*(?::[^=\n]*)?=", _source(cells[tagged[0]]), flags=re.MULTILINE)) if tagged else set()
     unknown = sorted(set(parameters) - declared)
     if unknown:
         raise SystemExit(f"{path}: no parameter {', '.join(unknown)} in its cell tagged 'parameters' "
                          f"(declared: {', '.join(sorted(declared)) or 'none'})")
     if not parameters:
         return {**notebook, "cells": cells}
-    source = "# Parameters\n" + "".join(f"{name} = {value!r}\n" for name, value in parameters.items())
+    source = "# Parameters\n" + "".join(f"{name} = {_literal(value)}\n" for name, value in parameters.items())
     injected = {"cell_type": "code", "id": uuid.uuid4().hex[:8], "execution_count": None, "outputs": [],
                 "metadata": {"tags": ["injected-parameters"]}, "source": source}
     cells.insert(tagged[0] + 1 if tagged else 0, injected)
@@ -163,13 +182,12 @@ def _run_cell(shell: _Shell, cell: dict) -> bool:
     """Runs one code cell, records its outputs and papermill's timing; False when it raised."""
     shell.cell_outputs = _Outputs()
     started, clock = _now(), time.perf_counter()
-    streams = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _Stream(shell.cell_outputs, "stdout"), _Stream(shell.cell_outputs, "stderr")
-    try:
-        cell["execution_count"] = shell.execution_count
-        result = shell.run_cell(_source(cell), store_history=True)
-    finally:
-        sys.stdout, sys.stderr = streams
+    cell["execution_count"] = shell.execution_count
+    result = shell.run_cell(_source(cell), store_history=True)
+    if not result.success and not any(item["output_type"] == "error" for item in shell.cell_outputs.items):
+        error = result.error_in_exec or result.error_before_exec  # e.g. an unknown %magic: a usage message only
+        shell.cell_outputs.items.append({"output_type": "error", "ename": type(error).__name__,
+                                         "evalue": str(error), "traceback": [f"{type(error).__name__}: {error}"]})
     cell["outputs"] = shell.cell_outputs.items
     cell.setdefault("metadata", {})["papermill"] = {
         "start_time": started, "end_time": _now(), "duration": time.perf_counter() - clock,
@@ -185,12 +203,23 @@ def read_notebook(path: Path, parameters: dict) -> dict:
         raise SystemExit(f"{path}: not a notebook ({error})") from None
 
 
-def run_notebook(shell: _Shell, notebook: dict, path: Path, output: Path, parameters: dict) -> bool:
-    """Executes one notebook in a fresh namespace and writes the executed copy (temporary name, then renamed)."""
+def _fresh_start(shell: _Shell, directory: Path) -> None:
+    """An empty namespace in the command's working directory, no open figures, the kernel's figure backend."""
     shell.reset(new_session=False)
     shell.execution_count = 1
+    os.chdir(directory)
     if "matplotlib.pyplot" in sys.modules:
         sys.modules["matplotlib.pyplot"].close("all")
+        sys.modules["matplotlib"].use(os.environ["MPLBACKEND"])
+
+
+def _json_value(value):
+    """What json cannot write by itself in an output (a NumPy scalar in a result's JSON form)."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def run_notebook(shell: _Shell, notebook: dict, path: Path, output: Path, parameters: dict) -> bool:
+    """Executes one notebook in a fresh namespace and writes the executed copy (temporary name, then renamed)."""
     started, clock, failed = _now(), time.perf_counter(), None
     for index, cell in enumerate(notebook["cells"]):
         if cell["cell_type"] == "code" and failed is None and not _run_cell(shell, cell):
@@ -201,13 +230,13 @@ def run_notebook(shell: _Shell, notebook: dict, path: Path, output: Path, parame
                    "duration": time.perf_counter() - clock, "exception": failed is not None})
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = output.with_name(f"{output.name}.tmp-{os.getpid()}")
-    temporary.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
+    temporary.write_text(json.dumps(notebook, indent=1, ensure_ascii=False, default=_json_value) + "\n")
     temporary.replace(output)
     if failed is not None:
         error = next(item for item in notebook["cells"][failed]["outputs"] if item["output_type"] == "error")
-        print("\n".join(error["traceback"]), file=sys.stderr)
+        print("\n".join(error["traceback"]), file=sys.__stderr__)
         print(f"{path} failed in cell {failed} ({error['ename']}: {error['evalue']}); the executed copy with "
-              f"the error: {output}", file=sys.stderr)
+              f"the error: {output}", file=sys.__stderr__)
     return failed is None
 
 
@@ -219,11 +248,18 @@ def main(arguments: list[str] | None = None) -> int:
     settings = Config()
     settings.HistoryManager.enabled = False  # no ~/.ipython history database
     shell = _Shell.instance(config=settings, colors="nocolor")
-    for notebook, (path, output, parameters) in zip(notebooks, groups):
-        clock = time.perf_counter()
-        if not run_notebook(shell, notebook, path, output, parameters):
-            return 1
-        print(f"{path} -> {output} ({time.perf_counter() - clock:.1f} s)", file=sys.stderr)
+    directory, streams = Path.cwd(), (sys.stdout, sys.stderr)
+    sys.stdout, sys.stderr = _Stream(shell, "stdout"), _Stream(shell, "stderr")
+    try:
+        for notebook, (path, output, parameters) in zip(notebooks, groups):
+            clock = time.perf_counter()
+            _fresh_start(shell, directory)
+            if not run_notebook(shell, notebook, path, output, parameters):
+                return 1
+            print(f"{path} -> {output} ({time.perf_counter() - clock:.1f} s)", file=streams[1])
+    finally:
+        sys.stdout, sys.stderr = streams
+        os.chdir(directory)
     return 0
 
 
