@@ -145,3 +145,16 @@ def test_a_truncated_last_checkpoint_names_the_intact_one(synthetic, tmp_path, o
     resumed = pretrain(synthetic, "xview", out, TINY, settings=_settings(epochs=4),
                        resume=out / "checkpoints" / "checkpoint_0002.pt", progress=False)
     assert resumed["resumed_from"] == 2 and load_checkpoint(last)["epoch"] == 4
+
+
+@pytest.mark.parametrize("seconds, saved", [(0.0, [1, 2, 3]), (1e9, [2, 3])])
+def test_last_checkpoint_seconds_thins_out_last_pt_but_never_a_numbered_or_the_final_one(
+        synthetic, tmp_path, one_thread, monkeypatch, seconds, saved):
+    from usdrl import train
+
+    epochs_saved = []
+    original = train.Pretrainer.save
+    monkeypatch.setattr(train.Pretrainer, "save", lambda self, done: (epochs_saved.append(done), original(self, done)))
+    out = tmp_path / "run"
+    pretrain(synthetic, "xview", out, TINY, settings=_settings(epochs=3, last_checkpoint_seconds=seconds), progress=False)
+    assert epochs_saved == saved and load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 3

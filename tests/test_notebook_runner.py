@@ -66,8 +66,10 @@ def test_a_failing_cell_stops_the_command_and_the_copy_shows_the_error(tmp_path)
 def test_notebooks_of_one_command_share_the_process_not_the_namespace(tmp_path):
     first = _notebook(tmp_path / "first.ipynb", "import sys\nsys.modules['marker_module'] = sys\nleft = 1")
     second = _notebook(tmp_path / "second.ipynb", "import sys\nprint('marker_module' in sys.modules, 'left' in dir())")
-    assert notebook_runner.main([str(first), str(tmp_path / "1.ipynb"), "-p", "a", "2",
+    assert notebook_runner.main([str(first), str(tmp_path / "1.ipynb"), "-y", "{a: [1, 2], b: y}",
                                  "--then", str(second), str(tmp_path / "2.ipynb")]) == 0
+    injected = json.loads((tmp_path / "1.ipynb").read_text())["cells"][1]["source"]
+    assert injected == "# Parameters\na = [1, 2]\nb = 'y'\n"  # -y: a YAML mapping, lists too
     cells = json.loads((tmp_path / "2.ipynb").read_text())["cells"]
     assert cells[1]["outputs"][0]["text"] == "True False\n"  # imports shared; variables of the first gone
 
@@ -75,6 +77,7 @@ def test_notebooks_of_one_command_share_the_process_not_the_namespace(tmp_path):
 @pytest.mark.parametrize("arguments, message", [
     (["in.ipynb"], "usage"),
     (["in.ipynb", "out.ipynb", "-p", "a"], "not '-p NAME VALUE'"),
+    (["in.ipynb", "out.ipynb", "-y", "[1, 2]"], "not a mapping"),
     (["in.ipynb", "out.ipynb", "-p", "typo", "1"], "no parameter typo"),
 ])
 def test_bad_commands_are_refused_before_anything_runs(tmp_path, arguments, message):

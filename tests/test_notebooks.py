@@ -6,6 +6,8 @@ project (a copy of params.yaml and dvc.yaml), with no results/, figures/ or runs
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,6 +75,18 @@ def test_the_notebook_series_runs_end_to_end_from_the_notebooks_folder(tmp_path)
     assert len(list((project / "results/ablation/synthetic_xview").glob("*.json"))) == 4
     assert (project / "runs/ablation/synthetic_xview").is_dir()
     assert not [path for path in notebooks.rglob("*") if path.is_file()], "a notebook wrote into notebooks/"
+    # as dvc.yaml runs them: 03 and 05 in one process with usdrl.notebook_runner, from the project root
+    (project / f"results/retrieval/{run}.json").unlink()
+    smoke = "-y", json.dumps({"dataset": "synthetic", "profile": "demo", "overrides": SMOKE})
+    done = subprocess.run([sys.executable, "-m", "usdrl.notebook_runner", str(REPOSITORY / "notebooks/03_linear_probe.ipynb"),
+                           "results/notebooks/03.ipynb", *smoke, "--then",
+                           str(REPOSITORY / "notebooks/05_retrieval.ipynb"), "results/notebooks/05.ipynb", *smoke],
+                          cwd=project, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "knn1" in json.loads((project / f"results/retrieval/{run}.json").read_text())["metrics"]
+    executed = json.loads((project / "results/notebooks/05.ipynb").read_text())
+    assert executed["metadata"]["papermill"]["exception"] is False
+    assert any(output["output_type"] == "execute_result" for cell in executed["cells"] for output in cell["outputs"])
     from usdrl.report import build_tables
 
     tables = build_tables(project / "results", project / "results/tables", "demo")

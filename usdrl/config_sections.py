@@ -66,6 +66,9 @@ class PretrainSection:
     milestones: tuple[int, ...] = (351,)
     learning_rate_decay: float = 0.1
     checkpoint_every: int = 50
+    # last.pt (what --resume continues from) at most this often, in seconds of training; 0: after every epoch
+    # (released). Numbered checkpoints and the last epoch are always saved
+    last_checkpoint_seconds: float = 0.0
     modality: str = "joint"
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 where supported, fp16 + scaler on other GPUs, fp32 on CPU

@@ -38,8 +38,8 @@ from IPython.core.displaypub import DisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
-USAGE = ("usage: python -m usdrl.notebook_runner NOTEBOOK OUTPUT [-p NAME VALUE ...] "
-         "[--then NOTEBOOK OUTPUT [-p NAME VALUE ...] ...]")
+USAGE = ("usage: python -m usdrl.notebook_runner NOTEBOOK OUTPUT [-p NAME VALUE ...] [-y YAML] "
+         "[--then NOTEBOOK OUTPUT [-p NAME VALUE ...] [-y YAML] ...]")
 
 
 class _Outputs:
@@ -126,8 +126,21 @@ def _value(text: str):
     return text
 
 
+def _yaml_parameters(text: str) -> dict:
+    import yaml
+
+    try:
+        parameters = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SystemExit(f"-y {text!r}: not YAML ({error})") from None
+    if not isinstance(parameters, dict):
+        raise SystemExit(f"-y {text!r}: not a mapping of parameter names to values")
+    return parameters
+
+
 def parse_arguments(arguments: list[str]) -> list[tuple[Path, Path, dict]]:
-    """``NOTEBOOK OUTPUT [-p NAME VALUE ...]`` groups separated by ``--then``, as (notebook, output, parameters)."""
+    """``NOTEBOOK OUTPUT [-p NAME VALUE ...] [-y YAML]`` groups separated by ``--then``, as (notebook, output,
+    parameters); ``-y`` takes a YAML mapping of parameters (lists too), as papermill's ``-y`` does."""
     groups, current = [], []
     for word in arguments + ["--then"]:
         if word != "--then":
@@ -137,8 +150,12 @@ def parse_arguments(arguments: list[str]) -> list[tuple[Path, Path, dict]]:
             raise SystemExit(USAGE)
         notebook, output, rest, parameters = Path(current[0]).resolve(), Path(current[1]).resolve(), current[2:], {}
         while rest:
+            if rest[0] in ("-y", "--parameters_yaml") and len(rest) >= 2:
+                parameters.update(_yaml_parameters(rest[1]))
+                rest = rest[2:]
+                continue
             if rest[0] not in ("-p", "--parameters") or len(rest) < 3:
-                raise SystemExit(f"{' '.join(rest)}: not '-p NAME VALUE'\n{USAGE}")
+                raise SystemExit(f"{' '.join(rest)}: not '-p NAME VALUE' or '-y YAML'\n{USAGE}")
             parameters[rest[1]] = _value(rest[2])
             rest = rest[3:]
         groups.append((notebook, output, parameters))

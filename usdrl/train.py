@@ -327,17 +327,21 @@ class Pretrainer:
             handle.write(json.dumps(record) + "\n")
 
     def train(self) -> dict[str, Any]:
-        """Train from ``start_epoch`` to the last epoch: one log record and a checkpoint after each."""
+        """Train from ``start_epoch`` to the last epoch: one log record after each, and last.pt after each (or
+        once ``pretrain.last_checkpoint_seconds`` have passed since the previous one, and at numbered ones)."""
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomically(self.out_dir / "run.json", self.run_info)
             self.truncate_log()
-        history = []
+        history, saved_at = [], time.perf_counter()
         for epoch in range(self.start_epoch, self.settings.epochs):
             record = self.train_epoch(epoch)
             self.log(record)
             history.append(record)
-            self.save(epoch + 1)
+            due = time.perf_counter() - saved_at >= self.settings.last_checkpoint_seconds
+            if due or self.is_scheduled(epoch + 1):
+                self.save(epoch + 1)
+                saved_at = time.perf_counter()
         return {"out": str(self.out_dir), "epochs": self.settings.epochs, "resumed_from": self.start_epoch,
                 "last_checkpoint": str(self.last_path), "history": history}
 
