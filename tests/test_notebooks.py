@@ -86,7 +86,7 @@ def test_the_notebook_series_runs_end_to_end_from_the_notebooks_folder(tmp_path)
     assert "knn1" in json.loads((project / f"results/retrieval/{run}.json").read_text())["metrics"]
     executed = json.loads((project / "results/notebooks/05.ipynb").read_text())
     assert executed["metadata"]["papermill"]["exception"] is False
-    assert any(output["output_type"] == "execute_result" for cell in executed["cells"] for output in cell["outputs"])
+    assert any(output["output_type"] == "execute_result" for cell in executed["cells"] for output in cell.get("outputs", []))
     from usdrl.report import build_tables
 
     tables = build_tables(project / "results", project / "results/tables", "demo")
