@@ -66,8 +66,10 @@ def test_a_failing_cell_stops_the_command_and_the_copy_shows_the_error(tmp_path)
 def test_notebooks_of_one_command_share_the_process_not_the_namespace(tmp_path):
     first = _notebook(tmp_path / "first.ipynb", "import sys\nsys.modules['marker_module'] = sys\nleft = 1")
     second = _notebook(tmp_path / "second.ipynb", "import sys\nprint('marker_module' in sys.modules, 'left' in dir())")
+    main_module = sys.modules["__main__"]
     assert notebook_runner.main([str(first), str(tmp_path / "1.ipynb"), "-y", "{a: [1, 2], b: y}",
                                  "--then", str(second), str(tmp_path / "2.ipynb")]) == 0
+    assert sys.modules["__main__"] is main_module  # restored: multiprocessing's spawn in later tests needs it
     injected = json.loads((tmp_path / "1.ipynb").read_text())["cells"][1]["source"]
     assert injected == "# Parameters\na = [1, 2]\nb = 'y'\n"  # -y: a YAML mapping, lists too
     cells = json.loads((tmp_path / "2.ipynb").read_text())["cells"]

@@ -264,8 +264,8 @@ def main(arguments: list[str] | None = None) -> int:
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")  # as in a Jupyter kernel
     settings = Config()
     settings.HistoryManager.enabled = False  # no ~/.ipython history database
-    shell = _Shell.instance(config=settings, colors="nocolor")
-    directory, streams = Path.cwd(), (sys.stdout, sys.stderr)
+    directory, streams, main_module = Path.cwd(), (sys.stdout, sys.stderr), sys.modules.get("__main__")
+    shell = _Shell.instance(config=settings, colors="nocolor")  # as in a kernel, __main__ is now the notebook's
     sys.stdout, sys.stderr = _Stream(shell, "stdout"), _Stream(shell, "stderr")
     try:
         for notebook, (path, output, parameters) in zip(notebooks, groups):
@@ -274,9 +274,11 @@ def main(arguments: list[str] | None = None) -> int:
             if not run_notebook(shell, notebook, path, output, parameters):
                 return 1
             print(f"{path} -> {output} ({time.perf_counter() - clock:.1f} s)", file=streams[1])
-    finally:
+    finally:  # called as a function (tests): the process as it was, multiprocessing's spawn needs __main__
         sys.stdout, sys.stderr = streams
         os.chdir(directory)
+        sys.modules["__main__"] = main_module
+        _Shell.clear_instance()
     return 0
 
 
