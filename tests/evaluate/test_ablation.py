@@ -24,6 +24,8 @@ def test_the_main_run_stands_in_for_the_variant_with_its_settings_and_only_for_i
     assert found == tmp_path / "main" / "checkpoints" / "checkpoint_0002.pt"
     pretrain(synthetic, "xview", tmp_path / "variant", variant.model, variant.augment, variant.loss,
              variant.pretrain, progress=False)  # what the ablation would otherwise train
+    saved_less_often = dataclasses.replace(variant, pretrain=dataclasses.replace(variant.pretrain, last_checkpoint_seconds=20.0))
+    assert reusable_checkpoint([tmp_path / "main"], saved_less_often, fingerprint, "xview") == found  # when, not what
     reused, trained = load_checkpoint(found)["model"], load_checkpoint(tmp_path / "variant" / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(tensor, trained[name]) for name, tensor in reused.items())
 

@@ -21,7 +21,7 @@ from usdrl.runtime import autocast_settings, resolve_device
 from usdrl.train import learning_rate_at, pretrain
 
 # settings of a pretraining run that change nothing in its first epochs (the schedule is compared epoch by epoch)
-SCHEDULE_ONLY = ("epochs", "milestones", "checkpoint_every", "log_every", "workers")
+SCHEDULE_ONLY = ("epochs", "milestones", "checkpoint_every", "last_checkpoint_seconds", "log_every", "workers")
 
 LOSS_VARIANTS = {
     "none": ("DSTE no VAC, no XC, no MG-FD", {"variance_covariance_weight": 0.0, "cross_correlation_weight": 0.0, "tau": 0.0}),
