@@ -38,6 +38,8 @@ from IPython.core.displaypub import DisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
+from usdrl.data.atomic_files import atomic_file
+
 USAGE = ("usage: python -m usdrl.notebook_runner NOTEBOOK OUTPUT [-p NAME VALUE ...] [-y YAML] "
          "[--then NOTEBOOK OUTPUT [-p NAME VALUE ...] [-y YAML] ...]")
 
@@ -245,10 +247,8 @@ def run_notebook(shell: _Shell, notebook: dict, path: Path, output: Path, parame
     record.update({"input_path": str(path), "output_path": str(output), "parameters": parameters,
                    "runner": "usdrl.notebook_runner (in-process)", "start_time": started, "end_time": _now(),
                    "duration": time.perf_counter() - clock, "exception": failed is not None})
-    output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output.with_name(f"{output.name}.tmp-{os.getpid()}")
-    temporary.write_text(json.dumps(notebook, indent=1, ensure_ascii=False, default=_json_value) + "\n")
-    temporary.replace(output)
+    with atomic_file(output) as temporary:
+        temporary.write_text(json.dumps(notebook, indent=1, ensure_ascii=False, default=_json_value) + "\n")
     if failed is not None:
         error = next(item for item in notebook["cells"][failed]["outputs"] if item["output_type"] == "error")
         print("\n".join(error["traceback"]), file=sys.__stderr__)
