@@ -108,3 +108,28 @@ def test_the_backbone_names_are_the_registry_everywhere():
     assert ALLOWED[(ModelSection, "backbone")].choices == tuple(BACKBONES)
     with pytest.raises(ValueError, match="choose dste or sttr"):
         SkeletonModel(ModelSection(backbone="xyz", hidden_size=16))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_a_branch_weighted_zero_is_skipped_without_changing_output_or_gradients(alpha):
+    from usdrl.model import DenseSpatioTemporalLayer
+
+    torch.manual_seed(0)
+    layer = DenseSpatioTemporalLayer(16, 2, 12, ModelSection(hidden_size=16, alpha=alpha, drop_path=0.0)).train()
+    x = torch.randn(4, 12, 16, requires_grad=True)
+    skipped = layer(x)
+    (skipped.square().sum()).backward()
+    gradients = {"x": x.grad.clone(), **{name: p.grad.clone() for name, p in layer.attention.named_parameters()}}
+    x.grad = None
+    layer.zero_grad(set_to_none=True)
+    full = (alpha * layer.convolutional_attention(x, layer.attention)
+            + (1 - alpha) * layer.dense_shift_attention(x, layer.attention))  # the released formula, both branches
+    (full.square().sum()).backward()
+    assert torch.equal(skipped, full)
+    assert torch.equal(gradients["x"], x.grad)
+    for name, parameter in layer.attention.named_parameters():  # the shared attention: zero added by the other branch
+        assert torch.allclose(gradients[name], parameter.grad, rtol=0, atol=1e-6), name
+    unused = layer.dense_shift_attention if alpha == 1 else layer.convolutional_attention
+    layer.zero_grad(set_to_none=True)
+    layer(x).sum().backward()
+    assert all(p.grad is None for p in unused.parameters())  # not computed at all
