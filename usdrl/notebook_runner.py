@@ -38,8 +38,6 @@ from IPython.core.displaypub import DisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
-from usdrl.data.atomic_files import atomic_file
-
 USAGE = ("usage: python -m usdrl.notebook_runner NOTEBOOK OUTPUT [-p NAME VALUE ...] [-y YAML] "
          "[--then NOTEBOOK OUTPUT [-p NAME VALUE ...] [-y YAML] ...]")
 
@@ -247,6 +245,10 @@ def run_notebook(shell: _Shell, notebook: dict, path: Path, output: Path, parame
     record.update({"input_path": str(path), "output_path": str(output), "parameters": parameters,
                    "runner": "usdrl.notebook_runner (in-process)", "start_time": started, "end_time": _now(),
                    "duration": time.perf_counter() - clock, "exception": failed is not None})
+    # imported here: the usdrl.data package imports torch, which belongs to the notebook's own time (its cells)
+    # and not to the runner's start (pipeline_profile counts that as time between notebooks)
+    from usdrl.data.atomic_files import atomic_file
+
     with atomic_file(output) as temporary:
         temporary.write_text(json.dumps(notebook, indent=1, ensure_ascii=False, default=_json_value) + "\n")
     if failed is not None:
