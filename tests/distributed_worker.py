@@ -35,8 +35,8 @@ def step_worker(rank: int, world_size: int, init_file: str, result_path: str, ba
     dist.destroy_process_group()
 
 
-def pretrain_worker(rank: int, world_size: int, port: int, data_root: str, out_dir: str) -> None:
+def pretrain_worker(rank: int, world_size: int, port: int, data_root: str, out_dir: str, alpha: float = 0.5) -> None:
     os.environ.update({"WORLD_SIZE": str(world_size), "RANK": str(rank), "LOCAL_RANK": str(rank),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    pretrain(data_root, "xview", out_dir, ModelSection(hidden_size=16, num_layers=1),
+    pretrain(data_root, "xview", out_dir, ModelSection(hidden_size=16, num_layers=1, alpha=alpha),
              settings=PretrainSection(epochs=1, batch_size=8, workers=0, device="cpu", log_every=0), progress=False)

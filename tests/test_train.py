@@ -88,11 +88,13 @@ def test_two_processes_give_the_loss_and_gradients_of_one_with_twice_the_batch(t
         torch.testing.assert_close(distributed["gradients"][name], gradient, rtol=1e-3, atol=1e-4 * scale, msg=name)
 
 
-def test_torchrun_style_pretraining_on_two_processes(synthetic, tmp_path):
-    multiprocessing.spawn(distributed_worker.pretrain_worker, args=(2, _free_port(), str(synthetic), str(tmp_path / "run")),
-                          nprocs=2, join=True)
+@pytest.mark.parametrize("alpha", [0.5, 1.0])  # alpha 1: the DSA branch is skipped, its weights get no gradient
+def test_torchrun_style_pretraining_on_two_processes(synthetic, tmp_path, alpha):
+    multiprocessing.spawn(distributed_worker.pretrain_worker,
+                          args=(2, _free_port(), str(synthetic), str(tmp_path / "run"), alpha), nprocs=2, join=True)
     content = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert content["epoch"] == 1 and content["run"]["world_size"] == 2
+    assert content["encoder_config"]["alpha"] == alpha
 
 
 def test_cli_pretrain_with_params_and_bad_input(synthetic, tmp_path, capsys, monkeypatch):

@@ -168,6 +168,12 @@ class DenseShiftAttention(nn.Module):
         return (self.block(shifted, attention) + self.block(x, attention)) / 2
 
 
+def skips_a_branch(model: ModelSection) -> bool:
+    """Whether the encoder leaves parameters without gradients: a DST layer at alpha 0 or 1 computes one branch
+    (``DenseSpatioTemporalLayer.forward``), so DDP must be told to expect unused parameters."""
+    return model.backbone == "dste" and model.alpha in (0, 1)
+
+
 class DenseSpatioTemporalLayer(nn.Module):
     """y = alpha * CA(x) + (1 - alpha) * DSA(x), CA and DSA sharing one attention (paper Eq. 5)."""
 
@@ -182,7 +188,7 @@ class DenseSpatioTemporalLayer(nn.Module):
         """alpha * CA(x) + (1 - alpha) * DSA(x): (N, L, H) -> (N, L, H). A branch weighted 0 (the ablation's
         alpha 0 and 1) is not computed: it adds exactly 0 to the output and to every gradient that reaches
         the output, so only its own unused weights (which then receive no gradient) and the drop-path random
-        numbers it would have drawn differ."""
+        numbers it would have drawn differ (``skips_a_branch``: DDP then looks for unused parameters)."""
         if self.alpha == 1:
             return self.convolutional_attention(x, self.attention)
         if self.alpha == 0:

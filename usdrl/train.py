@@ -44,7 +44,7 @@ from usdrl.data.store import SkeletonSplit, atomic_file, write_json_atomically
 from usdrl.distributed import gather_with_gradients
 from usdrl.loop import MixedPrecision, RunningTotals, TrainingError, progress_bar, set_learning_rate, step_decay_rate
 from usdrl.losses import mgfd_loss
-from usdrl.model import SkeletonModel
+from usdrl.model import SkeletonModel, skips_a_branch
 from usdrl.resume import check_run_folder, remove_stale_temporary_files, restore_rng_states, rng_states
 from usdrl.runtime import collate_trimmed, peak_memory_megabytes, resolve_device, seed_everything
 from usdrl.skeleton import MODALITIES
@@ -175,7 +175,8 @@ class Pretrainer:
         objective: nn.Module = PretrainingObjective(self.model)
         if self.distributed:  # the projectors' GlobalBatchNorm already spans all processes
             objective = nn.parallel.DistributedDataParallel(
-                objective, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                objective, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=skips_a_branch(self.model_section))  # alpha 0 / 1: one branch has no gradient
         self.objective = objective
 
     def _run_info(self, data_root: str | Path, benchmark: str) -> dict[str, Any]:
