@@ -187,8 +187,8 @@ class DenseSpatioTemporalLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, L, H)
         """alpha * CA(x) + (1 - alpha) * DSA(x): (N, L, H) -> (N, L, H). A branch weighted 0 (the ablation's
         alpha 0 and 1) is not computed: it adds exactly 0 to the output and to every gradient that reaches
-        the output, so only its own unused weights (which then receive no gradient) and the drop-path random
-        numbers it would have drawn differ (``skips_a_branch``: DDP then looks for unused parameters)."""
+        the output, so only its own unused weights (which then receive no gradient, nor Adam's weight decay) and
+        the drop-path random numbers it would have drawn differ. ``skips_a_branch`` tells DDP to expect them."""
         if self.alpha == 1:
             return self.convolutional_attention(x, self.attention)
         if self.alpha == 0:
