@@ -10,6 +10,8 @@ memory. Random skeletons stand in for data, so no dataset is needed.
 How close to the machine's limit: the matrix-product FLOPs of one training step are counted by PyTorch's
 FlopCounterMode (forward and backward; elementwise work is not counted), divided by the step time, and
 compared with a measured peak: a large square matrix product in the same precision on the same device.
+``--breakdown`` adds where a step's time goes (PyTorch profiler over the timed number of steps): the matrix
+products' seconds per step and the rate they run at while running, the rest, and the costliest other operations.
 """
 
 from __future__ import annotations
@@ -54,6 +56,39 @@ def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, size: int = 204
     return 2 * size ** 3 / best / 1e9
 
 
+MATRIX_PRODUCTS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::addbmm")
+
+
+def step_breakdown(step, steps: int, device: torch.device, step_flops: float, peak: float) -> dict:
+    """Seconds per step in matrix products and in everything else, from the PyTorch profiler over ``steps`` steps
+    (CPU: the operators' own time; CUDA: their kernels' time), with the five costliest other operators."""
+    from torch.profiler import ProfilerActivity, profile
+
+    on_gpu = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    with profile(activities=activities) as profiler:
+        for _ in range(steps):
+            step()
+        synchronise(device)
+    events = profiler.key_averages()
+    own = {event.key: (event.self_device_time_total if on_gpu else event.self_cpu_time_total) / 1e6 / steps
+           for event in events}  # seconds per step
+    total = sum(own.values())
+    products = sum((event.device_time_total / 1e6 / steps) if on_gpu else own[event.key]
+                   for event in events if event.key in MATRIX_PRODUCTS)
+    others = sorted(((key, seconds) for key, seconds in own.items()
+                     if key.startswith("aten::") and key not in MATRIX_PRODUCTS), key=lambda item: -item[1])
+    return {
+        "step_seconds_profiled": round(total, 4),
+        "matmul_seconds_per_step": round(products, 4),
+        "matmul_share_of_step": round(products / total, 3),
+        "matmul_gflops_while_running": round(step_flops / products / 1e9, 1),
+        "matmul_fraction_of_peak_while_running": round(step_flops / products / 1e9 / peak, 3),
+        "other_seconds_per_step": round(total - products, 4),
+        "costliest_other_operators_ms_per_step": {key: round(1e3 * seconds, 1) for key, seconds in others[:5]},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=SIZES, default="tiny")
@@ -64,6 +99,7 @@ def main() -> None:
     parser.add_argument("--persons", type=int, default=2, help="bodies per sample (2 NTU; 1 UTKinect)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    parser.add_argument("--breakdown", action="store_true", help="also profile where a step's time goes")
     arguments = parser.parse_args()
     device = resolve_device(arguments.device)
     torch.manual_seed(0)
@@ -114,6 +150,7 @@ def main() -> None:
     training_rate = batch * arguments.steps / (time.perf_counter() - started)
     achieved = step_flops * training_rate / batch / 1e9
     peak = matmul_peak_gflops(device, dtype or torch.float32)
+    breakdown = step_breakdown(step, arguments.steps, device, step_flops, peak) if arguments.breakdown else {}
     print(json.dumps({
         "size": arguments.size, "backbone": arguments.backbone, "hidden_size": config.hidden_size,
         "clip_frames": config.clip_frames, "persons": layout.num_persons,
@@ -128,6 +165,7 @@ def main() -> None:
         **({} if dtype is None else {"measured_float32_matmul_peak_gflops": round(
             matmul_peak_gflops(device, torch.float32), 1)}),
         "fraction_of_peak": round(achieved / peak, 3),
+        **breakdown,
         "peak_memory_mb": round(peak_memory_megabytes(device), 1),
         "torch": torch.__version__, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
     }, indent=1))
