@@ -27,7 +27,7 @@ def test_the_use_a_model_notebook_exports_reloads_recognises_and_detects(tmp_pat
     (project / "notebooks").mkdir(parents=True)
     for name in ("params.yaml", "dvc.yaml"):
         shutil.copy2(REPOSITORY / name, project / name)
-    root, params = pipeline.load_project("params.yaml", "demo", SMOKE, project, "synthetic")
+    root, params = pipeline.load_project("params.yaml", "demo", SMOKE, project)
     prepare_synthetic(Path(params.data.root) / "synthetic", SyntheticConfig(subjects=3, replications=1,
                                                                            training_subjects=(1, 2)))
     pretrain(pipeline.dataset_root(params, "synthetic"), "xview", root / "runs" / RUN, params.model, params.augment,

@@ -19,7 +19,7 @@ from pathlib import Path
 from usdrl.checkpoint import CheckpointError
 from usdrl.config import ConfigError
 from usdrl.data.errors import DataError
-from usdrl.data.store import write_json_atomically
+from usdrl.data.store import MANIFEST_NAME, write_json_atomically
 from usdrl.model import BACKBONES
 from usdrl.skeleton import MODALITIES, LayoutError
 from usdrl.train import TrainingError
@@ -53,8 +53,10 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     _add_params_arguments(parser)
 
 
-def load_settings(arguments: argparse.Namespace, shortcuts: dict[str, str]):
-    """params.yaml (if present) + profile + --set + the named shortcut flags."""
+def load_settings(arguments: argparse.Namespace, shortcuts: dict[str, str], from_data: bool = True):
+    """params.yaml (if present) + profile + --set + the named shortcut flags; with ``from_data``, the settings
+    that follow from the data (``auto``) resolved from the training split of ``--data`` / ``--benchmark``."""
+    from usdrl.auto_settings import resolve_for_data
     from usdrl.config import DEFAULT_PARAMS_FILE, load_params
 
     overrides = list(arguments.set)
@@ -66,16 +68,11 @@ def load_settings(arguments: argparse.Namespace, shortcuts: dict[str, str]):
         path = arguments.params
     else:
         path = DEFAULT_PARAMS_FILE if DEFAULT_PARAMS_FILE.is_file() else None
-    return load_params(path, arguments.profile, overrides, _dataset_of(getattr(arguments, "data", None)))
-
-
-def _dataset_of(data_root: Path | None) -> str | None:
-    """The dataset name recorded in a prepared folder's manifest (for params.yaml's ``datasets:`` settings)."""
-    from usdrl.data.store import MANIFEST_NAME, read_manifest
-
-    if data_root is None or not (Path(data_root) / MANIFEST_NAME).is_file():
-        return None  # the command itself reports a missing dataset
-    return read_manifest(data_root).get("dataset")
+    data, benchmark = getattr(arguments, "data", None), getattr(arguments, "benchmark", None)
+    params = load_params(path, arguments.profile, overrides)
+    if from_data and data is not None and benchmark and (Path(data) / MANIFEST_NAME).is_file():
+        params, _ = resolve_for_data(params, data, benchmark)
+    return params
 
 
 def _run_pretrain(arguments: argparse.Namespace) -> dict:
@@ -84,7 +81,7 @@ def _run_pretrain(arguments: argparse.Namespace) -> dict:
     params = load_settings(arguments, {"epochs": "pretrain.epochs", "batch_size": "pretrain.batch_size",
                                        "modality": "pretrain.modality", "backbone": "model.backbone",
                                        "device": "pretrain.device", "precision": "pretrain.precision",
-                                       "seed": "pretrain.seed"})
+                                       "seed": "pretrain.seed"}, from_data=False)  # resolved and recorded there
     summary = pretrain(arguments.data, arguments.benchmark, arguments.out, params.model, params.augment, params.loss,
                        params.pretrain, resume=arguments.resume, progress=not arguments.quiet)
     summary["final"] = summary["history"][-1] if summary["history"] else None

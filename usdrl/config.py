@@ -57,6 +57,7 @@ __all__ = [
 DEFAULT_PARAMS_FILE = Path("params.yaml")  # read when no params file is named and it exists
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+AUTO = "auto"  # a setting resolved from the training split (usdrl.auto_settings)
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,14 @@ class Allowed:
     high: float | None = None
     low_included: bool = True
     high_included: bool = True
+    auto: bool = False  # the string "auto" is allowed too
 
     def problem(self, value: Any) -> str | None:
         """None when ``value`` is allowed, else what is allowed."""
+        if self.auto and value == AUTO:
+            return None
+        if self.auto and isinstance(value, str):
+            return f"{AUTO} or {self._bounds()}"
         for item in value if isinstance(value, tuple) else (value,):
             if self.choices and item not in self.choices:
                 return f"one of {', '.join(map(str, self.choices))}"
@@ -82,13 +88,16 @@ class Allowed:
             too_low = self.low is not None and (item < self.low if self.low_included else item <= self.low)
             too_high = self.high is not None and (item > self.high if self.high_included else item >= self.high)
             if too_low or too_high:
-                bounds = []
-                if self.low is not None:
-                    bounds.append(f"{'at least' if self.low_included else 'greater than'} {self.low}")
-                if self.high is not None:
-                    bounds.append(f"{'at most' if self.high_included else 'below'} {self.high}")
-                return " and ".join(bounds)
+                return self._bounds()
         return None
+
+    def _bounds(self) -> str:
+        bounds = []
+        if self.low is not None:
+            bounds.append(f"{'at least' if self.low_included else 'greater than'} {self.low}")
+        if self.high is not None:
+            bounds.append(f"{'at most' if self.high_included else 'below'} {self.high}")
+        return " and ".join(bounds)
 
 
 def _at_least(low: int) -> Allowed:
@@ -110,10 +119,10 @@ ALLOWED: dict[tuple[type, str], Allowed] = {
     (ModelSection, "backbone"): Allowed(choices=("dste", "sttr")),
     (ModelSection, "alpha"): _fraction(),
     (ModelSection, "drop_path"): _fraction(high_included=False),
-    (ModelSection, "clip_frames"): Allowed(low=1, high=200),  # usdrl.model.MAX_TEMPORAL_POSITIONS
+    (ModelSection, "clip_frames"): Allowed(low=1, high=200, auto=True),  # usdrl.model.MAX_TEMPORAL_POSITIONS
     (AugmentSection, "views"): _at_least(2),
     (AugmentSection, "crop_scale"): _fraction(low_included=False),
-    (AugmentSection, "minimum_crop"): _at_least(1),
+    (AugmentSection, "minimum_crop"): Allowed(low=1, auto=True),
     (AugmentSection, "corrupted_joints"): _at_least(0),
     (LossSection, "form"): Allowed(choices=("released", "paper")),
     **{(LossSection, name): _at_least(0) for name in ("similarity_weight", "variance_covariance_weight",
@@ -124,7 +133,7 @@ ALLOWED: dict[tuple[type, str], Allowed] = {
     (PretrainSection, "batch_size"): _at_least(2),  # BatchNorm needs two samples
     **{(PretrainSection, name): _at_least(0) for name in ("learning_rate", "weight_decay", "milestones",
                                                            "learning_rate_decay", "workers", "log_every",
-                                                           "last_checkpoint_seconds")},
+                                                           "last_checkpoint_seconds", "minimum_steps")},
     (PretrainSection, "checkpoint_every"): _at_least(1),
     (PretrainSection, "modality"): Allowed(choices=MODALITIES),
     (PretrainSection, "device"): DEVICE,
@@ -148,6 +157,7 @@ ALLOWED: dict[tuple[type, str], Allowed] = {
     (EnsembleSection, "streams"): Allowed(choices=MODALITIES),
     (EnsembleSection, "normalise"): Allowed(choices=("none", "softmax")),
     (DetectionSection, "epochs"): _at_least(0),  # 0: the untrained detector, a baseline
+    (DetectionSection, "minimum_steps"): _at_least(0),
     **{(DetectionSection, name): _at_least(1) for name in ("batch_size", "stride", "smoothing_window")},
     **{(DetectionSection, name): _at_least(0) for name in ("learning_rate", "weight_decay")},
     (DetectionSection, "momentum"): _fraction(),
@@ -185,7 +195,13 @@ def _check_value(hint: Any, value: Any, key: str, source: str) -> Any:
         arguments = typing.get_args(hint)
         if value is None and type(None) in arguments:
             return None
-        hint = next(argument for argument in arguments if argument is not type(None))
+        alternatives = [argument for argument in arguments if argument is not type(None)]
+        for alternative in alternatives[:-1]:  # int | str: an integer, else a string (such as "auto")
+            try:
+                return _check_value(alternative, value, key, source)
+            except ConfigError:
+                pass
+        hint = alternatives[-1]
         origin = typing.get_origin(hint)
     if hint is bool and isinstance(value, bool):
         return value
@@ -291,10 +307,10 @@ def _read_yaml(path: Path) -> dict:
 
 
 def load_params(path: str | Path | None = DEFAULT_PARAMS_FILE, profile: str | None = None,
-                overrides: list[str] | tuple[str, ...] = (), dataset: str | None = None) -> Params:
+                overrides: list[str] | tuple[str, ...] = ()) -> Params:
     """Read params.yaml (or the package defaults, the released settings, when ``path`` is None), apply a
-    profile, then the settings of ``dataset`` under ``datasets:`` (of the file or of the profile), then
-    ``section.key=value`` overrides; every key and value is checked against the sections."""
+    profile, then ``section.key=value`` overrides; every key and value is checked against the sections.
+    Settings that follow from the data (``auto``) stay ``auto`` here: ``usdrl.auto_settings`` resolves them."""
     raw: dict = {}
     name = "the package defaults"
     if path is not None:
@@ -318,14 +334,6 @@ def load_params(path: str | Path | None = DEFAULT_PARAMS_FILE, profile: str | No
             raise ConfigError(f"{name}: profiles.{chosen} must be a mapping of sections")
         raw = _merge(raw, profiles[chosen] or {})
     raw["profile"] = chosen
-    per_dataset = raw.pop("datasets", {}) or {}
-    if not isinstance(per_dataset, dict) or not all(isinstance(v or {}, dict) for v in per_dataset.values()):
-        raise ConfigError(f"{name}: datasets must map dataset names to sections, e.g. datasets: {{utkinect: "
-                          f"{{pretrain: {{batch_size: 32}}}}}}")
-    for other, settings in per_dataset.items():  # every dataset's settings are checked, used or not
-        _build(Params, _merge(raw, settings or {}), "", lambda key, other=other: f"{name} (datasets.{other})")
-    if dataset is not None and dataset in per_dataset:
-        raw = _merge(raw, per_dataset[dataset] or {})
     overridden = {_apply_override(raw, assignment): assignment for assignment in overrides}
 
     def source(key: str) -> str:

@@ -27,7 +27,7 @@ class ModelSection:
     gap: int = 4  # DenseShift keeps every gap-th position
     kernel_size: int = 1
     drop_path: float = 0.1
-    clip_frames: int = 64
+    clip_frames: int | str = 64  # "auto": from the training split (usdrl.auto_settings)
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class AugmentSection:
 
     views: int = 4
     crop_scale: tuple[float, float] = (0.1, 1.0)
-    minimum_crop: int = 64
+    minimum_crop: int | str = 64  # "auto": from the training split (usdrl.auto_settings)
     corrupted_joints: int = 15
 
 
@@ -65,6 +65,8 @@ class PretrainSection:
     weight_decay: float = 1e-5
     milestones: tuple[int, ...] = (351,)
     learning_rate_decay: float = 0.1
+    # > 0: the schedule counted in optimiser steps, at least this many (usdrl.auto_settings); 0: as given (released)
+    minimum_steps: int = 0
     checkpoint_every: int = 50
     # last.pt (what --resume continues from) at most this often, in seconds of training; 0: after every epoch
     # (released). Numbered checkpoints and the last epoch are always saved
@@ -148,6 +150,7 @@ class DetectionSection:
     """Dense action detection: the frame head's training, proposal rule and mAP thresholds."""
 
     epochs: int = 30
+    minimum_steps: int = 0  # > 0: more epochs until training holds this many batches (usdrl.auto_settings)
     batch_size: int = 512
     learning_rate: float = 0.005
     momentum: float = 0.9

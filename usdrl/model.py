@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from usdrl.config import ModelSection
+from usdrl.config import ConfigError, ModelSection
 from usdrl.distributed import GlobalBatchNorm
 from usdrl.loop import initialise_head
 from usdrl.skeleton import SkeletonLayout, apply_modality, ntu25_layout, spatial_tokens, temporal_tokens
@@ -248,6 +248,9 @@ class SkeletonEncoder(nn.Module):
         super().__init__()
         if model.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {model.backbone!r}; choose {' or '.join(BACKBONES)}")
+        if not isinstance(model.clip_frames, int):
+            raise ConfigError(f"model.clip_frames is {model.clip_frames!r}: resolve it from the training data first "
+                              f"(usdrl.auto_settings.resolve_for_data)")
         if model.clip_frames > MAX_TEMPORAL_POSITIONS:
             raise ValueError(f"clip_frames {model.clip_frames} exceeds the {MAX_TEMPORAL_POSITIONS} temporal positions")
         self.config = model

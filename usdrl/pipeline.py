@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from usdrl.auto_settings import resolve_for_data
 from usdrl.config import ConfigError, Params, load_params
 from usdrl.data.errors import DataError
 from usdrl.data.store import MANIFEST_NAME, write_json_atomically
@@ -50,10 +51,9 @@ def find_project_root(start: str | Path | None = None) -> Path:
 
 
 def load_project(params_file: str | Path = "params.yaml", profile: str | None = None,
-                 overrides: Sequence[str] = (), project_root: str | Path | None = None,
-                 dataset: str | None = None) -> tuple[Path, Params]:
-    """The project root (``project_root``, else found above the working directory) and its params
-    (the profile's settings for ``dataset`` applied: ``datasets.<dataset>`` in params.yaml).
+                 overrides: Sequence[str] = (), project_root: str | Path | None = None) -> tuple[Path, Params]:
+    """The project root (``project_root``, else found above the working directory) and its params (the
+    profile and ``overrides`` applied; ``auto`` settings are resolved from the data by ``open_run``).
 
     A relative ``params_file`` is read from the root. The params' relative folders (``data.root``,
     ``evaluation.cache_dir``) are made absolute from the root; results/, figures/ and runs/ are
@@ -65,7 +65,7 @@ def load_project(params_file: str | Path = "params.yaml", profile: str | None = 
         root = Path(project_root).resolve()
         if not root.is_dir():
             raise ConfigError(f"project_root {root} is not a folder; pass the repository (the folder of dvc.yaml)")
-    params = load_params(root / params_file, profile, list(overrides), dataset)
+    params = load_params(root / params_file, profile, list(overrides))
     utkinect = dataclasses.replace(params.data.utkinect, raw=str(root / params.data.utkinect.raw))
     data = dataclasses.replace(params.data, root=str(root / params.data.root), utkinect=utkinect)
     evaluation = dataclasses.replace(params.evaluation, cache_dir=str(root / params.evaluation.cache_dir))
@@ -186,6 +186,7 @@ def open_run(root: str | Path, params: Params, dataset: str, benchmark: str | No
                               f"or the run pretrained with {asked!r}")
     backbone = backbone or recorded.get("backbone") or params.model.backbone
     params = dataclasses.replace(params, model=dataclasses.replace(params.model, backbone=backbone))
+    params, _ = resolve_for_data(params, data_root, benchmark)  # a random encoder's clip length, the schedules
     return PretrainedRun(name=pretrain_run, root=root, dataset=dataset, benchmark=benchmark, backbone=backbone,
                          modality=modality or recorded.get("modality"), params=params, data_root=data_root,
                          checkpoint=checkpoint)

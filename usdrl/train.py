@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from usdrl.augment import make_views
+from usdrl.auto_settings import describe, resolve_for_split
 from usdrl.checkpoint import (
     CheckpointError,
     UnsafeCheckpointError,
@@ -38,7 +40,7 @@ from usdrl.checkpoint import (
     recorded_modality,
     save_atomically,
 )
-from usdrl.config import AugmentSection, ConfigError, LossSection, ModelSection, PretrainSection
+from usdrl.config import AugmentSection, ConfigError, LossSection, ModelSection, Params, PretrainSection
 from usdrl.data import load_split
 from usdrl.data.store import SkeletonSplit, atomic_file, write_json_atomically
 from usdrl.distributed import gather_with_gradients
@@ -120,7 +122,8 @@ def warn_if_crops_never_happen(split: SkeletonSplit, minimum_crop: int) -> float
     if uncropped > 0.5:
         warnings.warn(f"{100 * uncropped:.0f}% of the training clips of {split.root} have at most "
                       f"augment.minimum_crop={minimum_crop} frames, so they are never cropped in time; for short "
-                      f"clips set it lower, e.g. --set augment.minimum_crop=8", stacklevel=3)
+                      f"clips let the data set it (--set augment.minimum_crop=auto) or set it lower, e.g. "
+                      f"--set augment.minimum_crop=8", stacklevel=3)
     return uncropped
 
 
@@ -134,10 +137,17 @@ class Pretrainer:
         self.settings, self.loss, self.model_section, self.augment = settings, loss, model, augment
         self.out_dir = Path(out_dir)
         self._join_processes()
-        self.split = self._training_split(data_root, benchmark)  # its batch size checked before anything is built
+        self.split = load_split(data_root, benchmark, "train")
+        resolved, self.automatic = resolve_for_split(Params(model=model, augment=augment, pretrain=settings),
+                                                     self.split, self.world_size)
+        self.settings, self.model_section, self.augment = resolved.pretrain, resolved.model, resolved.augment
+        self._check_batch_size(data_root, benchmark)  # before anything is built
         self.progress = progress and self.rank == 0
+        if self.rank == 0 and self.automatic and progress:
+            print(f"settings from the data ({data_root}, {benchmark} train):\n{describe(self.automatic)}",
+                  file=sys.stderr)
         if self.rank == 0:
-            warn_if_crops_never_happen(self.split, augment.minimum_crop)
+            warn_if_crops_never_happen(self.split, self.augment.minimum_crop)
         self._build_model()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.learning_rate,
                                           weight_decay=settings.weight_decay)
@@ -157,9 +167,9 @@ class Pretrainer:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
 
-    def _training_split(self, data_root: str | Path, benchmark: str) -> SkeletonSplit:
-        """The training split; a ConfigError when it holds less than one global batch."""
-        split = load_split(data_root, benchmark, "train")
+    def _check_batch_size(self, data_root: str | Path, benchmark: str) -> None:
+        """A ConfigError when the training split holds less than one global batch."""
+        split = self.split
         global_batch = self.settings.batch_size * self.world_size
         if len(split) < global_batch:
             suggestion = max(2, len(split) // (4 * self.world_size))
@@ -185,7 +195,7 @@ class Pretrainer:
             "data": {"root": str(data_root), "benchmark": benchmark, "split": "train", "samples": len(self.split),
                      "manifest_fingerprint": self.split.manifest.get("input_fingerprint")},
             "model": asdict(self.model_section), "augment": asdict(self.augment), "loss": asdict(self.loss),
-            "pretrain": asdict(self.settings), "world_size": self.world_size, "device": str(self.device),
+            "pretrain": asdict(self.settings), "automatic": self.automatic, "world_size": self.world_size, "device": str(self.device),
             "precision": str(self.mixed_precision.dtype or torch.float32),
         }
 

@@ -17,6 +17,7 @@ from usdrl.config import Params
 from usdrl.data.store import MANIFEST_NAME
 from usdrl.evaluate.protocols import run_linear_probe, run_retrieval
 from usdrl.evaluate.results import write_results
+from usdrl.auto_settings import resolve_for_data
 from usdrl.runtime import autocast_settings, resolve_device
 from usdrl.train import learning_rate_at, pretrain
 
@@ -32,10 +33,11 @@ LOSS_VARIANTS = {
 
 
 def ablation_params(params: Params, model_changes: dict[str, Any], loss_changes: dict[str, Any]) -> Params:
-    """The params of one variant: the ablation schedule, and the changed model or loss settings."""
+    """The params of one variant: the ablation schedule (as given: no minimum of steps), and the changed model or
+    loss settings."""
     pretrain_section = dataclasses.replace(params.pretrain, epochs=params.ablation.epochs,
                                            milestones=tuple(params.ablation.milestones),
-                                           checkpoint_every=params.ablation.epochs)
+                                           checkpoint_every=params.ablation.epochs, minimum_steps=0)
     return dataclasses.replace(params, pretrain=pretrain_section,
                                model=dataclasses.replace(params.model, **model_changes),
                                loss=dataclasses.replace(params.loss, **loss_changes))
@@ -80,7 +82,8 @@ def run_variant(data_root: str | Path, benchmark: str, name: str, out_dir: str |
     same thing again when their settings match (``reusable_checkpoint``).
     """
     started = time.perf_counter()
-    variant = ablation_params(params, model_changes or {}, loss_changes or {})
+    variant, _ = resolve_for_data(ablation_params(params, model_changes or {}, loss_changes or {}), data_root,
+                                  benchmark)
     out_dir = Path(out_dir)
     # variants with identical settings (alpha 0.5 and the full loss) share one pretraining run
     digest = hashlib.sha256(json.dumps([dataclasses.asdict(variant.model), dataclasses.asdict(variant.loss),
