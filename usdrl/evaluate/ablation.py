@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from usdrl.auto_settings import resolve_for_data
 from usdrl.config import Params
 from usdrl.data.store import MANIFEST_NAME
 from usdrl.evaluate.protocols import run_linear_probe, run_retrieval
 from usdrl.evaluate.results import write_results
-from usdrl.auto_settings import resolve_for_data
 from usdrl.runtime import autocast_settings, resolve_device
 from usdrl.train import learning_rate_at, pretrain
 
