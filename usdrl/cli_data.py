@@ -37,6 +37,11 @@ def add_prepare(commands: argparse._SubParsersAction) -> None:
         parser.add_argument("--splits", required=True, type=Path, help="folder of the official split lists")
         parser.add_argument("--out", required=True, type=Path, help="output dataset folder")
         parser.add_argument("--workers", type=int, help="processes (pku1; default: up to 8)")
+        if name == "pku1":
+            parser.add_argument("--clips", action="store_true",
+                                help="write the labelled action instances as trimmed clips instead (dataset "
+                                     "pku1_clips, recognition: normalised and padded as pku2's, labels 0..K-1 over the "
+                                     "classes present, split by the Phase I lists of videos)")
     utkinect = datasets.add_parser("utkinect", help="UTKinect-Action3D: trimmed clips and untrimmed streams (Kinect v1)")
     utkinect.add_argument("--raw", required=True, type=Path, help="folder of joints_sSS_eEE.txt and actionLabel*.txt")
     utkinect.add_argument("--out", required=True, type=Path, help="folder; writes OUT/actions and OUT/streams")
@@ -111,11 +116,17 @@ def run_prepare(arguments: argparse.Namespace) -> dict:
         return prepare_ntu(arguments.dataset, arguments.raw, arguments.out, arguments.missing, arguments.skip_bad,
                            arguments.workers, progress=progress)
     if arguments.dataset in ("pku1", "pku2"):
-        from usdrl.data.pkummd import prepare_pku1, prepare_pku2
+        from usdrl.data.pkummd import coverage_lines, prepare_pku1, prepare_pku1_clips, prepare_pku2
 
-        prepare = prepare_pku1 if arguments.dataset == "pku1" else prepare_pku2
-        return prepare(arguments.raw, arguments.labels, arguments.splits, arguments.out, arguments.skip_bad,
-                       arguments.workers, progress=progress)
+        clips = getattr(arguments, "clips", False)
+        prepare = {"pku1": prepare_pku1_clips if clips else prepare_pku1, "pku2": prepare_pku2}[arguments.dataset]
+        summary = prepare(arguments.raw, arguments.labels, arguments.splits, arguments.out, arguments.skip_bad,
+                          arguments.workers, progress=progress)
+        # Warnings about a partial copy go to stderr even with --quiet (it silences the progress bar only);
+        # stdout stays the JSON summary.
+        for line in coverage_lines(arguments.dataset + (" --clips" if clips else ""), summary.get("coverage", {})):
+            print(line, file=sys.stderr)
+        return summary
     if arguments.dataset == "utkinect":
         from usdrl.data.utkinect import prepare_utkinect
 

@@ -1,8 +1,22 @@
+import json
+
 import numpy as np
 import pytest
+from conftest import shared_path
 
-from usdrl.data import DataError, load_split
-from usdrl.data.pkummd import prepare_pku1, prepare_pku2, read_pku_labels, read_pku_skeleton, read_split_file
+from usdrl.cli import main
+from usdrl.data import DataError, load_split, read_manifest
+from usdrl.data.pkummd import (
+    prepare_pku1,
+    prepare_pku1_clips,
+    prepare_pku2,
+    read_pku_labels,
+    read_pku_skeleton,
+    read_split_file,
+)
+
+SUBSET = shared_path() / "data" / "pkummd_subset"
+SUBSET_CLASSES = [12, 14, 16, 18, 21, 24, 26, 27]  # the 8 two-person classes of the subset (1-based action ids)
 
 
 def test_sample_sequence_labels_and_splits(shared, tmp_path):
@@ -96,3 +110,109 @@ def test_bad_skeleton_line_and_missing_folders(pku_folder, tmp_path):
     assert not (tmp_path / "o").exists()
     with pytest.raises(DataError, match="does not exist"):
         prepare_pku1(tmp_path / "none", pku_folder / "label", pku_folder / "split", tmp_path / "o", progress=False)
+
+
+def _partial_folder(folder):
+    """Three videos on disk; the split lists name four, of which two are here; one video is in no list."""
+    _write_video(folder, "0002-L", 60)
+    _write_video(folder, "0002-M", 90)
+    _write_video(folder, "0099-R", 40)
+    (folder / "label" / "0002-L.txt").write_text("3,5,25,1\n7,30,50,2\n")
+    (folder / "label" / "0002-M.txt").write_text("7,10,80,1\n")
+    (folder / "label" / "0099-R.txt").write_text("3,0,20,1\n")
+    _write_splits(folder, ["0002-L", "0003-L"], ["0002-M", "0003-M"])
+
+
+def test_partial_copy_is_counted_in_manifest_summary_and_stderr(pku_folder, tmp_path, capsys):
+    _partial_folder(pku_folder)
+    arguments = ["prepare", "pku1", "--raw", str(pku_folder / "skeleton"), "--labels", str(pku_folder / "label"),
+                 "--splits", str(pku_folder / "split"), "--out", str(tmp_path / "pku1"), "--quiet"]
+    assert main(arguments) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)  # stdout stays the JSON summary
+    expected = {"videos": {"found": 2, "listed": 4}, "found_not_listed": 1,
+                "splits": {"xsub/train": {"found": 1, "listed": 2}, "xsub/test": {"found": 1, "listed": 2},
+                           "xview/train": {"found": 1, "listed": 2}, "xview/test": {"found": 1, "listed": 2}}}
+    assert summary["partial"] is True and summary["coverage"] == expected
+    assert captured.err.splitlines() == [
+        "prepare pku1: 2 of the 4 videos the split lists name were found; this is a subset, not the benchmark",
+        "prepare pku1: 1 of the videos found are in no split list; they are kept in the dataset but belong to no split"]
+    manifest = read_manifest(tmp_path / "pku1")
+    assert manifest["partial"] is True and manifest["coverage"] == {**expected, "not_listed_names": ["0099-R"]}
+    assert manifest["num_samples"] == 3  # the unlisted video is kept, in no split
+    assert main(arguments) == 0  # up to date: the counts and the warning again
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["coverage"] == expected and "2 of the 4 videos" in captured.err
+
+
+def test_complete_copy_has_no_warning(pku_folder, tmp_path, capsys):
+    _write_video(pku_folder, "0002-L", 30)
+    (pku_folder / "label" / "0002-L.txt").write_text("3,5,25,1\n")
+    _write_splits(pku_folder, ["0002-L"], [])
+    assert main(["prepare", "pku1", "--raw", str(pku_folder / "skeleton"), "--labels", str(pku_folder / "label"),
+                 "--splits", str(pku_folder / "split"), "--out", str(tmp_path / "pku1"), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["partial"] is False and captured.err == ""
+    assert read_manifest(tmp_path / "pku1")["coverage"]["videos"] == {"found": 1, "listed": 1}
+
+
+def test_phase1_clips_are_a_trimmed_dataset(pku_folder, tmp_path, capsys):
+    _partial_folder(pku_folder)
+    assert main(["prepare", "pku1", "--clips", "--raw", str(pku_folder / "skeleton"), "--labels",
+                 str(pku_folder / "label"), "--splits", str(pku_folder / "split"), "--out", str(tmp_path / "clips"),
+                 "--quiet"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["clips"] == 4 and summary["classes"] == 2 and summary["partial"] is True
+    assert summary["split_clips"] == {"xsub/train": 2, "xsub/test": 1, "xview/train": 2, "xview/test": 1}
+    assert captured.err.startswith("prepare pku1 --clips: 2 of the 4 videos")
+    manifest = read_manifest(tmp_path / "clips")
+    assert manifest["dataset"] == "pku1_clips" and manifest["kind"] == "trimmed"
+    assert manifest["original_action_ids"] == [3, 7] and manifest["class_names"] == ["brushing teeth", "cross hands in front"]
+    train = load_split(tmp_path / "clips", "xsub", "train")
+    assert not train.untrimmed and train.names == ["0002-L_000", "0002-L_001"]
+    assert list(train.label) == [0, 1] and list(train.num_frames) == [20, 20]  # the clips' own lengths
+    assert train.sample(0).shape == (3, 300, 25, 2)
+    test = load_split(tmp_path / "clips", "xsub", "test")
+    assert list(test.label) == [1] and list(test.num_frames) == [70]
+
+
+@pytest.fixture(scope="module")
+def real_subset(tmp_path_factory):
+    """The real 45-video subset prepared both ways (untrimmed and as clips), once for the module."""
+    if not SUBSET.is_dir():
+        pytest.skip(f"{SUBSET} is absent")
+    root = tmp_path_factory.mktemp("pku_subset")
+    inputs = (SUBSET / "skeleton", SUBSET / "label", SUBSET / "split")
+    untrimmed = prepare_pku1(*inputs, root / "pku1", progress=False, workers=1)
+    clips = prepare_pku1_clips(*inputs, root / "clips", progress=False)
+    return root, untrimmed, clips
+
+
+def test_real_subset_coverage(real_subset):
+    root, untrimmed, clips = real_subset
+    expected = {"videos": {"found": 45, "listed": 1076}, "found_not_listed": 0,
+                "splits": {"xsub/train": {"found": 36, "listed": 944}, "xsub/test": {"found": 9, "listed": 132},
+                           "xview/train": {"found": 30, "listed": 717}, "xview/test": {"found": 15, "listed": 359}}}
+    for summary in (untrimmed, clips):
+        assert summary["partial"] is True and summary["coverage"] == expected
+    manifest = read_manifest(root / "pku1")
+    assert manifest["partial"] is True and manifest["coverage"]["videos"] == {"found": 45, "listed": 1076}
+    assert untrimmed["sequences"] == 45 and untrimmed["instances"] == 357
+
+
+def test_real_subset_clips(real_subset):
+    root, _, clips = real_subset
+    assert clips["clips"] == 357 and clips["classes"] == 8 and clips["skipped"] == 0
+    assert clips["split_clips"] == {"xsub/train": 282, "xsub/test": 75, "xview/train": 238, "xview/test": 119}
+    manifest = read_manifest(root / "clips")
+    assert manifest["dataset"] == "pku1_clips" and manifest["original_action_ids"] == SUBSET_CLASSES
+    assert manifest["counts"]["xsub/test"]["per_class"] == [9, 9, 9, 12, 9, 9, 9, 9]
+    train = load_split(root / "clips", "xsub", "train")
+    assert not train.untrimmed and len(train.label) == 282 and set(train.label) == set(range(8))
+    assert {name.split("_")[0].split("-")[0] for name in train.names} == {
+        "0006", "0015", "0026", "0035", "0046", "0055", "0066", "0075", "0086", "0095", "0106", "0115"}
+    # num_frames are the instances' own lengths (end - start; none is over 300 frames here)
+    instances = load_split(root / "pku1", "xsub", "train").instances()
+    assert sorted(train.num_frames.tolist()) == sorted((instances[:, 3] - instances[:, 2]).tolist())
+    assert train.sample(0).shape == (3, 300, 25, 2)

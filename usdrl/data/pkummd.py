@@ -1,4 +1,8 @@
-"""PKU-MMD Phase I (untrimmed, detection) and Phase II (trimmed clips, recognition).
+"""PKU-MMD Phase I (untrimmed, detection; or its labelled instances as trimmed clips, recognition) and
+Phase II (trimmed clips, recognition).
+
+Each preparation records in the manifest how many of the videos the official split lists name were
+found (``coverage``) and whether the copy is partial (``partial``): a subset is not the benchmark.
 
 Formats and quirks: ../shared/DETECTION.md and the sample folder's README. Skeleton files hold one
 frame per line (150 values: person 1's 25 joints then person 2's, x y z); label files one instance
@@ -8,6 +12,7 @@ per line ``label,start,end,confidence`` with start 0-based and end exclusive.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -19,6 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from usdrl.data.classes import PKUMMD_CLASS_NAMES
+from usdrl.data.dataset_format import MANIFEST_NAME
 from usdrl.data.errors import DataError
 from usdrl.data.fingerprint import input_fingerprint, is_up_to_date
 from usdrl.data.normalize import PREPROCESSING_VERSION, normalize_batch
@@ -131,6 +137,62 @@ def _splits_by_video(video_of_sample: list[str], split_files: dict[str, Path]) -
         for split, videos in (("train", set(train)), ("test", set(test))):
             splits[(benchmark, split)] = np.array([i for i, v in enumerate(video_of_sample) if v in videos], dtype=np.int64)
     return splits
+
+
+def _video_coverage(pairs: list[tuple[str, Path, Path]], skipped: list[dict], split_files: dict[str, Path]) -> dict:
+    """How many of the videos the split lists name were found, overall and per benchmark/split.
+
+    A video counts as found when its skeleton and label files are present and it was not skipped as
+    unreadable (``skipped`` entries naming a whole video). The copy is partial (``is_partial``) when some
+    listed video was not found; ``found_not_listed`` counts the videos found that no split list names (they are kept
+    in the dataset but belong to no split) and ``not_listed_names`` names them.
+    """
+    skipped_names = {entry["name"] for entry in skipped}
+    found = {name for name, _, _ in pairs if name not in skipped_names}
+    split_lists = {}
+    for benchmark, path in split_files.items():
+        train, test = read_split_file(path)
+        split_lists[f"{benchmark}/train"], split_lists[f"{benchmark}/test"] = set(train), set(test)
+    listed = set().union(*split_lists.values())
+    not_listed = sorted(found - listed)
+    return {
+        "videos": {"found": len(found & listed), "listed": len(listed)},
+        "splits": {key: {"found": len(found & videos), "listed": len(videos)} for key, videos in split_lists.items()},
+        "found_not_listed": len(not_listed),
+        "not_listed_names": not_listed,
+    }
+
+
+def is_partial(coverage: dict) -> bool:
+    """Whether a coverage record of ``_video_coverage`` is of a partial copy: some listed video was not found."""
+    return coverage["videos"]["found"] < coverage["videos"]["listed"]
+
+
+def coverage_lines(command: str, coverage: dict) -> list[str]:
+    """The warnings ``usdrl prepare`` prints on stderr about a coverage record of ``_video_coverage``: one when
+    the copy is partial, one when some videos found are in no split list; none for a complete copy."""
+    lines = []
+    if coverage and is_partial(coverage):
+        videos = coverage["videos"]
+        lines.append(f"prepare {command}: {videos['found']:,} of the {videos['listed']:,} videos the split lists name "
+                     f"were found; this is a subset, not the benchmark")
+    if coverage.get("found_not_listed"):
+        lines.append(f"prepare {command}: {coverage['found_not_listed']:,} of the videos found are in no split list; "
+                     f"they are kept in the dataset but belong to no split")
+    return lines
+
+
+def _summary_coverage(coverage: dict) -> dict:
+    """The coverage record without the names of the unlisted videos, for the printed summary."""
+    return {key: value for key, value in coverage.items() if key != "not_listed_names"}
+
+
+def _up_to_date_summary(out_dir: Path, pairs: list[tuple[str, Path, Path]], split_files: dict[str, Path]) -> dict:
+    """The summary of an output folder that is already up to date, with the coverage of the videos it was made from."""
+    manifest = json.loads((out_dir / MANIFEST_NAME).read_text())
+    coverage = _video_coverage(pairs, manifest.get("skipped", []), split_files)
+    return {"up_to_date": True, "out": str(out_dir), "partial": is_partial(coverage),
+            "coverage": _summary_coverage(coverage)}
 
 
 def _pair_files(raw_dir: Path, labels_dir: Path) -> list[tuple[str, Path, Path]]:
@@ -255,7 +317,7 @@ def prepare_pku1(raw_dir: str | Path, labels_dir: str | Path, splits_dir: str | 
     options = {"phase": 1, "skip_bad": skip_bad, "preprocessing_version": PREPROCESSING_VERSION}
     fingerprint = _pku_fingerprint(pairs, split_files, options)
     if is_up_to_date(Path(out_dir), fingerprint):
-        return {"up_to_date": True, "out": str(out_dir)}
+        return _up_to_date_summary(Path(out_dir), pairs, split_files)
     frame_bound = sum(path.stat().st_size for _, path, _ in pairs) // (2 * VALUES_PER_FRAME) + len(pairs)
     layout = ntu25_layout()
     workers = default_workers(len(pairs), per_worker=8) if workers is None else workers
@@ -264,6 +326,7 @@ def prepare_pku1(raw_dir: str | Path, labels_dir: str | Path, splits_dir: str | 
         write_sequences(writer, _labelled_sequences(pairs, skip_bad, workers, progress, gathered), frame_bound,
                         (3, layout.num_joints, layout.num_persons))
         writer.save("instances", np.array(gathered.instance_rows, dtype=np.int64).reshape(-1, 5))
+        coverage = _video_coverage(pairs, gathered.skipped, split_files)
         finish_dataset(
             writer, kind="untrimmed", layout=layout, class_names=list(PKUMMD_CLASS_NAMES),
             label=first_instance_labels(gathered.instance_rows, len(gathered.names)),
@@ -271,6 +334,8 @@ def prepare_pku1(raw_dir: str | Path, labels_dir: str | Path, splits_dir: str | 
             splits=_splits_by_video(gathered.names, split_files),
             details={
                 "dataset": "pku1",
+                "partial": is_partial(coverage),
+                "coverage": coverage,
                 "sources": {**_sources(raw_dir, labels_dir, split_files), "sha256": gathered.checksums},
                 "instances": len(gathered.instance_rows),
                 "label_notes": gathered.notes,
@@ -286,7 +351,8 @@ def prepare_pku1(raw_dir: str | Path, labels_dir: str | Path, splits_dir: str | 
             },
         )
     return {"up_to_date": False, "out": str(out_dir), "sequences": len(gathered.names),
-            "instances": len(gathered.instance_rows), "skipped": len(gathered.skipped), "notes": len(gathered.notes)}
+            "instances": len(gathered.instance_rows), "skipped": len(gathered.skipped), "notes": len(gathered.notes),
+            "partial": is_partial(coverage), "coverage": _summary_coverage(coverage)}
 
 
 @dataclass
@@ -303,10 +369,11 @@ class _Clips:
     longer: int = 0  # clips longer than CLIP_FRAMES, subsampled
 
 
-def _cut_clips(pairs: list[tuple[str, Path, Path]], skip_bad: bool, progress: bool) -> _Clips:
-    """Every labelled instance of every readable video as a raw clip, zero-padded or subsampled to CLIP_FRAMES."""
+def _cut_clips(pairs: list[tuple[str, Path, Path]], skip_bad: bool, progress: bool, description: str = "prepare pku2") -> _Clips:
+    """Every labelled instance of every readable video as a raw clip, zero-padded or subsampled to CLIP_FRAMES;
+    ``description`` labels the progress bar."""
     cut = _Clips()
-    for pair in tqdm(pairs, unit="video", desc="prepare pku2", disable=not progress):
+    for pair in tqdm(pairs, unit="video", desc=description, disable=not progress):
         name, skeleton_path, label_path = pair
         try:
             sequence = read_pku_skeleton(skeleton_path)  # raw, normalised per clip below
@@ -344,17 +411,37 @@ def _write_normalised_clips(writer: DatasetWriter, clips: list[np.ndarray], layo
 def prepare_pku2(raw_dir: str | Path, labels_dir: str | Path, splits_dir: str | Path, out_dir: str | Path,
                  skip_bad: bool = False, workers: int | None = None, progress: bool = True) -> dict:
     """Phase II: trimmed instance clips, normalised as NTU (with padding), labels mapped to 0..K-1."""
+    options = {"phase": 2, "skip_bad": skip_bad, "clip_frames": CLIP_FRAMES, "preprocessing_version": PREPROCESSING_VERSION}
+    return _prepare_clips(raw_dir, labels_dir, splits_dir, out_dir, "pku2", "pku2", options, skip_bad, progress)
+
+
+def prepare_pku1_clips(raw_dir: str | Path, labels_dir: str | Path, splits_dir: str | Path, out_dir: str | Path,
+                       skip_bad: bool = False, workers: int | None = None, progress: bool = True) -> dict:
+    """Phase I as trimmed-clip recognition (dataset ``pku1_clips``): every labelled action instance of the
+    untrimmed videos cut out as a clip, normalised and padded as Phase II's, labels mapped to 0..K-1 over the
+    classes present, split by the Phase I official lists of videos (a clip is in the split of its video).
+    ``workers`` is accepted for the command's signature; the clips are cut in this process."""
+    options = {"phase": 1, "clips": True, "skip_bad": skip_bad, "clip_frames": CLIP_FRAMES,
+               "preprocessing_version": PREPROCESSING_VERSION}
+    return _prepare_clips(raw_dir, labels_dir, splits_dir, out_dir, "pku1", "pku1_clips", options, skip_bad, progress)
+
+
+def _prepare_clips(raw_dir: str | Path, labels_dir: str | Path, splits_dir: str | Path, out_dir: str | Path,
+                   phase: str, dataset: str, options: dict, skip_bad: bool, progress: bool) -> dict:
+    """A trimmed dataset of the labelled instances of ``phase``'s videos ("pku1" or "pku2"), split by that
+    phase's official lists; ``dataset`` is the manifest's dataset name, ``options`` go into the fingerprint."""
     raw_dir, labels_dir, splits_dir = Path(raw_dir), Path(labels_dir), Path(splits_dir)
     pairs = _pair_files(raw_dir, labels_dir)
-    split_files = _find_split_files(splits_dir, "pku2")
-    options = {"phase": 2, "skip_bad": skip_bad, "clip_frames": CLIP_FRAMES, "preprocessing_version": PREPROCESSING_VERSION}
+    split_files = _find_split_files(splits_dir, phase)
     fingerprint = _pku_fingerprint(pairs, split_files, options)
     if is_up_to_date(Path(out_dir), fingerprint):
-        return {"up_to_date": True, "out": str(out_dir)}
+        return _up_to_date_summary(Path(out_dir), pairs, split_files)
     layout = ntu25_layout()
-    cut = _cut_clips(pairs, skip_bad, progress)
+    cut = _cut_clips(pairs, skip_bad, progress, description=f"prepare {dataset}")
     if not cut.clips:
         raise DataError(f"{raw_dir}: no clips could be cut")
+    coverage = _video_coverage(pairs, cut.skipped, split_files)
+    splits = _splits_by_video(cut.videos, split_files)
     present_labels = sorted(set(cut.labels))
     label_index = {label: index for index, label in enumerate(present_labels)}
     with DatasetWriter(out_dir) as writer:
@@ -363,9 +450,11 @@ def prepare_pku2(raw_dir: str | Path, labels_dir: str | Path, splits_dir: str | 
             writer, kind="trimmed", layout=layout,
             class_names=[PKUMMD_CLASS_NAMES[label - 1] for label in present_labels],
             label=np.array([label_index[label] for label in cut.labels]), num_frames=np.array(cut.frames),
-            names=cut.names, ids=_video_ids(cut.videos), splits=_splits_by_video(cut.videos, split_files),
+            names=cut.names, ids=_video_ids(cut.videos), splits=splits,
             details={
-                "dataset": "pku2",
+                "dataset": dataset,
+                "partial": is_partial(coverage),
+                "coverage": coverage,
                 "original_action_ids": present_labels,
                 "sources": _sources(raw_dir, labels_dir, split_files),
                 "label_notes": cut.notes,
@@ -380,4 +469,7 @@ def prepare_pku2(raw_dir: str | Path, labels_dir: str | Path, splits_dir: str | 
                 "input_fingerprint": fingerprint,
             },
         )
-    return {"up_to_date": False, "out": str(out_dir), "clips": len(cut.clips), "skipped": len(cut.skipped)}
+    return {"up_to_date": False, "out": str(out_dir), "clips": len(cut.clips), "skipped": len(cut.skipped),
+            "classes": len(present_labels),
+            "split_clips": {f"{benchmark}/{split}": len(indices) for (benchmark, split), indices in splits.items()},
+            "partial": is_partial(coverage), "coverage": _summary_coverage(coverage)}
