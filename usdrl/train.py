@@ -273,6 +273,7 @@ class Pretrainer:
         if differences:
             raise CheckpointError(f"{path} holds an encoder made with other settings: {', '.join(differences)}; "
                                   f"resume with the same model settings or start a new --out")
+        self._check_same_data(path, content)
         recorded = recorded_modality(content)
         if recorded and recorded != self.settings.modality:
             raise CheckpointError(f"{path} was pretrained on {recorded}, but this run is on {self.settings.modality}; "
@@ -290,6 +291,20 @@ class Pretrainer:
         if self.rank == 0 and self.is_scheduled(self.start_epoch) and not numbered.is_file():
             save_atomically(content, numbered)  # the run was stopped before it was written
         return True
+
+    def _check_same_data(self, path: Path, content: dict[str, Any]) -> None:
+        """A TrainingError when the checkpoint was trained on other data (its manifest fingerprint or training
+        split differ from this run's): a run's record never claims data it was not trained on."""
+        run = content.get("run") if isinstance(content.get("run"), dict) else {}
+        stored = run.get("data") if isinstance(run.get("data"), dict) else {}
+        current = self.run_info["data"]
+        changed = [key for key in ("manifest_fingerprint", "benchmark", "samples")
+                   if key in stored and stored[key] != current[key]]
+        if changed:
+            found = ", ".join(f"{key} {stored[key]} (now {current[key]})" for key in changed)
+            raise TrainingError(f"{path} was trained on other data than {current['root']} holds now: {found}; "
+                                f"start over in a new folder (usdrl pretrain ... --out NEW), or remove "
+                                f"{self.out_dir} to retrain there")
 
     def truncate_log(self) -> None:
         """Keep the log records of the epochs done (epoch <= start_epoch): one record per epoch after a resume."""
