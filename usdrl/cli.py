@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -86,6 +87,14 @@ def _run_pretrain(arguments: argparse.Namespace) -> dict:
                        params.pretrain, resume=arguments.resume, progress=not arguments.quiet)
     summary["final"] = summary["history"][-1] if summary["history"] else None
     summary.pop("history")
+    if params.pretrain.gain_check_seeds > 0 and int(os.environ.get("RANK", "0")) == 0:
+        from usdrl.auto_settings import resolve_for_data
+        from usdrl.evaluate.gain import describe_gain, pretraining_gain
+
+        resolved, _ = resolve_for_data(params, arguments.data, arguments.benchmark)
+        summary["gain"] = pretraining_gain(arguments.data, arguments.benchmark, arguments.out, resolved,
+                                           params.pretrain.gain_check_seeds)
+        print(describe_gain(summary["gain"]), file=sys.stderr)
     return summary
 
 

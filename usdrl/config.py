@@ -133,7 +133,8 @@ ALLOWED: dict[tuple[type, str], Allowed] = {
     (PretrainSection, "batch_size"): _at_least(2),  # BatchNorm needs two samples
     **{(PretrainSection, name): _at_least(0) for name in ("learning_rate", "weight_decay", "milestones",
                                                            "learning_rate_decay", "workers", "log_every",
-                                                           "last_checkpoint_seconds", "minimum_steps")},
+                                                           "last_checkpoint_seconds", "minimum_steps",
+                                                           "gain_check_seeds")},
     (PretrainSection, "checkpoint_every"): _at_least(1),
     (PretrainSection, "modality"): Allowed(choices=MODALITIES),
     (PretrainSection, "device"): DEVICE,

@@ -77,6 +77,9 @@ class PretrainSection:
     workers: int = 4
     seed: int = 0
     log_every: int = 50  # steps between JSON log lines (and one at every epoch end)
+    # > 0: after pretraining, the pretrained encoder against random init on held-out training subjects over this
+    # many seeds (usdrl.evaluate.gain); 0: no check (released)
+    gain_check_seeds: int = 0
 
 
 @dataclass(frozen=True)

@@ -311,10 +311,11 @@ def pretraining_history(log_path: str | Path) -> list[dict[str, Any]]:
 
 
 def write_pretraining_results(root: str | Path, run: str, history: list[dict[str, Any]], profile: str,
-                              data_root: str | Path, benchmark: str) -> dict[str, Path]:
+                              data_root: str | Path, benchmark: str,
+                              check: dict[str, Any] | None = None) -> dict[str, Path]:
     """results/pretrain/<run>.json (the last epoch, epochs, seconds, the checkpoint, provenance) and
     results/pretrain/loss/<run>.csv (``LOSS_COLUMNS`` per epoch: what ``dvc plots show`` draws) of runs/<run>,
-    from its ``history`` (``pretraining_history``)."""
+    from its ``history`` (``pretraining_history``); ``check``: what ``pipeline.pretraining_check`` found."""
     root = Path(root)
     checkpoint = run_checkpoint(root, run)
     loss_file = root / "results" / "pretrain" / "loss" / f"{run}.csv"
@@ -324,6 +325,7 @@ def write_pretraining_results(root: str | Path, run: str, history: list[dict[str
         writer.writerows([record[column] for column in LOSS_COLUMNS] for record in history)
     summary = write_with_provenance(root / "results" / "pretrain" / f"{run}.json", {
         "run": run, "profile": profile, "final": history[-1], "epochs": len(history),
-        "seconds": sum(record["seconds"] for record in history), "checkpoint": str(checkpoint.relative_to(root))},
+        "seconds": sum(record["seconds"] for record in history), "checkpoint": str(checkpoint.relative_to(root)),
+        **(check or {})},
         checkpoint, data_root, benchmark)
     return {"summary": summary, "loss": loss_file}
