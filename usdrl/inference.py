@@ -11,6 +11,7 @@ at a time: memory is bounded by the window, not the stream.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -45,6 +46,25 @@ def limit_frames(x: np.ndarray, num_frames: np.ndarray, max_frames: int | None, 
         sample = x[index, :, :int(length)]
         limited[index] = resample_clip(sample if subsample else sample[:, :max_frames], max_frames)
     return limited, np.minimum(num_frames, max_frames)
+
+
+STREAM_FACTOR = 8  # a "clip" this many times the model's clip length is most likely a whole recording
+
+
+def warn_if_streams(split: SkeletonSplit, max_frames: int | None, clip_frames: int) -> int:
+    """How many clips are far longer than the model's: longer than the training data's ``max_frames`` (their
+    later frames are dropped or subsampled) or than ``STREAM_FACTOR`` clip lengths; a warning naming them and
+    ``usdrl detect run`` when there are any."""
+    lengths = np.asarray(split.num_frames)
+    limit = min(max_frames or np.inf, STREAM_FACTOR * clip_frames)
+    long = np.flatnonzero(lengths > limit)
+    if len(long):
+        names = ", ".join(f"{split.names[i]} ({int(lengths[i])} frames)" for i in long[:3])
+        more = f" and {len(long) - 3} more" if len(long) > 3 else ""
+        warnings.warn(f"{len(long)} of {len(lengths)} clips are far longer than the model's {clip_frames} frames "
+                      f"(more than {int(limit)}): {names}{more}. Each is read as one action; for a recording of "
+                      f"several actions use usdrl detect run, or cut it into clips", stacklevel=3)
+    return len(long)
 
 
 def preprocess_clips(clips: InputClips, preprocessing: dict[str, Any], layout: SkeletonLayout) -> SkeletonSplit:
@@ -141,11 +161,14 @@ class TrainedModel:
         return read_input(skeletons, self.layout, split)
 
     def clips(self, skeletons: Skeletons, split: str | None = None) -> SkeletonSplit:
-        """The clips of ``skeletons`` in the training data's form (a DataError for streams)."""
+        """The clips of ``skeletons`` in the training data's form (a DataError for streams; a warning for clips
+        far longer than the model's, ``warn_if_streams``)."""
         clips = self.read(skeletons, split)
         if clips.untrimmed:
             raise DataError(f"{clips.split.root} holds untrimmed streams; detect actions in them (usdrl detect run) "
                             f"or pass trimmed clips")
+        warn_if_streams(clips.split, self.description["preprocessing"].get("max_frames"),
+                        self.encoder.config.clip_frames)
         return preprocess_clips(clips, self.description["preprocessing"], self.layout)
 
     def embed(self, skeletons: Skeletons, dense: bool = False, split: str | None = None,
