@@ -187,12 +187,15 @@ def plot_timeline(probabilities: np.ndarray, truth: list[tuple], proposals: list
 def replace_proposals(proposals: list[tuple], directory: Path, results: Path) -> None:
     """Write the proposal files into ``DIRECTORY.tmp-<pid>``, then swap that folder in for ``directory``.
 
-    ``directory`` lies in a folder ``check_replaceable`` accepted; the proposal files are claimed in its marker
-    (``claim_entries``) before they are written. ``results`` (the results file of the previous run, if any) is
-    removed before the swap, so an interrupted run leaves either the old proposals with their results or the new
-    proposals without results, never new proposals beside a results file that looks complete.
+    The folder holding ``directory`` must be ours (``check_replaceable``); ``results`` and the proposal files are
+    claimed in its marker (``claim_entries``) before they are written. ``results`` (the results file of the
+    previous run, if any) is removed before the swap, so an interrupted run leaves either the old proposals with
+    their results or the new proposals without results, never new proposals beside a results file that looks
+    complete.
     """
-    claim_entries(directory.parent, [directory.name, *(f"{directory.name}/{p[4]}.txt" for p in proposals)])
+    check_replaceable(directory.parent)
+    claim_entries(directory.parent, [results.name, directory.name,
+                                     *(f"{directory.name}/{p[4]}.txt" for p in proposals)])
     temporary = directory.with_name(f"{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
     write_proposals(proposals, temporary)
