@@ -173,10 +173,8 @@ def test_a_second_pretrain_into_a_held_run_folder_is_refused_and_a_killed_holder
             assert holder.poll() is None and time.monotonic() < deadline, holder.stderr.read() if holder.poll() else ""
             time.sleep(0.05)
         run_info = (out / "run.json").read_text()
-        for resume in (True, False):
-            with pytest.raises(TrainingError, match=rf"--out {out} is in use: another usdrl pretrain holds it"):
-                pretrain(synthetic, "xview", out, TINY, settings=_settings(epochs=3, seed=7), resume=resume,
-                         progress=False)
+        with pytest.raises(TrainingError, match=rf"--out {out} is in use: another usdrl pretrain holds it"):
+            pretrain(synthetic, "xview", out, TINY, settings=_settings(epochs=3, seed=7), resume=True, progress=False)
         assert (out / "run.json").read_text() == run_info  # the refused run wrote nothing
     finally:
         holder.kill()

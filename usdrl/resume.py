@@ -89,22 +89,29 @@ def check_run_folder(out_dir: str | Path, resume: bool | str | Path) -> None:
 
 @contextlib.contextmanager
 def run_folder_lock(out_dir: str | Path) -> Iterator[None]:
-    """Hold the lock of the run folder ``out_dir`` (creating it) for the block; a TrainingError when another
-    process holds it. The OS releases the lock when its process dies, so a killed run never blocks --resume."""
-    from filelock import FileLock, Timeout
+    """Hold the lock of the run folder ``out_dir`` (creating both) for the block; a TrainingError when another
+    process holds it. The lock is the OS's (flock) on ``LOCK_NAME``: the OS releases it when its process dies, so a
+    killed run never blocks --resume; its file is removed when the block ends (a killed run's file is ignored)."""
+    import fcntl
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(out_dir / LOCK_NAME, timeout=0)
+    path = out_dir / LOCK_NAME
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        lock.acquire()
-    except Timeout:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # the file locked must still be the one at the path: a run that ended removes it while holding the lock
+        if os.fstat(descriptor).st_ino != os.stat(path).st_ino:
+            raise BlockingIOError
+    except (BlockingIOError, FileNotFoundError):
+        os.close(descriptor)
         raise TrainingError(f"--out {out_dir} is in use: another usdrl pretrain holds it (the lock {LOCK_NAME}); "
                             f"wait until it ends, or choose a new --out") from None
     try:
         yield
     finally:
-        lock.release()
+        path.unlink(missing_ok=True)  # while still holding the lock (see above)
+        os.close(descriptor)
 
 
 def _plain(value: Any) -> Any:

@@ -404,16 +404,15 @@ def pretrain(data_root: str | Path, benchmark: str, out_dir: str | Path, model: 
     settings (``check_resumed_settings``). The first process (rank 0) holds the folder's lock for the whole run:
     a second usdrl pretrain into the same folder is refused."""
     check_run_folder(out_dir, resume)  # before the lock file is made: a folder of the user's is never touched
-    first_process = int(os.environ.get("RANK", "0")) == 0
-    with run_folder_lock(out_dir) if first_process else contextlib.nullcontext():
-        check_run_folder(out_dir, resume)  # again, now that no other run can change the folder
-        trainer = Pretrainer(data_root, benchmark, out_dir, model, augment, loss, settings, progress)
-        try:
+    trainer = Pretrainer(data_root, benchmark, out_dir, model, augment, loss, settings, progress)  # writes nothing
+    try:
+        with run_folder_lock(out_dir) if trainer.rank == 0 else contextlib.nullcontext():
+            check_run_folder(out_dir, resume)  # again, now that no other run can change the folder
             if resume:
                 check_resumed_settings(out_dir, trainer.run_info)
             trainer.clean_interrupted_writes()
             if resume:
                 trainer.resume(None if resume is True else resume)
             return trainer.train()
-        finally:
-            trainer.close()
+    finally:
+        trainer.close()
