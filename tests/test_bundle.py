@@ -15,6 +15,7 @@ from usdrl import load_model
 from usdrl.bundle import BundleError, export_bundle
 from usdrl.cli import main
 from usdrl.config import load_params
+from usdrl.data.errors import DataError
 from usdrl.data.normalize import normalize_batch
 from usdrl.data.store import load_split
 from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
@@ -260,3 +261,23 @@ def test_a_released_checkpoint_exports_as_an_encoder_only_bundle(shared, tmp_pat
     assert torch.allclose(features, reference["joint"]["features"], atol=1e-5)
     with pytest.raises(DataError, match="no classifier"):
         model.recognize(reference["input"].numpy())
+
+
+def test_export_replaces_only_a_bundle_holding_nothing_but_its_files(trained, tmp_path, capsys):
+    user = tmp_path / "m"
+    (user / "sub").mkdir(parents=True)
+    (user / "model.json").write_text("{}")  # a file name anyone's folder may hold: no marker
+    (user / "keep.bin").write_text("x")
+    assert main(["export", "--checkpoint", str(trained["checkpoint"]), "--out", str(user)]) == 2
+    error = capsys.readouterr().err
+    assert str(user) in error and "choose a new folder" in error and len(error.strip().splitlines()) == 1
+    assert sorted(p.name for p in user.iterdir()) == ["keep.bin", "model.json", "sub"]
+    assert (user / "model.json").read_text() == "{}" and (user / "keep.bin").read_text() == "x"
+    ours = tmp_path / "bundle"
+    shutil.copytree(trained["model"], ours)
+    export_bundle(trained["checkpoint"], ours)  # a bundle of ours is replaced
+    assert sorted(p.name for p in ours.iterdir()) == ["README.md", "encoder.safetensors", "model.json"]
+    (ours / "notes.txt").write_text("mine")  # one entry model.json does not list
+    with pytest.raises(DataError, match=rf"--out {ours}: notes.txt is in the way"):
+        export_bundle(trained["checkpoint"], ours)
+    assert (ours / "notes.txt").read_text() == "mine" and (ours / "model.json").is_file()

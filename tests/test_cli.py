@@ -106,3 +106,44 @@ def test_an_interrupted_detection_run_leaves_no_complete_looking_results(tmp_pat
     with pytest.raises(DataError, match="left alone"):
         dense.replace_proposals([], out / "proposals", out / "results.json")
     assert (out / "proposals" / "notes.md").read_text() == "mine"
+
+
+def test_single_output_files_of_the_user_are_refused_unless_overwrite(synthetic, tmp_path, capsys, one_thread):
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": 1}')
+    settings = ["--set=model.hidden_size=16", "--set=model.num_layers=1", "--set=evaluation.device=cpu",
+                "--set=probe.epochs=1", f"--set=evaluation.cache_dir={tmp_path / 'cache'}"]
+    probe = ["probe", "--data", str(synthetic), "--benchmark", "xview", "--checkpoint", "random", "--quiet", *settings]
+    refused = {
+        "probe": probe + ["--out", str(notes)],
+        "retrieve": ["retrieve", *probe[1:], "--out", str(notes)],
+        "ensemble": ["ensemble", str(tmp_path / "a.scores.npz"), "--out", str(notes)],
+        "embed": ["embed", "--model", str(tmp_path / "bundle"), str(synthetic), "--out", str(notes)],
+        "convert-checkpoint": ["convert-checkpoint", str(tmp_path / "old.pt"), "--out", str(notes)],
+        "inspect": ["inspect", str(synthetic), "--no-figure", "--json", str(notes)],
+    }
+    for name, command in refused.items():
+        assert main(command) == 2, name
+        error = capsys.readouterr().err
+        assert error.startswith(f"usdrl {name}: error: ") and str(notes) in error and "--overwrite" in error, name
+        assert len(error.strip().splitlines()) == 1 and notes.read_text() == '{"mine": 1}', name
+    (tmp_path / "figure.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # a picture of the user's
+    assert main(["inspect", str(synthetic), "--figure", str(tmp_path / "figure.png")]) == 2
+    assert "--figure" in capsys.readouterr().err and (tmp_path / "figure.png").read_bytes() == b"\x89PNG\r\n\x1a\n"
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    (tables / "linear.md").write_text("my notes\n")
+    assert main(["report", "--results", str(tmp_path / "results"), "--out", str(tables)]) == 2
+    assert "linear.md" in capsys.readouterr().err and sorted(p.name for p in tables.iterdir()) == ["linear.md"]
+    # --overwrite replaces the user's file; a file usdrl wrote is replaced without it
+    out = tmp_path / "probe.json"
+    out.write_text('{"mine": 1}')
+    assert main(probe + ["--out", str(out), "--overwrite"]) == 0
+    capsys.readouterr()
+    assert json.loads(out.read_text())["protocol"] == "linear_probe"
+    assert main(probe + ["--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["report", "--results", str(tmp_path / "results"), "--out", str(tables), "--overwrite"]) == 0
+    assert main(["report", "--results", str(tmp_path / "results"), "--out", str(tables)]) == 0
+    assert main(["inspect", str(synthetic), "--figure", str(tmp_path / "figure.png"), "--overwrite"]) == 0
+    assert main(["inspect", str(synthetic), "--figure", str(tmp_path / "figure.png")]) == 0

@@ -14,6 +14,7 @@ import torch
 from usdrl.checkpoint import CheckpointError, load_checkpoint
 from usdrl.config import ModelSection, PretrainSection
 from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
+from usdrl.loop import TrainingError
 from usdrl.train import pretrain
 
 EPOCHS, CHECKPOINT_EVERY = 5, 2
@@ -37,6 +38,7 @@ if slow:
         time.sleep(0.1)
     torch.save = slow_save
 from usdrl.config import ModelSection, PretrainSection
+from usdrl.loop import TrainingError
 from usdrl.train import pretrain
 print("STARTED", flush=True)
 settings = PretrainSection(epochs=%d, batch_size=16, workers=0, device="cpu", checkpoint_every=%d, log_every=0,
@@ -158,3 +160,49 @@ def test_last_checkpoint_seconds_thins_out_last_pt_but_never_a_numbered_or_the_f
     out = tmp_path / "run"
     pretrain(synthetic, "xview", out, TINY, settings=_settings(epochs=3, last_checkpoint_seconds=seconds), progress=False)
     assert epochs_saved == saved and load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 3
+
+
+def test_a_second_pretrain_into_a_held_run_folder_is_refused_and_a_killed_holder_blocks_nothing(synthetic, tmp_path,
+                                                                                             one_thread):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", CHILD.replace(f"epochs={EPOCHS},", "epochs=10000,"),
+                               str(synthetic), str(out), "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "checkpoints" / "last.pt").is_file():  # training, so it holds the lock
+            assert holder.poll() is None and time.monotonic() < deadline, holder.stderr.read() if holder.poll() else ""
+            time.sleep(0.05)
+        run_info = (out / "run.json").read_text()
+        with pytest.raises(TrainingError, match=rf"--out {out} is in use: another usdrl pretrain holds it"):
+            pretrain(synthetic, "xview", out, TINY, settings=_settings(epochs=3, seed=7), resume=True, progress=False)
+        assert (out / "run.json").read_text() == run_info  # the refused run wrote nothing
+    finally:
+        holder.kill()
+        holder.communicate()
+    # the OS released the killed holder's lock: the run resumes (the lock file is no foreign entry)
+    done = load_checkpoint(out / "checkpoints" / "last.pt")["epoch"]
+    resumed = pretrain(synthetic, "xview", out, TINY, resume=True, progress=False,
+                       settings=PretrainSection(epochs=done + 1, batch_size=16, workers=0, device="cpu",
+                                                checkpoint_every=CHECKPOINT_EVERY, log_every=0, milestones=(3,)))
+    assert resumed["resumed_from"] == done and load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == done + 1
+
+
+def test_a_resume_refuses_changed_settings_and_allows_a_longer_run_saved_differently(synthetic, tmp_path, one_thread):
+    out = tmp_path / "run"
+    pretrain(synthetic, "xview", out, TINY, settings=_settings(epochs=1), progress=False)
+    recorded = (out / "run.json").read_text()
+    with pytest.raises(TrainingError) as refused:
+        pretrain(synthetic, "xview", out, TINY, settings=_settings(epochs=2, learning_rate=1e-3, seed=3), resume=True,
+                 progress=False)
+    message = str(refused.value)
+    assert "pretrain.learning_rate 0.0005 (now 0.001)" in message and "pretrain.seed 0 (now 3)" in message
+    assert str(out) in message and len(message.splitlines()) == 1
+    with pytest.raises(TrainingError, match=r"model.hidden_size 16 \(now 32\)"):
+        pretrain(synthetic, "xview", out, ModelSection(hidden_size=32, num_layers=1), settings=_settings(epochs=2),
+                 resume=True, progress=False)
+    assert (out / "run.json").read_text() == recorded
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 1
+    # more epochs, and other saving and logging settings, continue the run
+    resumed = pretrain(synthetic, "xview", out, TINY, settings=_settings(epochs=2, checkpoint_every=1, log_every=0),
+                       resume=True, progress=False)
+    assert resumed["resumed_from"] == 1 and json.loads((out / "run.json").read_text())["pretrain"]["epochs"] == 2

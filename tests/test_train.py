@@ -48,11 +48,14 @@ def test_pretraining_lowers_the_loss(synthetic, tmp_path):
     assert totals[-1] < totals[0]
 
 
-def test_non_finite_loss_stops_with_a_clear_message(synthetic, tmp_path):
+def test_non_finite_loss_stops_with_a_clear_message(synthetic, tmp_path, monkeypatch):
+    import usdrl.train
+
     pretrain(synthetic, "xview", tmp_path / "run", TINY_MODEL, settings=_settings(epochs=1), progress=False)
+    monkeypatch.setattr(usdrl.train, "learning_rate_at", lambda epoch, settings: float("inf"))  # epoch 2 diverges
     with pytest.raises(TrainingError, match="non-finite loss .* last good checkpoint: .*last.pt"):
-        pretrain(synthetic, "xview", tmp_path / "run", TINY_MODEL, settings=_settings(epochs=2, learning_rate=float("inf")),
-                 resume=True, progress=False)
+        pretrain(synthetic, "xview", tmp_path / "run", TINY_MODEL, settings=_settings(epochs=2), resume=True,
+                 progress=False)
     kept = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert kept["epoch"] == 1 and all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
 

@@ -29,6 +29,7 @@ import torch
 from usdrl import __version__
 from usdrl.checkpoint import CheckpointError, load_checkpoint, load_released, load_tensors, save_tensors_atomically
 from usdrl.config import ModelSection
+from usdrl.data.atomic_files import check_replaceable
 from usdrl.data.errors import DataError
 from usdrl.data.importers import position_channels
 from usdrl.data.store import MANIFEST_NAME, file_sha256, replace_folder, write_json_atomically
@@ -187,10 +188,25 @@ def detector_head(folder: Path, checksum: str, layout: SkeletonLayout, clip_fram
     return tensors, part
 
 
+def bundle_entries(folder: Path) -> set[str] | None:
+    """What a bundle's model.json lists (its ``files`` and itself): the marker ``check_replaceable`` reads for a
+    bundle folder. None unless model.json is a usdrl model description unchanged since export (format and its own
+    checksum)."""
+    try:
+        description = json.loads((folder / DESCRIPTION_FILE).read_text())
+    except (OSError, ValueError):  # absent, unreadable, not UTF-8 or not JSON
+        return None
+    if (not isinstance(description, dict) or description.get("format") != FORMAT
+            or description.get("description_sha256") != description_digest(description)
+            or not isinstance(description.get("files"), dict)):
+        return None
+    return {*description["files"], DESCRIPTION_FILE}
+
+
 def _prepare_out(out: Path) -> Path:
-    """A temporary folder beside ``out``; ``out`` may be absent, empty or a bundle of ours (then replaced)."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / DESCRIPTION_FILE).is_file())):
-        raise DataError(f"--out {out} exists and is not a model bundle; it is left alone: choose a new folder")
+    """A temporary folder beside ``out``; ``out`` may be absent, empty or a bundle of ours holding nothing but
+    what its model.json lists (then replaced)."""
+    check_replaceable(out, bundle_entries)
     temporary = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir(parents=True)

@@ -158,13 +158,24 @@ def plain_content(value: Any, where: str = "checkpoint") -> Any:
                           f"form; convert this checkpoint by hand")
 
 
-def convert_checkpoint(old: str | Path, new: str | Path, trust_this_file: bool = False) -> dict[str, Any]:
+def is_checkpoint_file(path: Path) -> bool:
+    """Whether ``path`` is a checkpoint by content: a torch.save file (what ``convert_checkpoint`` may replace)."""
+    return is_torch_file(path)
+
+
+def convert_checkpoint(old: str | Path, new: str | Path, trust_this_file: bool = False,
+                       overwrite: bool = False) -> dict[str, Any]:
     """Rewrite a checkpoint that needs an unsafe load in the safe form (tensors and plain containers).
 
     Loading ``old`` with ``weights_only=False`` runs any code it holds, so it happens only with
-    ``trust_this_file``; without it the file is refused (or reported as already safe).
+    ``trust_this_file``; without it the file is refused (or reported as already safe). ``new`` may be ``old``
+    itself, absent, or another checkpoint; any other existing file is refused unless ``overwrite``.
     """
+    from usdrl.data.atomic_files import check_overwritable
+
     old, new = Path(old), Path(new)
+    if not (new.exists() and old.exists() and new.resolve() == old.resolve()):
+        check_overwritable(new, is_checkpoint_file, overwrite, "a checkpoint")
     if not trust_this_file:
         try:
             load_checkpoint(old)

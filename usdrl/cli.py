@@ -25,6 +25,8 @@ from usdrl.model import BACKBONES
 from usdrl.skeleton import MODALITIES, LayoutError
 from usdrl.train import TrainingError
 
+OVERWRITE_HELP = "replace existing files at --out that usdrl did not write (by default they are refused)"
+
 
 def _add_params_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("settings (params.yaml, then the profile, then these overrides)")
@@ -112,6 +114,7 @@ def _add_evaluation(commands: argparse._SubParsersAction) -> None:
         parser.add_argument("--modality", choices=MODALITIES, help="default: pretrain.modality")
         parser.add_argument("--device", help="evaluation.device: auto, cpu, cuda")
         parser.add_argument("--quiet", action="store_true")
+        parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
         if name == "finetune":
             parser.add_argument("--fraction", required=True, type=float, help="labelled part of the training split, e.g. 0.01")
             parser.add_argument("--seeds", type=int, nargs="+", help="one run per seed (subset and head); mean and std")
@@ -124,6 +127,7 @@ def _add_evaluation(commands: argparse._SubParsersAction) -> None:
     ensemble.add_argument("--out", required=True, type=Path)
     ensemble.add_argument("--dataset", help="recorded in the results (for the tables)")
     ensemble.add_argument("--benchmark", help="recorded in the results (for the tables)")
+    ensemble.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     _add_params_arguments(ensemble)
 
 
@@ -146,10 +150,11 @@ def _run_evaluation(arguments: argparse.Namespace) -> dict:
         settings = load_settings(arguments, {"normalise": "ensemble.normalise"}).ensemble
         weights = arguments.weights or ensemble_weights(arguments.scores, settings)
         return protocols.run_ensemble(arguments.scores, arguments.out, weights, settings.normalise,
-                                      arguments.dataset, arguments.benchmark)
+                                      arguments.dataset, arguments.benchmark, arguments.overwrite)
     params = load_settings(arguments, {"device": "evaluation.device"})
     common = dict(data_root=arguments.data, benchmark=arguments.benchmark, checkpoint=arguments.checkpoint,
-                  out=arguments.out, params=params, modality=arguments.modality, progress=not arguments.quiet)
+                  out=arguments.out, params=params, modality=arguments.modality, progress=not arguments.quiet,
+                  overwrite=arguments.overwrite)
     if arguments.command == "probe":
         return protocols.run_linear_probe(**common)
     if arguments.command == "retrieve":
@@ -234,12 +239,15 @@ def _add_report(commands: argparse._SubParsersAction) -> None:
     report.add_argument("--results", type=Path, default=Path("results"), help="folder of results JSON files")
     report.add_argument("--out", type=Path, default=Path("results/tables"))
     report.add_argument("--profile", default="demo", help="named in the tables' sources")
+    report.add_argument("--overwrite", action="store_true", help="replace table files at --out that usdrl did not "
+                        "write (by default they are refused)")
 
 
 def _run_report(arguments: argparse.Namespace) -> dict:
     from usdrl.report import build_tables
 
-    return {"tables": [str(p) for p in build_tables(arguments.results, arguments.out, arguments.profile)]}
+    return {"tables": [str(p) for p in build_tables(arguments.results, arguments.out, arguments.profile,
+                                                                arguments.overwrite)]}
 
 
 def _add_convert(commands: argparse._SubParsersAction) -> None:
@@ -250,12 +258,15 @@ def _add_convert(commands: argparse._SubParsersAction) -> None:
     convert.add_argument("--trust-this-file", action="store_true",
                          help="required: loading OLD unsafely runs any code it holds; pass it only for a file you made "
                               "yourself or whose source you trust")
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing --out that is not a "
+                         "checkpoint (by default it is refused; OLD itself is always allowed)")
 
 
 def _run_convert(arguments: argparse.Namespace) -> dict:
     from usdrl.checkpoint import convert_checkpoint
 
-    return convert_checkpoint(arguments.old, arguments.out, trust_this_file=arguments.trust_this_file)
+    return convert_checkpoint(arguments.old, arguments.out, trust_this_file=arguments.trust_this_file,
+                              overwrite=arguments.overwrite)
 
 
 def build_parser() -> argparse.ArgumentParser:

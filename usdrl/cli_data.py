@@ -105,6 +105,8 @@ def add_inspect(commands: argparse._SubParsersAction) -> None:
     inspect.add_argument("--samples", type=int, default=4, help="samples drawn")
     inspect.add_argument("--no-figure", action="store_true")
     inspect.add_argument("--json", type=Path, help="also write the summary to this JSON file")
+    inspect.add_argument("--overwrite", action="store_true", help="replace an existing --figure or --json that "
+                         "usdrl did not write (by default it is refused)")
 
 
 def run_prepare(arguments: argparse.Namespace) -> dict:
@@ -155,8 +157,14 @@ def run_import(arguments: argparse.Namespace) -> dict:
 
 def run_inspect(arguments: argparse.Namespace) -> dict:
     """The summary of a prepared dataset, with the path of its picture unless ``--no-figure``."""
-    from usdrl.data.inspect import plot_samples, summarize
+    from usdrl.data.atomic_files import check_overwritable
+    from usdrl.data.inspect import is_summary_file, plot_samples, summarize
+    from usdrl.plots import is_figure_of_ours
 
+    if arguments.figure is not None and not arguments.no_figure:  # the default lies in the dataset folder, ours
+        check_overwritable(arguments.figure, is_figure_of_ours, arguments.overwrite, "a figure", "--figure")
+    if arguments.json is not None:
+        check_overwritable(arguments.json, is_summary_file, arguments.overwrite, "a dataset summary", "--json")
     summary = summarize(arguments.root)
     if not arguments.no_figure:
         figure = arguments.figure or Path(arguments.root) / "inspect.png"

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from usdrl.data.atomic_files import check_overwritable, is_npz_holding
 from usdrl.data.errors import DataError
 from usdrl.data.store import atomic_file
 from usdrl.model import BACKBONES
@@ -54,6 +55,8 @@ def add_use(commands: argparse._SubParsersAction) -> None:
         if name == "embed":
             parser.add_argument("--out", required=True, type=Path, help="features .npz: names, features (, dense)")
             parser.add_argument("--dense", action="store_true", help="also per-frame features (N, T, H)")
+            parser.add_argument("--overwrite", action="store_true", help="replace an existing --out that usdrl did "
+                                "not write (by default it is refused)")
         else:
             parser.add_argument("--top-k", type=int, default=5, help="classes listed per clip")
             parser.add_argument("--format", choices=("auto", "jsonl", "table"), default="auto",
@@ -96,6 +99,8 @@ def run_embed(arguments: argparse.Namespace) -> dict:
     """The features of ``usdrl embed``, written to ``--out``; the clip count and array shapes."""
     from usdrl.bundle import load_model
 
+    check_overwritable(arguments.out, lambda path: is_npz_holding(path, ("names", "features"), ("dense",)),
+                       arguments.overwrite, "a features file")
     model = load_model(arguments.model, arguments.device, arguments.precision)
     result = model.embed(arguments.input, dense=arguments.dense, split=arguments.split,
                          batch_size=arguments.batch_size)
@@ -130,24 +135,20 @@ def run_recognize(arguments: argparse.Namespace) -> str:
     return recognition_table(rows) if table else "".join(json.dumps(row) + "\n" for row in rows)
 
 
-def _check_detection_folder(out: Path) -> None:
-    ours = {"proposals", "proposals.json", "timelines"}
-    if out.exists() and (not out.is_dir() or any(entry.name not in ours for entry in out.iterdir())):
-        raise DataError(f"--out {out} holds other things than detections; it is left alone: choose a new folder")
-
-
 def run_detect_stream(arguments: argparse.Namespace) -> dict:
     """Detect the actions of ``usdrl detect run`` in every stream: proposal files, proposals.json and
     timeline pictures under ``--out``; a summary of what was written."""
     from usdrl.bundle import load_model
+    from usdrl.data.atomic_files import check_replaceable, claim_entries
     from usdrl.data.store import write_json_atomically
-    from usdrl.evaluate.dense import plot_timeline, replace_proposals
+    from usdrl.evaluate.dense import plot_timeline, replace_proposals, timeline_entries
     from usdrl.evaluate.detection import frame_labels_to_segments
 
-    _check_detection_folder(arguments.out)
+    check_replaceable(arguments.out)  # absent, empty, or a folder of ours holding nothing but what usdrl wrote
     model = load_model(arguments.model, arguments.device, arguments.precision)
     results = model.detect(arguments.stream, arguments.split, arguments.batch_size)
     out = arguments.out
+    claim_entries(out, ["proposals.json", *timeline_entries([r["video"] for r in results[:max(arguments.figures, 0)]])])
     proposals = [proposal for result in results for proposal in result["proposals"]]
     replace_proposals(proposals, out / "proposals", out / "proposals.json")
     class_names = model.description["heads"]["detector"]["class_names"]

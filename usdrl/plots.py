@@ -17,6 +17,7 @@ import numpy as np
 
 from usdrl.data.store import atomic_file
 
+SOFTWARE_TAG = "usdrl"  # the PNG "Software" text of every figure save_figure writes (is_figure_of_ours)
 EMBEDDING_METHODS = ("tsne", "umap")  # embed_in_plane's methods, in the order notebook 07 draws them
 
 
@@ -31,16 +32,26 @@ def _pyplot():
 
 
 def save_figure(figure, path: str | Path, dpi: int = 100) -> Path:
-    """Save a matplotlib figure to a temporary name, rename it into place, close it."""
+    """Save a matplotlib figure to a temporary name, rename it into place, close it; a PNG carries the
+    "Software" text ``SOFTWARE_TAG``."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
+    metadata = {"Software": SOFTWARE_TAG} if path.suffix.lower() == ".png" else None
     try:
         with atomic_file(path, suffix=path.suffix) as temporary:  # savefig takes the format from the extension
-            figure.savefig(temporary, dpi=dpi)
+            figure.savefig(temporary, dpi=dpi, metadata=metadata)
     finally:
         plt.close(figure)
     return path
+
+
+def is_figure_of_ours(path: str | Path) -> bool:
+    """Whether ``path`` is a PNG that ``save_figure`` wrote (its "Software" text is ``SOFTWARE_TAG``)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.format == "PNG" and image.info.get("Software") == SOFTWARE_TAG
 
 
 def copy_figure(source: str | Path, path: str | Path) -> Path:

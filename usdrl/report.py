@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from usdrl.data.atomic_files import check_overwritable
 from usdrl.data.store import atomic_file, file_sha256, write_json_atomically
 from usdrl.pipeline import run_checkpoint
 
@@ -119,6 +120,20 @@ def _source(result: dict[str, Any], profile: str) -> str:
     provenance = result["provenance"]
     return (f"profile {profile}; checkpoint {_short(provenance.get('checkpoint_sha256')) if provenance.get('checkpoint') != 'random' else 'random'}"
             f"; data {_short(provenance.get('data_manifest_sha256'))}; {Path(result['path']).name}")
+
+
+def _first_line(path: Path) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.readline().rstrip("\r\n")
+
+
+def refuse_foreign_tables(columns: list[str], path_stem: Path, title: str, overwrite: bool) -> None:
+    """A table's .csv and .md are replaced only when ``_write`` wrote them (the .csv's header is ``columns``, the
+    .md's first line its title) or with ``overwrite``; else a DataError naming the file."""
+    check_overwritable(path_stem.with_suffix(".csv"), lambda path: _first_line(path) == ",".join(columns),
+                       overwrite, "a table")
+    check_overwritable(path_stem.with_suffix(".md"), lambda path: _first_line(path) == f"# {title}", overwrite,
+                       "a table")
 
 
 def _write(rows: list[dict[str, Any]], columns: list[str], path_stem: Path, title: str, notes: Iterable[str]) -> None:
@@ -252,8 +267,9 @@ def _ablation_rows(results: list[dict[str, Any]], profile: str) -> tuple[list[di
     return ablation_rows, alpha_rows
 
 
-def build_tables(results_dir: str | Path, out_dir: str | Path, profile: str) -> list[Path]:
-    """results/tables/{linear,retrieval,semi_supervised,detection,ablation,alpha}.{md,csv}."""
+def build_tables(results_dir: str | Path, out_dir: str | Path, profile: str, overwrite: bool = False) -> list[Path]:
+    """results/tables/{linear,retrieval,semi_supervised,detection,ablation,alpha}.{md,csv}; table files there that
+    usdrl did not write are refused before any is written, unless ``overwrite`` (``refuse_foreign_tables``)."""
     everything = load_results(results_dir)
     # the ablation's own probes belong to the ablation tables only
     results = [r for r in everything if "ablation" not in Path(r["path"]).parts or r["protocol"] == "ablation"]
@@ -261,28 +277,31 @@ def build_tables(results_dir: str | Path, out_dir: str | Path, profile: str) -> 
     notes = _common_notes(profile)
 
     linear = _protocol_rows(results, "linear_probe", "linear", "top1", profile) + _ensemble_rows(results, profile)
-    _write(_by_experiment(linear), TABLE_COLUMNS, out_dir / "linear", "Linear evaluation (Table 1): top-1 accuracy (%)",
-           notes)
     retrieval = _protocol_rows(results, "knn_retrieval", "retrieval", "knn1", profile)
-    _write(_by_experiment(retrieval), TABLE_COLUMNS, out_dir / "retrieval", "kNN-1 retrieval (Table 2): accuracy (%)",
-           notes)
-    _write(_by_experiment(_semi_supervised_rows(results, profile)), TABLE_COLUMNS, out_dir / "semi_supervised",
-           "Semi-supervised fine-tuning (Table 3): top-1 accuracy (%)",
-           notes + ["The paper does not publish its fine-tuning recipe; ours is in params.yaml (finetune)."])
-    _write(sorted(_detection_rows(results, profile), key=lambda r: (r["dataset"], r["row"])), TABLE_COLUMNS,
-           out_dir / "detection", "Temporal action detection (Table 4): mAP (%) at overlap 0.5",
-           notes + ["mAP_a / mAP_v use the official PKU-MMD definition; the VOC-style figures are in each "
-                    "results.json (not comparable)."])
     ablation, alpha = _ablation_rows(results, profile)
     ablation_notes = notes + ["Each cell: linear top-1 / kNN-1 (%). Ablation runs use the ablation's own (shorter) "
                               "pretraining schedule (params.yaml: ablation), so compare rows with each other."]
-    _write(sorted(ablation, key=lambda r: r["row"]), TABLE_COLUMNS, out_dir / "ablation",
-           "Loss ablation (Table 5): recognition / retrieval (%)", ablation_notes)
-    _write(sorted(alpha, key=lambda r: r["row"]), TABLE_COLUMNS, out_dir / "alpha",
-           "Alpha ablation (Figure 4): recognition / retrieval (%)",
-           ablation_notes + ["Paper (Figure 4, NTU-60 x-sub): alpha = 0 and alpha = 1 are clearly worse than 0 < alpha < 1."])
-    return [out_dir / f"{name}.md" for name in ("linear", "retrieval", "semi_supervised", "detection", "ablation",
-                                                "alpha")]
+    tables = [  # (rows, name, title, notes)
+        (_by_experiment(linear), "linear", "Linear evaluation (Table 1): top-1 accuracy (%)", notes),
+        (_by_experiment(retrieval), "retrieval", "kNN-1 retrieval (Table 2): accuracy (%)", notes),
+        (_by_experiment(_semi_supervised_rows(results, profile)), "semi_supervised",
+         "Semi-supervised fine-tuning (Table 3): top-1 accuracy (%)",
+         notes + ["The paper does not publish its fine-tuning recipe; ours is in params.yaml (finetune)."]),
+        (sorted(_detection_rows(results, profile), key=lambda r: (r["dataset"], r["row"])), "detection",
+         "Temporal action detection (Table 4): mAP (%) at overlap 0.5",
+         notes + ["mAP_a / mAP_v use the official PKU-MMD definition; the VOC-style figures are in each "
+                  "results.json (not comparable)."]),
+        (sorted(ablation, key=lambda r: r["row"]), "ablation", "Loss ablation (Table 5): recognition / retrieval (%)",
+         ablation_notes),
+        (sorted(alpha, key=lambda r: r["row"]), "alpha", "Alpha ablation (Figure 4): recognition / retrieval (%)",
+         ablation_notes + ["Paper (Figure 4, NTU-60 x-sub): alpha = 0 and alpha = 1 are clearly worse than "
+                           "0 < alpha < 1."]),
+    ]
+    for _, name, title, _ in tables:
+        refuse_foreign_tables(TABLE_COLUMNS, out_dir / name, title, overwrite)
+    for rows, name, title, table_notes in tables:
+        _write(rows, TABLE_COLUMNS, out_dir / name, title, table_notes)
+    return [out_dir / f"{name}.md" for _, name, _, _ in tables]
 
 
 def results_provenance(checkpoint: str | Path, data_root: str | Path, benchmark: str) -> dict[str, Any]:

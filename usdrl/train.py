@@ -15,6 +15,7 @@ resumed epoch (one record per epoch), and a numbered checkpoint missing for that
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -47,7 +48,14 @@ from usdrl.distributed import gather_with_gradients
 from usdrl.loop import MixedPrecision, RunningTotals, TrainingError, progress_bar, set_learning_rate, step_decay_rate
 from usdrl.losses import mgfd_loss
 from usdrl.model import SkeletonModel, skips_a_branch
-from usdrl.resume import check_run_folder, remove_stale_temporary_files, restore_rng_states, rng_states
+from usdrl.resume import (
+    check_resumed_settings,
+    check_run_folder,
+    remove_stale_temporary_files,
+    restore_rng_states,
+    rng_states,
+    run_folder_lock,
+)
 from usdrl.runtime import collate_trimmed, peak_memory_megabytes, resolve_device, seed_everything
 from usdrl.skeleton import MODALITIES
 
@@ -417,13 +425,19 @@ def pretrain(data_root: str | Path, benchmark: str, out_dir: str | Path, model: 
              progress: bool = True) -> dict[str, Any]:
     """Pretrain on the ``train`` split of a prepared dataset; returns a summary with the epoch history.
 
-    ``out_dir`` must be absent or empty, or with ``resume`` a run of usdrl pretrain to continue."""
-    check_run_folder(out_dir, resume)
-    trainer = Pretrainer(data_root, benchmark, out_dir, model, augment, loss, settings, progress)
+    ``out_dir`` must be absent or empty, or with ``resume`` a run of usdrl pretrain to continue with its recorded
+    settings (``check_resumed_settings``). The first process (rank 0) holds the folder's lock for the whole run:
+    a second usdrl pretrain into the same folder is refused."""
+    check_run_folder(out_dir, resume)  # before the lock file is made: a folder of the user's is never touched
+    trainer = Pretrainer(data_root, benchmark, out_dir, model, augment, loss, settings, progress)  # writes nothing
     try:
-        trainer.clean_interrupted_writes()
-        if resume:
-            trainer.resume(None if resume is True else resume)
-        return trainer.train()
+        with run_folder_lock(out_dir) if trainer.rank == 0 else contextlib.nullcontext():
+            check_run_folder(out_dir, resume)  # again, now that no other run can change the folder
+            if resume:
+                check_resumed_settings(out_dir, trainer.run_info)
+            trainer.clean_interrupted_writes()
+            if resume:
+                trainer.resume(None if resume is True else resume)
+            return trainer.train()
     finally:
         trainer.close()

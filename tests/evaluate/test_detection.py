@@ -132,3 +132,33 @@ def test_map_action_averages_over_every_class_of_the_dataset_as_the_official_scr
     assert metrics["mAP_a"] == pytest.approx(2 / 5)
     assert metrics["mAP_a_present_classes"] == 1.0  # the other form, under a name that says what it is
     assert metrics["mAP_v"] == pytest.approx(2 / 3)  # the confident false positive of class 4
+
+
+def test_detection_replaces_only_a_folder_it_wrote(tmp_path, capsys):
+    from usdrl.cli import main
+
+    prepare_synthetic(tmp_path / "synthetic", SyntheticConfig(subjects=3, replications=1, training_subjects=(1, 2),
+                                                              streams_per_subject_camera=1))
+    streams = tmp_path / "synthetic" / "streams"
+    settings = ["model.hidden_size=16", "model.num_layers=1", "evaluation.device=cpu", "detection.epochs=0"]
+    user = tmp_path / "mine"
+    (user / "proposals").mkdir(parents=True)
+    (user / "proposals" / "mine.txt").write_text("1,0,10,0.5\n")
+    (user / "results.json").write_text('{"mine": 1}')
+    command = ["detect", "train", "--data", str(streams), "--benchmark", "xsub", "--checkpoint", "random", "--quiet",
+               "--figures", "0", *[f"--set={setting}" for setting in settings]]
+    assert main([*command, "--out", str(user)]) == 2
+    error = capsys.readouterr().err
+    assert str(user) in error and "choose a new folder" in error and len(error.strip().splitlines()) == 1
+    assert (user / "proposals" / "mine.txt").read_text() == "1,0,10,0.5\n"
+    assert (user / "results.json").read_text() == '{"mine": 1}'
+    # a folder of ours is replaced, again and again; one entry it did not write stops the next run
+    ours = tmp_path / "detect"
+    params = load_params(None, overrides=settings)
+    for _ in range(2):
+        run_detection(streams, "xsub", "random", ours, params, figures=1)
+    assert (ours / "results.json").is_file() and any((ours / "proposals").glob("*.txt"))
+    (ours / "proposals" / "mine.txt").write_text("mine")
+    with pytest.raises(DataError, match=r"proposals/mine.txt is in the way"):
+        run_detection(streams, "xsub", "random", ours, params, figures=0)
+    assert (ours / "proposals" / "mine.txt").read_text() == "mine" and (ours / "results.json").is_file()

@@ -11,6 +11,16 @@ from usdrl.data.store import available_splits, load_split, read_manifest
 from usdrl.plots import save_figure
 from usdrl.skeleton import SkeletonLayout
 
+SUMMARY_FIELDS = ("dataset", "kind", "layout", "samples", "classes", "frames", "splits", "per_class")
+
+
+def is_summary_file(path: str | Path) -> bool:
+    """Whether ``path`` is a JSON summary that ``usdrl inspect --json`` wrote: an object with summarize's fields."""
+    import json
+
+    content = json.loads(Path(path).read_text())
+    return isinstance(content, dict) and set(SUMMARY_FIELDS) <= set(content)
+
 
 def summarize(root: str | Path) -> dict[str, Any]:
     """Counts per split and class and length statistics, from the manifest and the frame counts."""

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from usdrl.config import DetectionSection as DetectionSettings
 from usdrl.config import Params
 from usdrl.data import load_split
+from usdrl.data.atomic_files import check_replaceable, claim_entries
 from usdrl.data.store import SkeletonSplit, replace_folder
 from usdrl.evaluate.detection import (
     dataset_action_classes,
@@ -183,23 +184,18 @@ def plot_timeline(probabilities: np.ndarray, truth: list[tuple], proposals: list
     return save_figure(figure, path, dpi=90)
 
 
-def _check_proposals_folder(directory: Path) -> None:
-    """A proposals folder may be replaced only when it holds nothing but proposal files (ours)."""
-    if directory.exists() and (not directory.is_dir() or any(p.suffix != ".txt" for p in directory.iterdir())):
-        from usdrl.data.errors import DataError
-
-        raise DataError(f"{directory} exists and holds other things than proposal .txt files; it is left alone: "
-                        f"choose another --out")
-
-
 def replace_proposals(proposals: list[tuple], directory: Path, results: Path) -> None:
     """Write the proposal files into ``DIRECTORY.tmp-<pid>``, then swap that folder in for ``directory``.
 
-    ``results`` (the results file of the previous run, if any) is removed before the swap, so an interrupted
-    run leaves either the old proposals with their results or the new proposals without results, never new
-    proposals beside a results file that looks complete.
+    The folder holding ``directory`` must be ours (``check_replaceable``); ``results`` and the proposal files are
+    claimed in its marker (``claim_entries``) before they are written. ``results`` (the results file of the
+    previous run, if any) is removed before the swap, so an interrupted run leaves either the old proposals with
+    their results or the new proposals without results, never new proposals beside a results file that looks
+    complete.
     """
-    _check_proposals_folder(directory)
+    check_replaceable(directory.parent)
+    claim_entries(directory.parent, [results.name, directory.name,
+                                     *(f"{directory.name}/{p[4]}.txt" for p in proposals)])
     temporary = directory.with_name(f"{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
     write_proposals(proposals, temporary)
@@ -207,9 +203,17 @@ def replace_proposals(proposals: list[tuple], directory: Path, results: Path) ->
     replace_folder(temporary, directory)
 
 
+def timeline_entries(videos: list[str]) -> list[str]:
+    """The timeline pictures of these videos, as entries of a detection folder's marker."""
+    return [f"timelines/{video}.png" for video in videos]
+
+
 def run_detection(data_root: str | Path, benchmark: str, checkpoint: str | Path | None, out_dir: str | Path,
                   params: Params, modality: str | None = None, figures: int = 2, progress: bool = False) -> dict[str, Any]:
-    """Fine-tune, then infer every test sequence: proposals per video, metrics, timelines, results.json."""
+    """Fine-tune, then infer every test sequence: proposals per video, metrics, timelines, results.json.
+
+    ``out_dir`` must be absent, empty or a detection folder of ours holding nothing but what usdrl wrote there
+    (``check_replaceable``); anything else is refused before training."""
     started = time.perf_counter()
     train, test = load_split(data_root, benchmark, "train"), load_split(data_root, benchmark, "test")
     if not train.untrimmed:
@@ -217,7 +221,7 @@ def run_detection(data_root: str | Path, benchmark: str, checkpoint: str | Path 
 
         raise DataError(f"{data_root} holds trimmed clips; detection needs untrimmed sequences "
                         f"(usdrl prepare pku1, or the synthetic streams: data/synthetic/streams)")
-    _check_proposals_folder(Path(out_dir) / "proposals")  # before training, not after
+    check_replaceable(out_dir)  # before training, not after
     device = resolve_device(params.evaluation.device)
     # the modality asked for, else the one the checkpoint was pretrained on, else params.detection.modality
     encoder, recorded = open_encoder(checkpoint, params.model, train.layout, seed=params.pretrain.seed, modality=modality)
@@ -226,6 +230,7 @@ def run_detection(data_root: str | Path, benchmark: str, checkpoint: str | Path 
     model = DenseDetector(encoder, train.num_classes)
     history = train_detector(model, train, settings, device, params.evaluation.precision, progress)
     out_dir = Path(out_dir)
+    claim_entries(out_dir, ["results.json", DETECTOR_FILE, *timeline_entries(test.names[:max(figures, 0)])])
     (out_dir / "results.json").unlink(missing_ok=True)  # never a results file beside another run's weights
     detector_file = save_detector(model, out_dir, train.class_names, settings.modality)
     proposals, figures_written = [], []

@@ -18,13 +18,14 @@ import numpy as np
 
 from usdrl.config import Params, ProbeSection
 from usdrl.data import load_split
+from usdrl.data.atomic_files import check_overwritable, is_npz_holding
 from usdrl.data.errors import DataError
 from usdrl.data.store import MANIFEST_NAME, SkeletonSplit, atomic_file
 from usdrl.evaluate.ensemble import ensemble_scores
 from usdrl.evaluate.features import cached_features, checkpoint_identity, open_encoder
 from usdrl.evaluate.finetune import finetune, labelled_subset
 from usdrl.evaluate.linear import train_linear_probe, validation_split
-from usdrl.evaluate.results import provenance, write_results
+from usdrl.evaluate.results import is_results_file, provenance, write_results
 from usdrl.evaluate.retrieval import knn_accuracy
 from usdrl.runtime import resolve_device
 
@@ -43,6 +44,24 @@ def refuse_folders(*paths: str | Path) -> None:
     for path in map(Path, paths):
         if path.is_dir():
             raise DataError(f"--out {path} is a folder; the results go to a file, e.g. {path / 'results.json'}")
+
+
+def is_probe_head(path: Path) -> bool:
+    """Whether ``path`` is a probe head of ``save_probe_head``: safetensors with class names and modality."""
+    from usdrl.checkpoint import load_tensors
+
+    tensors, metadata = load_tensors(path)
+    return {"class_names", "modality"} <= set(metadata) and "weight" in tensors
+
+
+def refuse_foreign_outputs(out: str | Path, overwrite: bool, probe: bool = False) -> None:
+    """Before any work: an existing results file (and for a probe its scores and head beside it) is replaced only
+    when usdrl wrote it, or with ``overwrite``; else a DataError naming it (``check_overwritable``)."""
+    check_overwritable(out, is_results_file, overwrite, "a results file")
+    if probe:
+        check_overwritable(Path(out).with_suffix(".scores.npz"), lambda path: is_npz_holding(
+            path, ("scores", "labels", "names")), overwrite, "a probe's score file")
+        check_overwritable(probe_head_path(out), is_probe_head, overwrite, "a probe's head")
 
 
 def frozen_features(data_root: str | Path, benchmark: str, checkpoint: str | Path | None, params: Params,
@@ -72,10 +91,12 @@ def frozen_features(data_root: str | Path, benchmark: str, checkpoint: str | Pat
 
 def run_linear_probe(data_root: str | Path, benchmark: str, checkpoint: str | Path | None, out: str | Path,
                      params: Params, modality: str | None = None, progress: bool = False,
-                     backbone: str | None = None) -> dict[str, Any]:
-    """Linear probe on cached frozen features; writes ``out`` (JSON) and ``out`` with .scores.npz."""
+                     backbone: str | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Linear probe on cached frozen features; writes ``out`` (JSON) and ``out`` with .scores.npz. Existing files
+    there usdrl did not write are refused unless ``overwrite`` (``refuse_foreign_outputs``)."""
     started = time.perf_counter()
     refuse_folders(out, Path(out).with_suffix(".scores.npz"), probe_head_path(out))
+    refuse_foreign_outputs(out, overwrite, probe=True)
     data = frozen_features(data_root, benchmark, checkpoint, params, modality, progress, backbone)
     modality = data["modality"]
     train, test = data["train"], data["test"]
@@ -134,10 +155,11 @@ def save_probe_head(head: dict[str, Any], results: str | Path, class_names: list
 
 def run_retrieval(data_root: str | Path, benchmark: str, checkpoint: str | Path | None, out: str | Path,
                   params: Params, modality: str | None = None, progress: bool = False,
-                  backbone: str | None = None) -> dict[str, Any]:
+                  backbone: str | None = None, overwrite: bool = False) -> dict[str, Any]:
     """kNN accuracy of test features against the training features, for every k of params.retrieval."""
     started = time.perf_counter()
     refuse_folders(out)
+    refuse_foreign_outputs(out, overwrite)
     data = frozen_features(data_root, benchmark, checkpoint, params, modality, progress, backbone)
     modality = data["modality"]
     metrics = {f"knn{k}": knn_accuracy(data["train_features"], data["train"].label, data["test_features"],
@@ -151,7 +173,7 @@ def run_retrieval(data_root: str | Path, benchmark: str, checkpoint: str | Path 
 
 def run_finetune(data_root: str | Path, benchmark: str, checkpoint: str | Path | None, out: str | Path,
                  params: Params, fraction: float, seeds: list[int] | None = None, modality: str | None = None,
-                 progress: bool = False, backbone: str | None = None) -> dict[str, Any]:
+                 progress: bool = False, backbone: str | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Semi-supervised fine-tuning for each seed (subset and head); mean and std over seeds.
 
     Each seed draws its labelled subset, data order and augmentation and, fine-tuning a checkpoint (ours or
@@ -159,6 +181,7 @@ def run_finetune(data_root: str | Path, benchmark: str, checkpoint: str | Path |
     ``modality`` / ``backbone`` None: the checkpoint's recorded ones (see ``frozen_features``)."""
     started = time.perf_counter()
     refuse_folders(out)
+    refuse_foreign_outputs(out, overwrite)
     train, test = _splits(data_root, benchmark)
     device = resolve_device(params.evaluation.device)
     settings = params.finetune
@@ -189,11 +212,13 @@ def run_finetune(data_root: str | Path, benchmark: str, checkpoint: str | Path |
 
 
 def run_ensemble(score_files: list[str | Path], out: str | Path, weights: list[float] | None = None,
-                 normalise: str = "none", dataset: str | None = None, benchmark: str | None = None) -> dict[str, Any]:
+                 normalise: str = "none", dataset: str | None = None, benchmark: str | None = None,
+                 overwrite: bool = False) -> dict[str, Any]:
     """Sum of the probes' score files (``ensemble_scores``, weighted and normalised as asked); writes ``out`` (JSON
     with the files' sha256) and returns its metrics and path."""
     started = time.perf_counter()
     refuse_folders(out)
+    refuse_foreign_outputs(out, overwrite)
     metrics = ensemble_scores(score_files, weights, normalise)
     import torch
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 import subprocess
 import time
@@ -14,6 +15,7 @@ import torch
 from usdrl.data.store import MANIFEST_NAME, SkeletonSplit, write_json_atomically
 from usdrl.evaluate.features import RANDOM
 
+RESULTS_FIELDS = ("protocol", "metrics", "settings", "provenance", "device", "elapsed_seconds")  # write_results'
 SOURCES = ("usdrl", "notebooks", "params.yaml", "dvc.yaml")  # what makes a result; not results/ or figures/
 
 
@@ -64,3 +66,9 @@ def write_results(path: str | Path, protocol: str, metrics: dict[str, Any], sett
         "elapsed_seconds": round(time.perf_counter() - started, 3),
     }
     return write_json_atomically(path, content)
+
+
+def is_results_file(path: str | Path) -> bool:
+    """Whether ``path`` is a results file of ``write_results``: a JSON object with every field it writes."""
+    content = json.loads(Path(path).read_text())
+    return isinstance(content, dict) and set(RESULTS_FIELDS) <= set(content)
