@@ -28,7 +28,8 @@ from usdrl.loop import TrainingError
 
 LOCK_NAME = ".usdrl-pretrain.lock"  # the lock file of a run folder; no part of the run
 # settings a resume may change: how the run saves, logs and where it runs, and its length (extending a run)
-RESUMABLE_SETTINGS = {"pretrain": {"epochs", "checkpoint_every", "last_checkpoint_seconds", "log_every", "workers",
+RESUMABLE_SETTINGS = {"pretrain": {"epochs", "minimum_steps", "gain_check_seeds", "checkpoint_every",
+                                   "last_checkpoint_seconds", "log_every", "workers",
                                    "device", "precision"}}
 
 
@@ -119,6 +120,18 @@ def _plain(value: Any) -> Any:
     return json.loads(json_text(value))
 
 
+def read_run_record(out_dir: str | Path) -> dict[str, Any]:
+    """run.json of a pretraining run folder; a TrainingError in one line when it is not a JSON mapping."""
+    path = Path(out_dir) / "run.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TrainingError(f"{path} cannot be read ({type(error).__name__}: {error}); start a new --out") from None
+    if not isinstance(record, dict):
+        raise TrainingError(f"{path} holds {type(record).__name__}, not the record of a run; start a new --out")
+    return record
+
+
 def check_resumed_settings(out_dir: str | Path, run_info: dict[str, Any]) -> None:
     """A resume must continue the run with the settings its run.json records: every setting of the model, augment,
     loss and pretrain sections, and the number of processes, except ``RESUMABLE_SETTINGS`` (how the run saves,
@@ -128,7 +141,7 @@ def check_resumed_settings(out_dir: str | Path, run_info: dict[str, Any]) -> Non
     out_dir = Path(out_dir)
     if not is_pretraining_run(out_dir):
         return
-    recorded = json.loads((out_dir / "run.json").read_text())
+    recorded = read_run_record(out_dir)
     differences = []
     for section in ("model", "augment", "loss", "pretrain"):
         old, new = recorded.get(section), _plain(run_info.get(section))

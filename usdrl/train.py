@@ -51,6 +51,7 @@ from usdrl.model import SkeletonModel, skips_a_branch
 from usdrl.resume import (
     check_resumed_settings,
     check_run_folder,
+    read_run_record,
     remove_stale_temporary_files,
     restore_rng_states,
     rng_states,
@@ -281,7 +282,7 @@ class Pretrainer:
         if differences:
             raise CheckpointError(f"{path} holds an encoder made with other settings: {', '.join(differences)}; "
                                   f"resume with the same model settings or start a new --out")
-        self._check_same_data(path, content)
+        self.check_same_data(path, content.get("run"))
         recorded = recorded_modality(content)
         if recorded and recorded != self.settings.modality:
             raise CheckpointError(f"{path} was pretrained on {recorded}, but this run is on {self.settings.modality}; "
@@ -300,10 +301,11 @@ class Pretrainer:
             save_atomically(content, numbered)  # the run was stopped before it was written
         return True
 
-    def _check_same_data(self, path: Path, content: dict[str, Any]) -> None:
-        """A TrainingError when the checkpoint was trained on other data (its manifest fingerprint or training
-        split differ from this run's): a run's record never claims data it was not trained on."""
-        run = content.get("run") if isinstance(content.get("run"), dict) else {}
+    def check_same_data(self, path: Path, run: Any) -> None:
+        """A TrainingError when the run recorded in ``run`` (run.json, or the record in a checkpoint ``path``) was
+        trained on other data (manifest fingerprint, benchmark or training split size) than this run's: a run's
+        record never claims data it was not trained on."""
+        run = run if isinstance(run, dict) else {}
         stored = run.get("data") if isinstance(run.get("data"), dict) else {}
         current = self.run_info["data"]
         changed = [key for key in ("manifest_fingerprint", "benchmark", "samples")
@@ -433,7 +435,8 @@ def pretrain(data_root: str | Path, benchmark: str, out_dir: str | Path, model: 
     try:
         with run_folder_lock(out_dir) if trainer.rank == 0 else contextlib.nullcontext():
             check_run_folder(out_dir, resume)  # again, now that no other run can change the folder
-            if resume:
+            if resume and (Path(out_dir) / "run.json").is_file():
+                trainer.check_same_data(Path(out_dir) / "run.json", read_run_record(out_dir))
                 check_resumed_settings(out_dir, trainer.run_info)
             trainer.clean_interrupted_writes()
             if resume:
