@@ -15,7 +15,8 @@ import pytest
 papermill = pytest.importorskip("papermill")
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-SMOKE = ["data.synthetic.subjects=3", "data.synthetic.replications=1", "model.hidden_size=16", "model.num_layers=1",
+SMOKE = ["pretrain.minimum_steps=0", "detection.minimum_steps=0", "pretrain.gain_check_seeds=1",
+         "data.synthetic.subjects=3", "data.synthetic.replications=1", "model.hidden_size=16", "model.num_layers=1",
          "pretrain.epochs=1", "pretrain.batch_size=16", "probe.epochs=3", "finetune.epochs=1", "finetune.fractions=[0.2]",
          "detection.epochs=1", "ablation.epochs=1", "ablation.alphas=[0.0, 1.0]", "ablation.loss_variants=[none, all]"]
 

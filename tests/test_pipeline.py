@@ -200,16 +200,18 @@ def test_open_run_gives_what_an_evaluation_notebook_needs_in_one_call(tmp_path):
     from usdrl import pipeline
     from usdrl.config import ConfigError
 
+    from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
+
     root, params = pipeline.load_project(REPOSITORY / "params.yaml", "demo", project_root=tmp_path)
-    for form in ("actions", "streams"):
-        (root / "data" / "synthetic" / form).mkdir(parents=True)
-        (root / "data" / "synthetic" / form / "manifest.json").write_text("{}")
+    prepare_synthetic(root / "data" / "synthetic", SyntheticConfig(subjects=3, replications=1, training_subjects=(1, 2),
+                                                                   streams_per_subject_camera=1))
     checkpoint = _pretraining_run(root, "synthetic_xview_sttr_joint", "sttr", "joint")
     run = pipeline.open_run(root, params, "synthetic", None, "sttr", "joint")
     assert (run.name, run.benchmark, run.backbone, run.modality) == ("synthetic_xview_sttr_joint", "xview", "sttr", "joint")
     assert run.checkpoint == checkpoint and run.data_root == root / "data" / "synthetic" / "actions"
     assert run.params.model.backbone == "sttr" and params.model.backbone == "dste"  # the project's params untouched
     assert run.params.model.hidden_size == params.model.hidden_size and run.root == root
+    assert params.model.clip_frames == "auto" and run.params.model.clip_frames == 64  # resolved from the data
     # a run named by hand (detection, use a model): its recorded backbone and modality, the untrimmed data
     detection = pipeline.open_run(root, params, "synthetic", "xsub", pretrain_run="synthetic_xview_sttr_joint",
                                   untrimmed=True)

@@ -57,7 +57,7 @@ def _probe_and_knn(data: Path, checkpoint: str, out: Path, capsys, *extra: str) 
 
 @pytest.fixture(scope="module")
 def pretrained(utkinect, tmp_path_factory) -> Path:
-    """The demo profile's UTKinect settings (params.yaml, datasets.utkinect), seed 0."""
+    """The demo profile, seed 0: the settings that follow from the data (usdrl.auto_settings), nothing per dataset."""
     return _pretrain(utkinect / "actions", tmp_path_factory.mktemp("run") / "utkinect")
 
 
@@ -116,13 +116,15 @@ def test_own_capture_as_plain_arrays_in_metres_through_the_generic_path(utkinect
                  "--out", str(out), "--dataset", "my_capture"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["preprocessing"]["normalised"] is True
-    # the demo profile for a few hundred steps (150 epochs of 3 batches, the learning rate kept: the demo's decay
-    # at epoch 5 is for its 6-epoch schedule), with the one setting that pretraining asks for itself on clips
-    # this short (a warning): temporal crops below the released minimum of 64 frames
+    # the released crop of at least 64 frames never crops clips this short: pretraining says so (a warning)
     with pytest.warns(UserWarning, match="never cropped in time"):
-        _pretrain(out, tmp_path / "warned", "--epochs", "1", "--batch-size", "32")
-    checkpoint = _pretrain(out, tmp_path / "run", "--epochs", "150", "--batch-size", "32",
-                           "--set", "pretrain.milestones=[150]", "--set", "augment.minimum_crop=8")
+        _pretrain(out, tmp_path / "warned", "--epochs", "1", "--set", "augment.minimum_crop=64",
+                  "--set", "pretrain.minimum_steps=0", "--set", "pretrain.gain_check_seeds=0")
+    # the demo profile and nothing else: clip length, crops, batch and schedule follow from the data
+    checkpoint = _pretrain(out, tmp_path / "run")
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["model"]["clip_frames"] == 32 and run["augment"]["minimum_crop"] < 16
+    assert {"model.clip_frames", "augment.minimum_crop", "pretrain.batch_size", "pretrain.epochs"} <= set(run["automatic"])
     probe, knn = _probe_and_knn(out, str(checkpoint), tmp_path / "pretrained", capsys)
     random_probe, random_knn = _probe_and_knn(out, "random", tmp_path / "random", capsys)
     assert probe >= random_probe + 0.02, (probe, random_probe)

@@ -10,7 +10,8 @@ import pytest
 papermill = pytest.importorskip("papermill")
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-SMOKE = ["data.synthetic.subjects=3", "data.synthetic.replications=1", "model.hidden_size=16", "model.num_layers=1",
+SMOKE = ["pretrain.minimum_steps=0", "detection.minimum_steps=0", "pretrain.gain_check_seeds=0",
+         "data.synthetic.subjects=3", "data.synthetic.replications=1", "model.hidden_size=16", "model.num_layers=1",
          "pretrain.epochs=1", "pretrain.batch_size=16", "pretrain.workers=0", "probe.epochs=3", "detection.epochs=1"]
 RUN, DETECTION = "synthetic_xview_dste_joint", "synthetic_xsub_dste_joint"
 

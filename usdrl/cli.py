@@ -45,7 +45,7 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", nargs="?", const=True, default=False,
                         help="continue from OUT/checkpoints/last.pt, or from the given checkpoint")
     shortcuts = parser.add_argument_group("common overrides")
-    shortcuts.add_argument("--epochs", type=int, help="pretrain.epochs")
+    shortcuts.add_argument("--epochs", type=int, help="pretrain.epochs, exactly (pretrain.minimum_steps off)")
     shortcuts.add_argument("--batch-size", type=int, help="pretrain.batch_size (per process)")
     shortcuts.add_argument("--modality", choices=MODALITIES, help="pretrain.modality")
     shortcuts.add_argument("--backbone", choices=tuple(BACKBONES), help="model.backbone")
@@ -56,13 +56,14 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     _add_params_arguments(parser)
 
 
-def load_settings(arguments: argparse.Namespace, shortcuts: dict[str, str], from_data: bool = True):
+def load_settings(arguments: argparse.Namespace, shortcuts: dict[str, str], from_data: bool = True,
+                  extra: list[str] | tuple[str, ...] = ()):
     """params.yaml (if present) + profile + --set + the named shortcut flags; with ``from_data``, the settings
     that follow from the data (``auto``) resolved from the training split of ``--data`` / ``--benchmark``."""
     from usdrl.auto_settings import resolve_for_data
     from usdrl.config import DEFAULT_PARAMS_FILE, load_params
 
-    overrides = list(arguments.set)
+    overrides = [*extra, *arguments.set]
     for attribute, key in shortcuts.items():
         value = getattr(arguments, attribute, None)
         if value is not None:
@@ -84,7 +85,8 @@ def _run_pretrain(arguments: argparse.Namespace) -> dict:
     params = load_settings(arguments, {"epochs": "pretrain.epochs", "batch_size": "pretrain.batch_size",
                                        "modality": "pretrain.modality", "backbone": "model.backbone",
                                        "device": "pretrain.device", "precision": "pretrain.precision",
-                                       "seed": "pretrain.seed"}, from_data=False)  # resolved and recorded there
+                                       "seed": "pretrain.seed"}, from_data=False,  # resolved and recorded there
+                           extra=["pretrain.minimum_steps=0"] if arguments.epochs is not None else [])
     summary = pretrain(arguments.data, arguments.benchmark, arguments.out, params.model, params.augment, params.loss,
                        params.pretrain, resume=arguments.resume, progress=not arguments.quiet)
     summary["final"] = summary["history"][-1] if summary["history"] else None

@@ -9,7 +9,8 @@ from usdrl.cli import main
 from usdrl.data import DataError
 from usdrl.evaluate.folds import fold_benchmarks
 
-TINY = ["--set", "model.hidden_size=16", "--set", "model.num_layers=1", "--set", "pretrain.epochs=1",
+TINY = ["--set", "pretrain.minimum_steps=0", "--set", "pretrain.gain_check_seeds=0", "--set", "detection.minimum_steps=0",
+        "--set", "model.hidden_size=16", "--set", "model.num_layers=1", "--set", "pretrain.epochs=1",
         "--set", "pretrain.batch_size=16", "--set", "probe.epochs=2"]
 
 
