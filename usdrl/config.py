@@ -12,9 +12,9 @@ sections themselves are ``usdrl.config_sections``; every name of it is re-export
 from __future__ import annotations
 
 import copy
-import math
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -269,8 +269,8 @@ def _build(cls: type, values: Any, where: str, source: Callable[[str], str]) -> 
         if hidden % 2 or hidden % heads:
             origins = [source(f"{where}.{name}") for name in ("num_heads", "hidden_size") if name in built]
             origin = next((text for text in origins if text.startswith("--set")), origins[0])  # the override, if any
-            raise ConfigError(f"{origin}: model.hidden_size ({hidden}) must be even and a multiple of "
-                              f"model.num_heads ({heads})")
+            raise ConfigError(f"{origin}: {where or 'model'}.hidden_size ({hidden}) must be even and a multiple of "
+                              f"{where or 'model'}.num_heads ({heads})")
         clip = built.get("clip_frames", ModelSection.clip_frames)
         gap = built.get("gap", ModelSection.gap)
         if isinstance(clip, int) and gap > clip:  # DenseShift keeps every gap-th of the clip's frames

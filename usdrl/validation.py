@@ -189,11 +189,11 @@ def recorded_section(section: type, values: Any, source: str, error: type[Except
     from usdrl.config import ConfigError, ModelSection, build_section
 
     try:
-        built = build_section(section, values, where, lambda key: f"{source}: recorded")
+        built = build_section(section, values, where, lambda key: source)
     except ConfigError as problem:
         raise error(str(problem)) from None
     if section is ModelSection and isinstance(built.clip_frames, int) and built.gap > built.clip_frames:
-        raise error(f"{source}: recorded {where}.gap ({built.gap}) must be at most {where}.clip_frames "
+        raise error(f"{source}: {where}.gap ({built.gap}) must be at most {where}.clip_frames "
                     f"({built.clip_frames})")
     return built
 
@@ -213,3 +213,117 @@ def check_weights(tensors: dict[str, Any], source: str, error: type[Exception]) 
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise error(f"{source}: weight {name} holds NaN or infinite values; the training diverged or the file is "
                         f"damaged")
+
+
+# -- the JSON files the project reads --------------------------------------------------------------------------------
+def read_json(path: Any, error: type[Exception], what: str) -> Any:
+    """The JSON content of the file ``path``; ``error`` (one line: the file, line and column) when it is not
+    UTF-8 JSON."""
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as problem:
+        raise error(f"{path}:{problem.lineno}:{problem.colno}: malformed JSON ({problem.msg}); {what}") from None
+    except UnicodeDecodeError:
+        raise error(f"{path} is not a text file (binary data); {what}") from None
+
+
+MANIFEST_FIELDS: dict[str, Kind] = {
+    "layout": MAPPING, "class_names": STRING_LIST, "num_samples": COUNT, "kind": one_of("trimmed", "untrimmed"),
+    "counts": MAPPING, "dataset": STRING, "input_fingerprint": optional(STRING), "preprocessing": optional(MAPPING),
+}
+
+
+def check_manifest(manifest: Any, source: str, error: type[Exception]) -> dict[str, Any]:
+    """A prepared dataset's manifest.json: the fields the project reads, of their kind."""
+    return check_fields(manifest, MANIFEST_FIELDS, source, error,
+                        optional_fields=("kind", "counts", "dataset", "input_fingerprint", "preprocessing"))
+
+
+PREPROCESSING_FIELDS: dict[str, Kind] = {
+    "normalise": BOOLEAN, "max_frames": optional(POSITIVE_INTEGER), "longer_sequences": one_of("subsample", "truncate"),
+    "clip_frames": POSITIVE_INTEGER, "steps": STRING_LIST, "training_data": MAPPING,
+}
+DESCRIPTION_FIELDS: dict[str, Kind] = {
+    "files": mapping_of(STRING, SHA256), "encoder": MAPPING, "layout": MAPPING, "modality": ("one of joint, bone, motion",
+    lambda value: value in ("joint", "bone", "motion")), "class_names": optional(STRING_LIST), "heads": MAPPING,
+    "preprocessing": MAPPING, "source": MAPPING, "parameters": COUNT, "usdrl_version": STRING, "exported": MAPPING,
+    "onnx": MAPPING,
+}
+CLASSIFIER_FIELDS: dict[str, Kind] = {"file": STRING, "classes": POSITIVE_INTEGER, "metrics": MAPPING,
+                                      "provenance": MAPPING}
+DETECTOR_FIELDS: dict[str, Kind] = {"file": STRING, "class_names": STRING_LIST, "settings": MAPPING,
+                                    "metrics": MAPPING, "provenance": MAPPING, "preprocessing": MAPPING}
+HEADS = ("classifier", "detector")
+
+
+def check_description(description: dict[str, Any], source: str, error: type[Exception]) -> dict[str, Any]:
+    """A bundle's model.json (already known to be ours and unchanged): every field ``assemble``, ``load_model``
+    and the commands read, of its kind, the encoder's settings as params.yaml's model section, the detector's as
+    its detection section, and the class names one per class of the classifier."""
+    from usdrl.config import DetectionSection
+
+    check_fields(description, DESCRIPTION_FIELDS, source, error, optional_fields=("onnx", "parameters"))
+    check_fields(description["preprocessing"], PREPROCESSING_FIELDS, source, error, "preprocessing",
+                 optional_fields=("steps", "training_data", "longer_sequences"))
+    unknown = sorted(map(str, set(description["heads"]) - set(HEADS)))
+    if unknown:
+        raise error(f"{source}: heads holds {', '.join(unknown)}; expected only {', '.join(HEADS)}")
+    classifier = description["heads"].get("classifier")
+    if classifier is not None:
+        check_fields(classifier, CLASSIFIER_FIELDS, source, error, "heads.classifier",
+                     optional_fields=("file", "metrics", "provenance"))
+        names = description["class_names"]
+        if names is None or len(names) != classifier["classes"]:
+            raise error(f"{source}: class_names must be a list of {classifier['classes']} names (heads.classifier."
+                        f"classes), got {shown(names)}")
+    detector = description["heads"].get("detector")
+    if detector is not None:
+        check_fields(detector, DETECTOR_FIELDS, source, error, "heads.detector",
+                     optional_fields=("file", "metrics", "provenance"))
+        check_fields(detector["preprocessing"], PREPROCESSING_FIELDS, source, error, "heads.detector.preprocessing",
+                     optional_fields=("steps", "training_data", "longer_sequences", "max_frames", "clip_frames"))
+        known = {name: value for name, value in detector["settings"].items()  # a newer version's keys left out
+                 if name in DetectionSection.__dataclass_fields__}
+        recorded_section(DetectionSection, known, source, error, "heads.detector.settings")
+    return description
+
+
+RESULTS_FIELDS: dict[str, Kind] = {"protocol": STRING, "settings": MAPPING, "metrics": MAPPING, "provenance": MAPPING}
+RESULTS_PROVENANCE_FIELDS: dict[str, Kind] = {"checkpoint_sha256": STRING, "checkpoint": optional(STRING)}
+
+
+def check_results(result: Any, source: str, error: type[Exception], protocol: str) -> dict[str, Any]:
+    """A results file used as an input (``usdrl export --probe/--detector``): a mapping of ``protocol`` with its
+    settings, metrics and provenance of their kind."""
+    check_fields(result, {"protocol": STRING}, source, error)
+    if result["protocol"] != protocol:
+        raise error(f"{source} is not a {protocol} results file (protocol {result['protocol']!r})")
+    check_fields(result, RESULTS_FIELDS, source, error)
+    check_fields(result["provenance"], RESULTS_PROVENANCE_FIELDS, source, error, "provenance",
+                 optional_fields=("checkpoint",))
+    if protocol == "linear_probe":
+        check_fields(result["settings"], {"modality": STRING, "probe": optional(MAPPING)}, source, error, "settings",
+                     optional_fields=("probe",))
+    if protocol == "detection":
+        check_fields(result["settings"], {"detection": MAPPING}, source, error, "settings")
+        check_fields(result["metrics"], {"by_overlap": MAPPING, "proposals": optional(COUNT)}, source, error,
+                     "metrics", optional_fields=("proposals",))
+        check_fields(result["provenance"], {"data_root": STRING, "data_manifest_sha256": optional(STRING)}, source,
+                     error, "provenance", optional_fields=("data_manifest_sha256",))
+    return result
+
+
+def check_head(tensors: dict[str, Any], shapes: dict[str, tuple[int, ...]], source: str,
+               error: type[Exception]) -> None:
+    """The head's tensors: each of ``shapes`` present with that shape, floating-point and finite."""
+    import torch
+
+    for name, shape in shapes.items():
+        tensor = tensors.get(name)
+        if not isinstance(tensor, torch.Tensor):
+            raise error(f"{source}: the tensor {name} is missing; expected shape {shape}")
+        if tuple(tensor.shape) != shape:
+            raise error(f"{source}: the tensor {name} has shape {tuple(tensor.shape)}, expected {shape}")
+    check_weights(tensors, source, error)
