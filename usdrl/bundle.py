@@ -17,9 +17,11 @@ edits a file can recompute them), and safetensors already makes a hostile file h
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ from usdrl.evaluate.protocols import probe_head_path
 from usdrl.evaluate.results import git_revision
 from usdrl.inference import TrainedModel
 from usdrl.model import LAYOUT_SIZES, SkeletonModel, model_section_of_record
+from usdrl.resume import process_is_alive
 from usdrl.runtime import resolve_device
 from usdrl.skeleton import SkeletonLayout, layout_from_dict, ntu25_layout
 from usdrl.validation import (
@@ -232,10 +235,24 @@ def bundle_entries(folder: Path) -> set[str] | None:
     return {*description["files"], DESCRIPTION_FILE}
 
 
+def remove_stale_temporary_folders(out: Path) -> list[Path]:
+    """Remove ``OUT.tmp-PID`` folders beside ``out`` left by exports that were killed (their process is gone);
+    those of running processes stay. Returns the removed folders."""
+    pattern = re.compile(re.escape(out.name) + r"\.tmp-(\d+)")
+    removed = []
+    for candidate in out.parent.glob(f"{glob.escape(out.name)}.tmp-*") if out.parent.is_dir() else ():
+        match = pattern.fullmatch(candidate.name)
+        if match and candidate.is_dir() and not candidate.is_symlink() and not process_is_alive(int(match.group(1))):
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+    return removed
+
+
 def _prepare_out(out: Path) -> Path:
     """A temporary folder beside ``out``; ``out`` may be absent, empty or a bundle of ours holding nothing but
     what its model.json lists (then replaced)."""
     check_replaceable(out, bundle_entries)
+    remove_stale_temporary_folders(out)
     temporary = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir(parents=True)
