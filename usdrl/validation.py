@@ -271,7 +271,7 @@ def check_description(description: dict[str, Any], source: str, error: type[Exce
     if unknown:
         raise error(f"{source}: heads holds {', '.join(unknown)}; expected only {', '.join(HEADS)}")
     classifier = description["heads"].get("classifier")
-    if classifier is not None:
+    if "classifier" in description["heads"]:
         check_fields(classifier, CLASSIFIER_FIELDS, source, error, "heads.classifier",
                      optional_fields=("file", "metrics", "provenance"))
         names = description["class_names"]
@@ -279,7 +279,7 @@ def check_description(description: dict[str, Any], source: str, error: type[Exce
             raise error(f"{source}: class_names must be a list of {classifier['classes']} names (heads.classifier."
                         f"classes), got {shown(names)}")
     detector = description["heads"].get("detector")
-    if detector is not None:
+    if "detector" in description["heads"]:
         check_fields(detector, DETECTOR_FIELDS, source, error, "heads.detector",
                      optional_fields=("file", "metrics", "provenance"))
         check_fields(detector["preprocessing"], PREPROCESSING_FIELDS, source, error, "heads.detector.preprocessing",
