@@ -80,7 +80,7 @@ def load_yaml(text: str, source: str, error: type[Exception]) -> Any:
         _check_yaml_nodes(node, source, error)
         return loader.construct_document(node)
     except yaml.YAMLError as problem:
-        raise error(f"{source} is not valid YAML: {' '.join(str(problem).split())}") from None
+        raise error(f"{source} is not valid YAML (could not be parsed): {' '.join(str(problem).split())}") from None
     except RecursionError:
         raise error(f"{source}: nested deeper than {DEEPEST} levels; a settings or layout file never is") from None
     finally:
