@@ -65,3 +65,39 @@ def standing_body(rng: np.random.Generator, frames: int, moving: float = 0.05, o
     base[8] = np.asarray(offset) + [0.2, 0.4, 0.05]
     motion = moving * np.sin(np.linspace(0, 6, frames))[:, None, None] * rng.normal(size=(1, 25, 3))
     return base[None] + motion
+
+
+TINY_SETTINGS = ["model.hidden_size=16", "model.num_layers=1", "pretrain.epochs=1", "pretrain.batch_size=16",
+                 "pretrain.workers=0", "pretrain.device=cpu", "evaluation.device=cpu", "probe.epochs=2",
+                 "probe.learning_rates={default: 0.5}", "detection.epochs=1", "detection.batch_size=32"]
+
+
+def tiny_exported_model(root: Path) -> dict:
+    """A tiny pretrained encoder (hidden size 16), its probe results and detection run, exported as a bundle
+    under ``root`` (a few seconds on one thread): the valid inputs that validation tests change."""
+    import torch
+
+    from usdrl.bundle import export_bundle
+    from usdrl.config import load_params
+    from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
+    from usdrl.evaluate.dense import run_detection
+    from usdrl.evaluate.protocols import run_linear_probe
+    from usdrl.train import pretrain
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        prepare_synthetic(root / "data", SyntheticConfig(subjects=3, replications=1, training_subjects=(1, 2),
+                                                         streams_per_subject_camera=1))
+        params = load_params(None, overrides=TINY_SETTINGS + [f"evaluation.cache_dir={root / 'cache'}"])
+        pretrain(root / "data/actions", "xview", root / "run", params.model, params.augment, params.loss,
+                 params.pretrain, progress=False)
+        checkpoint = root / "run/checkpoints/last.pt"
+        run_linear_probe(root / "data/actions", "xview", checkpoint, root / "probe.json", params)
+        run_detection(root / "data/streams", "xsub", checkpoint, root / "detect", params, figures=0)
+        export_bundle(checkpoint, root / "model", probe=root / "probe.json", detector=root / "detect")
+    finally:
+        torch.set_num_threads(previous)
+    return {"root": root, "checkpoint": checkpoint, "params": params, "model": root / "model",
+            "probe": root / "probe.json", "detect": root / "detect", "actions": root / "data/actions",
+            "streams": root / "data/streams"}

@@ -253,13 +253,18 @@ def test_torch_files_needing_an_unsafe_load_get_the_convert_advice_without_a_war
 
 @pytest.mark.parametrize("entry_point", ["probe", "finetune", "detect train"])
 @pytest.mark.parametrize("change, message", [
-    ({"hidden_size": -3}, "records encoder_config.hidden_size=-3, which must be a positive integer"),
-    ({"hidden_size": 10**7}, r"needs encoder.spatial_position of shape (1, 50, 10000000), but the file holds "
-                             r"(1, 50, 16)"),
-    ({"backbone": "xyz"}, "records encoder_config.backbone='xyz', which must be dste or sttr"),
-    ({"hidden_size": "abc"}, "records encoder_config.hidden_size='abc'"),
+    ({"hidden_size": -3}, "encoder_config.hidden_size must be at least 1 and at most 4096, got -3"),
+    ({"hidden_size": 10**7}, "encoder_config.hidden_size must be at least 1 and at most 4096, got 10000000"),
+    ({"hidden_size": 8192}, "encoder_config.hidden_size must be at least 1 and at most 4096, got 8192"),
+    ({"hidden_size": 32}, r"needs encoder.spatial_position of shape (1, 50, 32), but the file holds (1, 50, 16)"),
+    ({"backbone": "xyz"}, "encoder_config.backbone must be one of dste, sttr, got 'xyz'"),
+    ({"hidden_size": "abc"}, "encoder_config.hidden_size must be an integer, got 'abc'"),
+    ({"alpha": 2}, "encoder_config.alpha must be at least 0 and at most 1, got 2"),
+    ({"drop_path": 5}, "encoder_config.drop_path must be at least 0 and below 1, got 5"),
+    ({"gap": 100}, "encoder_config.gap (100) must be at most encoder_config.clip_frames (64)"),
+    ({"num_heads": 0}, "encoder_config.num_heads must be at least 1 and at most 64, got 0"),
     ({"num_layers": 3}, "config says 3 layers, but the file holds the weights of 1"),
-    ({"num_heads": 3}, "records an encoder that cannot be built: hidden size 16 is not divisible by 3 heads"),
+    ({"num_heads": 3}, "encoder_config.hidden_size (16) must be even and a multiple of encoder_config.num_heads (3)"),
     ({"width": 3}, "has an encoder config this version does not know: width"),
 ])
 def test_a_recorded_encoder_config_is_checked_against_the_stored_weights(entry_point, change, message, bone_run,

@@ -108,8 +108,8 @@ def test_nested_sections_come_from_the_type_hints():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("model.hidden_size=0", "--set model.hidden_size=0: model.hidden_size must be at least 1, got 0"),
-    ("model.hidden_size=-4", "model.hidden_size must be at least 1, got -4"),
+    ("model.hidden_size=0", "--set model.hidden_size=0: model.hidden_size must be at least 1 and at most 4096, got 0"),
+    ("model.hidden_size=-4", "model.hidden_size must be at least 1 and at most 4096, got -4"),
     ("model.hidden_size=15", r"model.hidden_size \(15\) must be even"),
     ("model.backbone=xyz", "--set model.backbone=xyz: model.backbone must be one of dste, sttr, got 'xyz'"),
     ("model.num_heads=3", r"--set model.num_heads=3: model.hidden_size \(1024\) must be even and a multiple of "

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "usdrl"
 # lowest first; a name ending in "." places every module under that package not named elsewhere
 LAYERS = [
     # settings, layouts, the data layer, collectives, and metrics that need nothing but arrays
-    ["skeleton", "config_sections", "config", "distributed", "bundle_card", "data", "data.", "auto_settings", "evaluate",
+    ["validation", "skeleton", "config_sections", "config", "distributed", "bundle_card", "data", "data.", "auto_settings", "evaluate",
      "evaluate.detection", "evaluate.ensemble", "evaluate.retrieval"],
     # the machine (device, precision, seeds) and the figures (files under figures/)
     ["runtime", "plots", "data.inspect"],

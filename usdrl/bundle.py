@@ -17,9 +17,11 @@ edits a file can recompute them), and safetensors already makes a hostile file h
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -38,9 +40,21 @@ from usdrl.evaluate.features import open_encoder
 from usdrl.evaluate.protocols import probe_head_path
 from usdrl.evaluate.results import git_revision
 from usdrl.inference import TrainedModel
-from usdrl.model import SkeletonModel, model_section_of_record
+from usdrl.model import LAYOUT_SIZES, SkeletonModel, model_section_of_record
+from usdrl.resume import process_is_alive
 from usdrl.runtime import resolve_device
 from usdrl.skeleton import SkeletonLayout, layout_from_dict, ntu25_layout
+from usdrl.validation import (
+    check_description,
+    check_head,
+    check_manifest,
+    check_results,
+    check_weights,
+    is_string_list,
+    read_json,
+    recorded_section,
+    shown,
+)
 
 FORMAT = "usdrl-model-bundle"
 FORMAT_VERSION = 1
@@ -100,7 +114,7 @@ def read_training_manifest(root: str | Path, fingerprint: str | None, what: str)
     if not path.is_file():
         raise DataError(f"{path} does not exist: the data {what} was made from is needed to record its "
                         f"preprocessing; pass --data with the prepared dataset folder")
-    manifest = json.loads(path.read_text())
+    manifest = check_manifest(read_json(path, DataError, "prepare the dataset again"), str(path), DataError)
     if fingerprint and manifest.get("input_fingerprint") != fingerprint:
         raise DataError(f"{path} is not the data {what} was made from (its input fingerprint differs); pass --data "
                         f"with the dataset it was trained on")
@@ -129,6 +143,7 @@ def encoder_of_checkpoint(checkpoint: Path, data: str | Path | None, modality: s
         source = {"kind": "released USDRL weights (encoder only)", "checkpoint": str(checkpoint),
                   "checkpoint_sha256": checksum}
         modality = modality or "joint"
+    check_weights(model.state_dict(), str(checkpoint), CheckpointError)
     part = {"encoder": model.encoder_record(), "parameters": sum(p.numel() for p in model.encoder.parameters()),
             "modality": modality, "layout": layout.to_dict(), "source": source,
             "preprocessing": preprocessing_record(manifest, manifest_sha, layout, model.config.clip_frames)}
@@ -138,13 +153,9 @@ def encoder_of_checkpoint(checkpoint: Path, data: str | Path | None, modality: s
 def _results_file(path: Path, protocol: str, checksum: str) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{path} does not exist; pass the results file the {protocol.replace('_', ' ')} wrote")
-    try:
-        result = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}:{error.lineno}:{error.colno}: malformed JSON ({error.msg})") from None
-    if not isinstance(result, dict) or result.get("protocol") != protocol:
-        raise DataError(f"{path} is not a {protocol} results file (protocol {result.get('protocol')!r})")
-    trained_on = result.get("provenance", {}).get("checkpoint_sha256")
+    result = check_results(read_json(path, DataError, f"pass the results file the {protocol.replace('_', ' ')} "
+                                                          f"wrote"), str(path), DataError, protocol)
+    trained_on = result["provenance"]["checkpoint_sha256"]
     if trained_on != checksum:
         raise DataError(f"{path} was made with another checkpoint (sha256 {str(trained_on)[:12]}..., the exported one "
                         f"is {checksum[:12]}...); pass the checkpoint it names: {result['provenance'].get('checkpoint')}")
@@ -159,11 +170,17 @@ def probe_head(results: Path, checksum: str, modality: str, hidden_size: int) ->
         raise DataError(f"{head_file} does not exist: the probe of {results} ran before heads were saved; run "
                         f"usdrl probe again (same settings) to write it")
     tensors, metadata = load_tensors(head_file)
-    if result["settings"].get("modality") != modality:
-        raise DataError(f"{results} probes the {result['settings'].get('modality')} stream, the encoder is {modality}")
-    if tuple(tensors["weight"].shape[1:]) != (2 * hidden_size,):
-        raise DataError(f"{head_file}: a head for features of {tensors['weight'].shape[1]}, the encoder gives {2 * hidden_size}")
-    class_names = json.loads(metadata["class_names"])
+    if result["settings"]["modality"] != modality:
+        raise DataError(f"{results} probes the {result['settings']['modality']} stream, the encoder is {modality}")
+    weight = tensors.get("weight")
+    if weight is None or weight.ndim != 2 or weight.shape[1] != 2 * hidden_size:
+        held = tuple(weight.shape) if weight is not None else "nothing"
+        raise DataError(f"{head_file}: the tensor weight must be a head (classes, {2 * hidden_size}) for the encoder's "
+                        f"features, got {held}")
+    classes, features = weight.shape
+    check_head(tensors, {"weight": (classes, features), "bias": (classes,), "feature_mean": (features,),
+                         "feature_scale": (features,)}, str(head_file), DataError)
+    class_names = _class_names(metadata, classes, head_file)
     metrics = {key: value for key, value in result["metrics"].items() if key != "history"}
     part = {"file": CLASSIFIER_FILE, "kind": "linear probe on frozen instance features (N, 2H)",
             "classes": len(class_names), "metrics": metrics, "settings": result["settings"].get("probe"),
@@ -171,15 +188,30 @@ def probe_head(results: Path, checksum: str, modality: str, hidden_size: int) ->
     return tensors, part, class_names
 
 
+def _class_names(metadata: dict[str, str], classes: int | None, file: Path) -> list[str]:
+    """The class names a head file records (its metadata), one per class of the head."""
+    try:
+        names = json.loads(metadata.get("class_names", "null"))
+    except json.JSONDecodeError:
+        names = None
+    if not is_string_list(names) or (classes is not None and len(names) != classes):
+        raise DataError(f"{file}: its metadata class_names must be a list of {classes or 'the head'}'s class names, "
+                        f"got {shown(names)}")
+    return names
+
+
 def detector_head(folder: Path, checksum: str, layout: SkeletonLayout, clip_frames: int) -> tuple[dict, dict[str, Any]]:
     """(tensors, model.json part) of a detection run's folder (results.json and detector.safetensors)."""
     result = _results_file(folder / "results.json", "detection", checksum)
     tensors, metadata = load_tensors(folder / DETECTOR_FILE)
+    check_weights(tensors, str(folder / DETECTOR_FILE), DataError)
     provenance = result["provenance"]
     manifest, manifest_sha = read_training_manifest(provenance.get("data_root", ""), None, str(folder))
     if manifest_sha != provenance.get("data_manifest_sha256"):
         raise DataError(f"{provenance.get('data_root')}: its manifest changed since the detection run {folder}")
-    class_names = json.loads(metadata["class_names"])
+    head = tensors.get("head.weight")
+    class_names = _class_names(metadata, head.shape[0] - 1 if head is not None and head.ndim == 2 else None,
+                               folder / DETECTOR_FILE)
     metrics = {"by_overlap": result["metrics"]["by_overlap"], "proposals": result["metrics"].get("proposals")}
     part = {"file": DETECTOR_FILE, "kind": "dense frame-wise head (classes + background) on a fine-tuned encoder",
             "class_names": class_names, "settings": result["settings"]["detection"], "metrics": metrics,
@@ -203,10 +235,24 @@ def bundle_entries(folder: Path) -> set[str] | None:
     return {*description["files"], DESCRIPTION_FILE}
 
 
+def remove_stale_temporary_folders(out: Path) -> list[Path]:
+    """Remove ``OUT.tmp-PID`` folders beside ``out`` left by exports that were killed (their process is gone);
+    those of running processes stay. Returns the removed folders."""
+    pattern = re.compile(re.escape(out.name) + r"\.tmp-(\d+)")
+    removed = []
+    for candidate in out.parent.glob(f"{glob.escape(out.name)}.tmp-*") if out.parent.is_dir() else ():
+        match = pattern.fullmatch(candidate.name)
+        if match and candidate.is_dir() and not candidate.is_symlink() and not process_is_alive(int(match.group(1))):
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+    return removed
+
+
 def _prepare_out(out: Path) -> Path:
     """A temporary folder beside ``out``; ``out`` may be absent, empty or a bundle of ours holding nothing but
     what its model.json lists (then replaced)."""
     check_replaceable(out, bundle_entries)
+    remove_stale_temporary_folders(out)
     temporary = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir(parents=True)
@@ -270,7 +316,8 @@ def read_description(path: str | Path) -> dict[str, Any]:
                           f"{FORMAT_VERSION}; export the model again with this version")
     if description.get("description_sha256") != description_digest(description):
         raise BundleError(f"{file} was changed after export (its checksum does not match); export the model again")
-    for name, checksum in description.get("files", {}).items():
+    check_description(description, str(file), BundleError)
+    for name, checksum in description["files"].items():
         if Path(name).name != name or not (path / name).is_file():
             raise BundleError(f"{path / name} is missing from the bundle; copy the whole folder, or export it again")
         if file_sha256(path / name) != checksum:
@@ -281,8 +328,15 @@ def read_description(path: str | Path) -> dict[str, Any]:
 
 def _encoder_from(path: Path, description: dict[str, Any], weights: dict[str, torch.Tensor],
                   layout: SkeletonLayout) -> SkeletonModel:
+    record = description["encoder"]
+    sizes = {name: record.get(name, getattr(ntu25_layout(), name)) for name in LAYOUT_SIZES}
+    if sizes != {name: getattr(layout, name) for name in LAYOUT_SIZES}:
+        raise BundleError(f"{path / DESCRIPTION_FILE}: encoder sizes {sizes} do not match its layout {layout.name!r}")
+    recorded_section(ModelSection, {name: value for name, value in record.items() if name not in LAYOUT_SIZES},
+                     str(path / DESCRIPTION_FILE), BundleError, "encoder")  # before anything is allocated
+    check_weights(weights, str(path), BundleError)
     try:
-        model = SkeletonModel(model_section_of_record(description["encoder"], layout), layout=layout, projectors=False)
+        model = SkeletonModel(model_section_of_record(record, layout), layout=layout, projectors=False)
         model.load_state_dict({k: v for k, v in weights.items() if k.startswith("encoder.")}, strict=True)
     except (TypeError, ValueError, RuntimeError) as error:
         raise BundleError(f"{path}: the weights do not fit the encoder described in {DESCRIPTION_FILE} "
@@ -298,12 +352,18 @@ def assemble(path: Path, description: dict[str, Any], device: torch.device, prec
                          precision=precision)
     if "classifier" in description["heads"]:
         head = load_tensors(path / CLASSIFIER_FILE)[0]
+        classes, features = description["heads"]["classifier"]["classes"], 2 * encoder.config.hidden_size
+        check_head(head, {"weight": (classes, features), "bias": (classes,), "feature_mean": (features,),
+                          "feature_scale": (features,)}, str(path / CLASSIFIER_FILE), BundleError)
         model.classifier = torch.nn.Linear(head["weight"].shape[1], head["weight"].shape[0])
         model.classifier.load_state_dict({"weight": head["weight"], "bias": head["bias"]})
         model.classifier.eval()
         model.feature_mean, model.feature_scale = head["feature_mean"], head["feature_scale"]
     if "detector" in description["heads"]:
         weights = load_tensors(path / DETECTOR_FILE)[0]
+        classes = len(description["heads"]["detector"]["class_names"])
+        check_head(weights, {"head.weight": (classes + 1, 2 * encoder.config.hidden_size), "head.bias": (classes + 1,)},
+                   str(path / DETECTOR_FILE), BundleError)
         detector = DenseDetector(_encoder_from(path, description, {k[len("encoder."):]: v for k, v in weights.items()
                                                                     if k.startswith("encoder.")}, layout),
                                  len(description["heads"]["detector"]["class_names"]))

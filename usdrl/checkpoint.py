@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -38,8 +37,8 @@ from usdrl.checkpoint_files import (
     save_atomically,
     save_tensors_atomically,
 )
-from usdrl.config import ModelSection
-from usdrl.model import BACKBONES, LAYOUT_SIZES, encoder_record, model_section_of_record
+from usdrl.config import AugmentSection, LossSection, ModelSection, PretrainSection
+from usdrl.model import LAYOUT_SIZES, encoder_record, model_section_of_record
 from usdrl.released_checkpoints import (
     IGNORED_RELEASED_KEYS,
     RELEASED_KEY_RULES,
@@ -47,7 +46,8 @@ from usdrl.released_checkpoints import (
     translate_released_key,
     translate_released_state_dict,
 )
-from usdrl.skeleton import SkeletonLayout, ntu25_layout
+from usdrl.skeleton import MOST_JOINTS, MOST_PERSONS, SkeletonLayout, ntu25_layout
+from usdrl.validation import check_weights, recorded_section
 
 __all__ = [
     # our checkpoints, defined here
@@ -60,31 +60,35 @@ __all__ = [
 ]
 
 
+LAYOUT_SIZE_BOUNDS = {"num_joints": MOST_JOINTS, "num_persons": MOST_PERSONS, "num_coordinates": 3}
+# the settings a checkpoint's run records (``run``), by the params.yaml section that checks them
+RECORDED_SECTIONS = {"model": ModelSection, "augment": AugmentSection, "loss": LossSection,
+                     "pretrain": PretrainSection}
+
+
 def recorded_model_section(content: dict[str, Any], source: str | Path, layout: SkeletonLayout) -> ModelSection:
     """The model section a checkpoint of usdrl pretrain records (its ``encoder_config``), checked before any model
-    is built: known keys, a known backbone, positive integer sizes, finite numbers, the sizes of the stored weights
+    is built: known keys, the model settings as params.yaml's (``usdrl.validation.recorded_section``), bounded
+    layout sizes, the run's recorded settings, epoch and weights (``check_recorded_run``), the sizes of the stored weights
     (so a damaged or forged config never builds a model larger than the tensors the file holds), and last the
     layout ``layout`` the checkpoint records (its V, M, C must be the recorded ones)."""
     recorded, weights = content.get("encoder_config"), content.get("model")
     if not isinstance(recorded, dict) or not isinstance(weights, dict):
         raise CheckpointError(f"{source} is not a checkpoint of usdrl pretrain (it holds {describe_content(content)})")
     defaults = encoder_record(ModelSection(), ntu25_layout())  # a key left out: its default (as always read)
-    fields = {name: type(value) for name, value in defaults.items()}
-    unknown = sorted(map(str, set(recorded) - set(fields)))
+    unknown = sorted(map(str, set(recorded) - set(defaults)))
     if unknown:
         raise CheckpointError(f"{source} has an encoder config this version does not know: {', '.join(unknown)}")
-    for name, value in recorded.items():
-        kind = fields[name]
-        if kind is str:
-            valid, wanted = value in BACKBONES, " or ".join(BACKBONES)
-        elif kind is int:
-            valid, wanted = isinstance(value, int) and not isinstance(value, bool) and value > 0, "a positive integer"
-        else:
-            valid = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            wanted = "a number"
-        if not valid:
-            raise CheckpointError(f"{source} records encoder_config.{name}={value!r}, which must be {wanted}; the file "
-                                  f"is damaged or was not written by usdrl pretrain")
+    for name in LAYOUT_SIZES:
+        value = recorded.get(name, defaults[name])
+        if not (isinstance(value, int) and not isinstance(value, bool) and 0 < value <= LAYOUT_SIZE_BOUNDS[name]):
+            raise CheckpointError(f"{source} records encoder_config.{name}={value!r}, which must be an integer from 1 "
+                                  f"to {LAYOUT_SIZE_BOUNDS[name]}; the file is damaged or was not written by usdrl "
+                                  f"pretrain")
+    # the model settings are checked as params.yaml's model section is (types, ALLOWED ranges, gap <= clip)
+    recorded_section(ModelSection, {name: value for name, value in recorded.items() if name not in LAYOUT_SIZES},
+                     str(source), CheckpointError, "encoder_config")
+    check_recorded_run(content, str(source))
     values = {**defaults, **recorded}
     joints, persons, coordinates = (values[name] for name in LAYOUT_SIZES)  # V, M, C as recorded
     hidden = values["hidden_size"]
@@ -107,6 +111,23 @@ def recorded_model_section(content: dict[str, Any], source: str | Path, layout: 
     except ValueError:
         raise CheckpointError(f"{source}: its encoder config (V={joints}, M={persons}) and its layout {layout.name!r} "
                               f"disagree (a damaged or edited checkpoint)") from None
+
+
+def check_recorded_run(content: dict[str, Any], source: str) -> None:
+    """The rest of what a checkpoint of usdrl pretrain records, checked before it is used: the epoch (an integer
+    of at least 0), the run's recorded model, augment, loss and pretrain settings (as params.yaml's sections are)
+    and the model's weights (floating-point and finite); a CheckpointError naming the file and field otherwise."""
+    epoch = content.get("epoch", 0)
+    if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0):
+        raise CheckpointError(f"{source}: epoch must be an integer of at least 0, got {epoch!r:.60}; the file is "
+                              f"damaged or was not written by usdrl pretrain")
+    run = content.get("run")
+    if run is not None and not isinstance(run, dict):
+        raise CheckpointError(f"{source}: run must be a mapping of the run's settings, got {type(run).__name__}")
+    for name, section in RECORDED_SECTIONS.items():
+        if run and run.get(name) is not None:
+            recorded_section(section, run[name], source, CheckpointError, f"run.{name}")
+    check_weights(content["model"], source, CheckpointError)
 
 
 def recorded_modality(content: dict[str, Any]) -> str | None:

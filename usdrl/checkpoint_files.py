@@ -9,6 +9,7 @@ pipeline are safetensors files (``save_tensors_atomically``, ``load_tensors``).
 
 from __future__ import annotations
 
+import os
 import pickle
 import warnings
 import zipfile
@@ -144,6 +145,9 @@ def save_tensors_atomically(tensors: dict[str, torch.Tensor], path: str | Path,
     with atomic_file(path) as temporary:
         save_file({name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}, str(temporary),
                   metadata=metadata)
+        mask = os.umask(0)  # read the umask (safetensors creates its files 0600): the mode of every other file
+        os.umask(mask)
+        os.chmod(temporary, 0o666 & ~mask)
     return Path(path)
 
 

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from usdrl.data.errors import DataError
 from usdrl.data.store import write_json_atomically
 
 
@@ -135,6 +136,9 @@ def run_prepare(arguments: argparse.Namespace) -> dict:
         return prepare_utkinect(arguments.raw, arguments.out, arguments.labels, arguments.skip_bad, progress=progress)
     from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
 
+    for name in ("subjects", "replications"):
+        if getattr(arguments, name) < 1:
+            raise DataError(f"--{name} must be at least 1, got {getattr(arguments, name)}")
     config = SyntheticConfig(seed=arguments.seed, subjects=arguments.subjects, replications=arguments.replications)
     report = (lambda message: print(message, file=sys.stderr)) if progress else None
     return prepare_synthetic(arguments.out, config, progress=report)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -81,6 +82,8 @@ class Allowed:
         if self.auto and isinstance(value, str):
             return f"{AUTO} or {self._bounds()}"
         for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, float) and not math.isfinite(item) and (self.low is not None or self.high is not None):
+                return f"a finite number, {self._bounds()}"
             if self.choices and item not in self.choices:
                 return f"one of {', '.join(map(str, self.choices))}"
             if self.pattern and not (isinstance(item, str) and re.fullmatch(self.pattern, item)):
@@ -109,13 +112,18 @@ def _fraction(low_included: bool = True, high_included: bool = True) -> Allowed:
     return Allowed(low=0, high=1, low_included=low_included, high_included=high_included)
 
 
+MOST_HIDDEN_SIZE = 4096  # the largest encoder width accepted (the released models have 1024)
 DEVICE = Allowed(pattern=r"auto|cpu|cuda(:\d+)?", meaning="auto, cpu, cuda or cuda:N (GPU N)")
 
 
 # The allowed values of the settings that have limits, checked whenever a section is built (params.yaml, a
 # profile, a dataset's settings, --set); a setting not listed takes any value of its type.
 ALLOWED: dict[tuple[type, str], Allowed] = {
-    **{(ModelSection, name): _at_least(1) for name in ("hidden_size", "num_heads", "num_layers", "gap", "kernel_size")},
+    # upper bounds: a recorded or given size never builds a model of gigabytes before anything else is checked
+    (ModelSection, "hidden_size"): Allowed(low=1, high=MOST_HIDDEN_SIZE),
+    (ModelSection, "num_heads"): Allowed(low=1, high=64),
+    (ModelSection, "num_layers"): Allowed(low=1, high=64),
+    **{(ModelSection, name): Allowed(low=1, high=200) for name in ("gap", "kernel_size")},
     (ModelSection, "backbone"): Allowed(choices=("dste", "sttr")),
     (ModelSection, "alpha"): _fraction(),
     (ModelSection, "drop_path"): _fraction(high_included=False),
@@ -136,6 +144,8 @@ ALLOWED: dict[tuple[type, str], Allowed] = {
                                                            "last_checkpoint_seconds", "minimum_steps",
                                                            "gain_check_seeds")},
     (PretrainSection, "checkpoint_every"): _at_least(1),
+    **{(section, "seed"): _at_least(0) for section in (PretrainSection, ProbeSection, DetectionSection)},
+    (FinetuneSection, "seeds"): _at_least(0),
     (PretrainSection, "modality"): Allowed(choices=MODALITIES),
     (PretrainSection, "device"): DEVICE,
     (PretrainSection, "precision"): Allowed(choices=PRECISIONS),
@@ -259,9 +269,29 @@ def _build(cls: type, values: Any, where: str, source: Callable[[str], str]) -> 
         if hidden % 2 or hidden % heads:
             origins = [source(f"{where}.{name}") for name in ("num_heads", "hidden_size") if name in built]
             origin = next((text for text in origins if text.startswith("--set")), origins[0])  # the override, if any
-            raise ConfigError(f"{origin}: model.hidden_size ({hidden}) must be even and a multiple of "
-                              f"model.num_heads ({heads})")
+            raise ConfigError(f"{origin}: {where or 'model'}.hidden_size ({hidden}) must be even and a multiple of "
+                              f"{where or 'model'}.num_heads ({heads})")
+        clip = built.get("clip_frames", ModelSection.clip_frames)
+        gap = built.get("gap", ModelSection.gap)
+        if isinstance(clip, int) and gap > clip:  # DenseShift keeps every gap-th of the clip's frames
+            origins = [source(f"{where}.{name}") for name in ("gap", "clip_frames") if name in built]
+            origin = next((text for text in origins if text.startswith("--set")), origins[0])
+            raise ConfigError(f"{origin}: {where or 'model'}.gap ({gap}) must be at most {where or 'model'}.clip_frames "
+                              f"({clip})")
+    if cls is PipelineSection:  # dvc.yaml expands its stages over name -> {setting: value}
+        for name, entries in built.items():
+            for entry, settings in entries.items():
+                if not isinstance(entry, str) or not isinstance(settings, dict):
+                    key = f"{where}.{name}.{entry}"
+                    raise ConfigError(f"{source(key)}: {key} must be a mapping of settings ({{dataset: ..., "
+                                      f"benchmark: ...}}), got {settings!r}")
     return cls(**built)
+
+
+def build_section(cls: type, values: Any, where: str, source: Callable[[str], str]) -> Any:
+    """The section ``cls`` from a mapping, checked as params.yaml is (types, ``ALLOWED``); a ConfigError naming
+    ``source(key)`` and the key otherwise. Used for the settings checkpoints and bundles record too."""
+    return _build(cls, values, where, source)
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -293,15 +323,16 @@ def _apply_override(raw: dict, assignment: str) -> str:
 
 
 def _read_yaml(path: Path) -> dict:
+    from usdrl.validation import load_yaml
+
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
+        raw = load_yaml(path.read_text(), str(path), ConfigError)
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not a text file (binary data), so not a params file; pass a YAML file "
                           f"like params.yaml") from None
     if raw is None:
-        return {}
+        raise ConfigError(f"{path} is empty; a params file holds a mapping of sections (model:, pretrain:, ...), or "
+                          f"leave --params out for the package defaults")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of sections (model:, pretrain:, ...), got {type(raw).__name__}")
     return raw

@@ -18,6 +18,7 @@ from usdrl.checkpoint_files import CheckpointError, describe_content, load_check
 from usdrl.config import ModelSection
 from usdrl.model import SkeletonModel
 from usdrl.skeleton import ntu25_layout
+from usdrl.validation import check_weights, recorded_section
 
 RELEASED_KEY_RULES: tuple[tuple[str, str], ...] = (
     (r"^backbone\.ske_emb\.t_embedding\.", "encoder.temporal_embedding."),
@@ -117,6 +118,12 @@ def load_released(path_or_state_dict: str | Path | dict[str, Any], backbone: str
     if absent:
         raise CheckpointError(f"{source}: not a USDRL encoder checkpoint (no {', '.join(absent)}); pass a checkpoint "
                               f"of usdrl pretrain or of the released code")
+    for key, dimensions in zip(needed, (3, 2, 2)):
+        tensor = translated[key]
+        if not isinstance(tensor, torch.Tensor) or tensor.ndim != dimensions:
+            raise CheckpointError(f"{source}: {key} must be a tensor of {dimensions} dimensions, got "
+                                  f"{tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__}")
+    check_weights(translated, source, CheckpointError)
     _, spatial_length, stored_hidden = translated["encoder.spatial_position"].shape
     hidden_size = hidden_size or stored_hidden
     spatial_input = s_input_size or translated["encoder.spatial_embedding.0.weight"].shape[1]
@@ -125,8 +132,11 @@ def load_released(path_or_state_dict: str | Path | dict[str, Any], backbone: str
     num_joints = spatial_length // num_persons
     if temporal_input != num_persons * num_joints * coordinates:
         raise CheckpointError(f"{source}: temporal input {temporal_input} does not fit {spatial_length} spatial tokens")
-    config = ModelSection(backbone=backbone.lower(), hidden_size=hidden_size, num_heads=num_head, num_layers=num_layer,
-                          alpha=alpha, gap=gap, kernel_size=kernel_size, clip_frames=spatial_input // coordinates)
+    # checked as params.yaml's model section (sizes bounded) before anything is allocated
+    config = recorded_section(ModelSection, {"backbone": backbone.lower(), "hidden_size": int(hidden_size),
+                                             "num_heads": num_head, "num_layers": num_layer, "alpha": alpha, "gap": gap,
+                                             "kernel_size": kernel_size, "clip_frames": spatial_input // coordinates},
+                              str(source), CheckpointError, "model")
     layout = ntu25_layout()  # the released models are NTU's (V=25, M=2, C=3)
     has_projectors = any(key.startswith("instance_projector.") for key in translated)
     num_classes = num_class or (translated["head.weight"].shape[0] if "head.weight" in translated else None)

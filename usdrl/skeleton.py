@@ -63,6 +63,10 @@ COCO17_BONES_ONE_BASED = (
 )
 
 
+MOST_JOINTS = 256  # the most joints a layout may have (NTU has 25)
+MOST_PERSONS = 16  # the most persons per frame a layout may have (NTU has 2)
+
+
 class LayoutError(ValueError):
     """A layout description that cannot be used; the message says what to change."""
 
@@ -87,8 +91,10 @@ class SkeletonLayout:
             raise LayoutError(f"layout {self.name!r}: joint names must be unique")
         if self.num_coordinates not in (2, 3):
             raise LayoutError(f"layout {self.name!r}: coordinates must be 2 or 3, got {self.num_coordinates}")
-        if self.num_persons < 1:
-            raise LayoutError(f"layout {self.name!r}: persons must be at least 1")
+        if joint_count > MOST_JOINTS:
+            raise LayoutError(f"layout {self.name!r}: {joint_count} joints, at most {MOST_JOINTS} are accepted")
+        if not 1 <= self.num_persons <= MOST_PERSONS:
+            raise LayoutError(f"layout {self.name!r}: persons must be from 1 to {MOST_PERSONS}, got {self.num_persons}")
         referenced = [self.center_joint, *self.shoulder_pair, *(j for pair in self.bones for j in pair)]
         for joint in referenced:
             if not 0 <= joint < joint_count:
@@ -96,6 +102,14 @@ class SkeletonLayout:
         children = [child for child, _ in self.bones]
         if len(set(children)) != len(children):
             raise LayoutError(f"layout {self.name!r}: a joint is the child of two bones")
+        parents = self.parent_index()
+        for start in range(joint_count):  # following the parents from any joint must end at a root (its own parent)
+            joint, steps = start, 0
+            while parents[joint] != joint:
+                joint, steps = parents[joint], steps + 1
+                if steps > joint_count:
+                    raise LayoutError(f"layout {self.name!r}: the bones form a cycle through joint {start + 1} "
+                                      f"({self.joint_names[start]}); bones must form a tree (child -> parent)")
 
     @property
     def num_joints(self) -> int:
@@ -183,7 +197,11 @@ def _joint_index(value: Any, joint_names: Sequence[str], where: str) -> int:
 
 
 def layout_from_dict(data: dict[str, Any], source: str = "layout") -> SkeletonLayout:
-    """Build a layout from its file form: joints by 1-based number or by name."""
+    """Build a layout from its file form: joints by 1-based number or by name; a LayoutError naming ``source``
+    and the field for a value of the wrong type."""
+    if not isinstance(data, dict):
+        raise LayoutError(f"{source}: the layout must be a mapping with joint_names, bones, center_joint, "
+                          f"shoulder_pair, got {type(data).__name__}")
     required = ("joint_names", "bones", "center_joint", "shoulder_pair")
     missing = [key for key in required if key not in data]
     if missing:
@@ -192,6 +210,17 @@ def layout_from_dict(data: dict[str, Any], source: str = "layout") -> SkeletonLa
     unknown = sorted(set(data) - known)
     if unknown:
         raise LayoutError(f"{source}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+    if not isinstance(data["joint_names"], list) or not all(
+            isinstance(name, (str, int)) and not isinstance(name, bool) for name in data["joint_names"]):
+        raise LayoutError(f"{source}: joint_names must be a list of names (strings), got "
+                          f"{' '.join(repr(data['joint_names']).split())[:60]}")
+    if not isinstance(data["bones"], list):
+        raise LayoutError(f"{source}: bones must be a list of [child, parent] pairs, got {data['bones']!r:.60}")
+    for key in ("num_persons", "num_coordinates"):
+        if key in data and not (isinstance(data[key], int) and not isinstance(data[key], bool)):
+            raise LayoutError(f"{source}: {key} must be an integer, got {data[key]!r:.60}")
+    if "name" in data and not isinstance(data["name"], str):
+        raise LayoutError(f"{source}: name must be a string, got {data['name']!r:.60}")
     names = tuple(str(name) for name in data["joint_names"])
     bones = []
     for position, pair in enumerate(data["bones"]):
@@ -230,9 +259,11 @@ def load_layout(path_or_name: str | Path) -> SkeletonLayout:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
         else:
-            import yaml
+            from usdrl.validation import load_yaml
 
-            data = yaml.safe_load(text)
+            data = load_yaml(text, f"layout file {path}", LayoutError)
+    except LayoutError:
+        raise
     except Exception as error:  # the parser's own message names the line; one line of it
         raise LayoutError(f"layout file {path} could not be parsed: {' '.join(str(error).split())}") from None
     if not isinstance(data, dict):

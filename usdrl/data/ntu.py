@@ -199,7 +199,15 @@ def read_missing_list(path: str | Path) -> set[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"missing-skeleton list {path} does not exist")
-    return {line.strip() for line in path.read_text().splitlines() if NAME_PATTERN.match(line.strip())}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"missing-skeleton list {path} is not UTF-8 text (byte {error.start}); pass the official "
+                        f"list, one sample name (S001C001P001R001A001) a line") from None
+    if "\x00" in text:
+        raise DataError(f"missing-skeleton list {path} holds binary data; pass the official list, one sample name "
+                        f"(S001C001P001R001A001) a line")
+    return {line.strip() for line in text.splitlines() if NAME_PATTERN.match(line.strip())}
 
 
 def _chunks(items: list[Path], size: int) -> Iterator[list[Path]]:

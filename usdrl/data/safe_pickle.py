@@ -2,8 +2,9 @@
 
 A pickle names the globals it needs ("module.name") and calls them while loading; a crafted file can
 name ``os.system`` or ``builtins.eval``. ``load_pickle`` resolves only the names on an explicit
-allow-list and stops with a DataError naming the file and the refused global for anything else. Every
-pickle the project reads goes through it.
+allow-list and stops with a DataError naming the file and the refused global for anything else; a content whose
+shared references expand beyond ``usdrl.validation.MOST_NODES`` values (a 320-byte "billion laughs") is refused
+too. Every pickle the project reads goes through it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from usdrl.data.errors import DataError
+from usdrl.validation import check_structure_size
 
 # Builtins that only build plain values (never eval, exec, getattr, __import__, open, ...).
 SAFE_BUILTINS = ("bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset", "int", "list", "range",
@@ -92,7 +94,7 @@ def load_pickle(path: str | Path, encoding: str = "latin1") -> Any:
         raise DataError(f"{path} does not exist")
     try:
         with open(path, "rb") as handle:
-            return RestrictedUnpickler(handle, encoding=encoding).load()
+            content = RestrictedUnpickler(handle, encoding=encoding).load()
     except RefusedGlobal as refused:
         raise DataError(f"{path}: refused to load: the pickle names the global {refused.name}, which is not a plain "
                         f"container, NumPy array or scalar (loading it could run code); re-save the data as "
@@ -100,3 +102,5 @@ def load_pickle(path: str | Path, encoding: str = "latin1") -> Any:
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             MemoryError, OSError) as error:
         raise DataError(f"{path}: not a readable pickle ({type(error).__name__}: {error})") from None
+    check_structure_size(content, str(path), DataError)  # shared references may expand to billions of values
+    return content

@@ -35,6 +35,7 @@ from usdrl.data.errors import DataError
 from usdrl.data.fingerprint import file_sha256
 from usdrl.data.writer import DatasetWriter, check_output_folder
 from usdrl.skeleton import SkeletonLayout, layout_from_dict
+from usdrl.validation import check_manifest, read_json
 
 __all__ = [
     # reading, defined here
@@ -54,7 +55,8 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{root} has no {MANIFEST_NAME}: it is not a prepared dataset, or its preparation did not "
                         f"finish; run usdrl prepare/import again with --out {root}")
-    return json.loads(path.read_text())
+    return check_manifest(read_json(path, DataError, f"prepare the dataset again (usdrl prepare/import --out {root})"),
+                          str(path), DataError)
 
 
 @dataclass

@@ -3,6 +3,7 @@ when complete, and only over a folder that is absent, empty or one of our datase
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -24,6 +25,27 @@ from usdrl.data.dataset_format import (
 )
 from usdrl.data.errors import DataError
 from usdrl.skeleton import SkeletonLayout
+
+
+def reserve_space(path: Path) -> None:
+    """Allocate the disk blocks of the whole file ``path`` (os.posix_fallocate; where the file system cannot,
+    the free space is compared with its size); a DataError naming the file and the space needed when the disk
+    has too little room."""
+    size = path.stat().st_size
+    try:
+        with open(path, "r+b") as handle:
+            os.posix_fallocate(handle.fileno(), 0, size)
+        return
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DataError(f"{path}: not enough disk space for the dataset ({size / 1e6:.1f} MB needed for this "
+                            f"file); free some space or choose another --out") from None
+        if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    free = shutil.disk_usage(path.parent).free
+    if free < size:
+        raise DataError(f"{path}: not enough disk space for the dataset ({size / 1e6:.1f} MB needed for this file, "
+                        f"{free / 1e6:.1f} MB free); free some space or choose another --out")
 
 
 def default_workers(items: int, per_worker: int, most: int = 8) -> int:
@@ -175,8 +197,17 @@ class DatasetWriter:
         np.save(self.path(f"{name}.npy"), array)
 
     def open_array(self, name: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.memmap:
-        """A new ``<name>.npy`` of ``shape``, memory-mapped for writing."""
-        return np.lib.format.open_memmap(self.path(f"{name}.npy"), mode="w+", dtype=dtype, shape=shape)
+        """A new ``<name>.npy`` of ``shape``, memory-mapped for writing, its disk space reserved first: writing
+        to a memory map on a full disk kills the process (SIGBUS), so a disk without room is a DataError here
+        (and the ``with`` block then removes the partial dataset)."""
+        path = self.path(f"{name}.npy")
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)  # a sparse file of full size
+        try:
+            reserve_space(path)
+        except BaseException:
+            del array
+            raise
+        return array
 
     def save_split(self, benchmark: str, split: str, indices: np.ndarray) -> None:
         """Save a split's sample indices (n,) as ``splits/<benchmark>_<split>.npy``."""
