@@ -91,16 +91,16 @@ def step_breakdown(step, steps: int, device: torch.device, step_flops: float, pe
 
 def measure(size: str = "tiny", batch_size: int = 64, steps: int = 5, device_name: str = "auto",
             precision: str = "auto", backbone: str = "dste", clip_frames: int = 64, persons: int = 2,
-            breakdown: bool = False, compile_model: bool = False) -> dict:
-    """The report of one configuration (what ``main`` prints); ``compile_model``: the objective through
-    ``torch.compile`` (its compilation happens in the warm-up steps, before the timing)."""
+            breakdown: bool = False, compile_backend: str | None = None) -> dict:
+    """The report of one configuration (what ``main`` prints); ``compile_backend`` (e.g. inductor): the objective
+    through ``torch.compile`` with that backend (its compilation happens in the warm-up steps, before the timing)."""
     device = resolve_device(device_name)
     torch.manual_seed(0)
     config = ModelSection(hidden_size=SIZES[size], backbone=backbone, clip_frames=clip_frames)
     layout = dataclasses.replace(ntu25_layout(), num_persons=persons)
     model = SkeletonModel(config, layout).to(device)
     objective = PretrainingObjective(model).train()
-    forward = torch.compile(objective) if compile_model else objective
+    forward = torch.compile(objective, backend=compile_backend) if compile_backend else objective
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4, weight_decay=1e-5)
     dtype, needs_scaler = autocast_settings(device, precision)
     scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler)
@@ -131,7 +131,7 @@ def measure(size: str = "tiny", batch_size: int = 64, steps: int = 5, device_nam
 
     warm_started = time.perf_counter()
     step()  # warm-up (and compilation)
-    if compile_model:
+    if compile_backend:
         step()
     synchronise(device)
     warm_up_seconds = time.perf_counter() - warm_started
@@ -154,7 +154,7 @@ def measure(size: str = "tiny", batch_size: int = 64, steps: int = 5, device_nam
         "clip_frames": config.clip_frames, "persons": layout.num_persons,
         "parameters_millions": round(count_parameters(model) / 1e6, 2), "batch_size": batch,
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
-        "precision": str(dtype or torch.float32), "compiled": compile_model,
+        "precision": str(dtype or torch.float32), "compiled": compile_backend,
         "warm_up_seconds": round(warm_up_seconds, 2),
         "augmentation_samples_per_second": round(augmentation_rate, 1),
         "training_samples_per_second": round(training_rate, 1),
@@ -185,7 +185,7 @@ def main() -> None:
     arguments = parser.parse_args()
     print(json.dumps(measure(arguments.size, arguments.batch_size, arguments.steps, arguments.device,
                              arguments.precision, arguments.backbone, arguments.clip_frames, arguments.persons,
-                             arguments.breakdown, arguments.compile), indent=1))
+                             arguments.breakdown, "inductor" if arguments.compile else None), indent=1))
 
 
 if __name__ == "__main__":
