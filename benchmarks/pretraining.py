@@ -89,6 +89,87 @@ def step_breakdown(step, steps: int, device: torch.device, step_flops: float, pe
     }
 
 
+def measure(size: str = "tiny", batch_size: int = 64, steps: int = 5, device_name: str = "auto",
+            precision: str = "auto", backbone: str = "dste", clip_frames: int = 64, persons: int = 2,
+            breakdown: bool = False, compile_backend: str | None = None) -> dict:
+    """The report of one configuration (what ``main`` prints); ``compile_backend`` (e.g. inductor): the objective
+    through ``torch.compile`` with that backend (its compilation happens in the warm-up steps, before the timing)."""
+    device = resolve_device(device_name)
+    torch.manual_seed(0)
+    config = ModelSection(hidden_size=SIZES[size], backbone=backbone, clip_frames=clip_frames)
+    layout = dataclasses.replace(ntu25_layout(), num_persons=persons)
+    model = SkeletonModel(config, layout).to(device)
+    objective = PretrainingObjective(model).train()
+    forward = torch.compile(objective, backend=compile_backend) if compile_backend else objective
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4, weight_decay=1e-5)
+    dtype, needs_scaler = autocast_settings(device, precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler)
+    generator = torch.Generator(device=device).manual_seed(0)
+    batch = batch_size
+    x = torch.randn(batch, 3, 300, 25, persons, device=device)
+    num_frames = torch.randint(40, 301, (batch,), device=device)
+    augment = AugmentSection()
+
+    make_views(x, num_frames, generator, augment, config.clip_frames)  # warm-up
+    synchronise(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        make_views(x, num_frames, generator, augment, config.clip_frames)
+    synchronise(device)
+    augmentation_rate = batch * steps / (time.perf_counter() - started)
+
+    def step(module: torch.nn.Module = forward) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        views = make_views(x, num_frames, generator, augment, config.clip_frames)
+        with autocast_context(device, dtype):
+            projections = module(views, "joint")
+        total = loss_terms(projections, LossSection())["total"]
+        scaler.scale(total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return float(total.detach())
+
+    warm_started = time.perf_counter()
+    step()  # warm-up (and compilation)
+    if compile_backend:
+        step()
+    synchronise(device)
+    warm_up_seconds = time.perf_counter() - warm_started
+    with FlopCounterMode(display=False) as counter:  # counted uncompiled: the same products
+        step(objective)
+    step_flops = counter.get_total_flops()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    synchronise(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronise(device)
+    training_rate = batch * steps / (time.perf_counter() - started)
+    achieved = step_flops * training_rate / batch / 1e9
+    peak = matmul_peak_gflops(device, dtype or torch.float32)
+    details = step_breakdown(step, steps, device, step_flops, peak) if breakdown else {}
+    return {
+        "size": size, "backbone": backbone, "hidden_size": config.hidden_size,
+        "clip_frames": config.clip_frames, "persons": layout.num_persons,
+        "parameters_millions": round(count_parameters(model) / 1e6, 2), "batch_size": batch,
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "precision": str(dtype or torch.float32), "compiled": compile_backend,
+        "warm_up_seconds": round(warm_up_seconds, 2),
+        "augmentation_samples_per_second": round(augmentation_rate, 1),
+        "training_samples_per_second": round(training_rate, 1),
+        "matmul_gflop_per_sample": round(step_flops / batch / 1e9, 3),
+        "achieved_matmul_gflops": round(achieved, 1),
+        f"measured_{str(dtype or torch.float32).removeprefix('torch.')}_matmul_peak_gflops": round(peak, 1),
+        **({} if dtype is None else {"measured_float32_matmul_peak_gflops": round(
+            matmul_peak_gflops(device, torch.float32), 1)}),
+        "fraction_of_peak": round(achieved / peak, 3),
+        **details,
+        "peak_memory_mb": round(peak_memory_megabytes(device), 1),
+        "torch": torch.__version__, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=SIZES, default="tiny")
@@ -100,75 +181,11 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     parser.add_argument("--breakdown", action="store_true", help="also profile where a step's time goes")
+    parser.add_argument("--compile", action="store_true", help="the objective through torch.compile")
     arguments = parser.parse_args()
-    device = resolve_device(arguments.device)
-    torch.manual_seed(0)
-    config = ModelSection(hidden_size=SIZES[arguments.size], backbone=arguments.backbone,
-                          clip_frames=arguments.clip_frames)
-    layout = dataclasses.replace(ntu25_layout(), num_persons=arguments.persons)
-    model = SkeletonModel(config, layout).to(device)
-    objective = PretrainingObjective(model).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4, weight_decay=1e-5)
-    dtype, needs_scaler = autocast_settings(device, arguments.precision)
-    scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler)
-    generator = torch.Generator(device=device).manual_seed(0)
-    batch = arguments.batch_size
-    x = torch.randn(batch, 3, 300, 25, arguments.persons, device=device)
-    num_frames = torch.randint(40, 301, (batch,), device=device)
-    augment = AugmentSection()
-
-    make_views(x, num_frames, generator, augment, config.clip_frames)  # warm-up
-    synchronise(device)
-    started = time.perf_counter()
-    for _ in range(arguments.steps):
-        make_views(x, num_frames, generator, augment, config.clip_frames)
-    synchronise(device)
-    augmentation_rate = batch * arguments.steps / (time.perf_counter() - started)
-
-    def step() -> float:
-        optimizer.zero_grad(set_to_none=True)
-        views = make_views(x, num_frames, generator, augment, config.clip_frames)
-        with autocast_context(device, dtype):
-            projections = objective(views, "joint")
-        total = loss_terms(projections, LossSection())["total"]
-        scaler.scale(total).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        return float(total.detach())
-
-    step()  # warm-up
-    with FlopCounterMode(display=False) as counter:
-        step()
-    step_flops = counter.get_total_flops()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    synchronise(device)
-    started = time.perf_counter()
-    for _ in range(arguments.steps):
-        step()
-    synchronise(device)
-    training_rate = batch * arguments.steps / (time.perf_counter() - started)
-    achieved = step_flops * training_rate / batch / 1e9
-    peak = matmul_peak_gflops(device, dtype or torch.float32)
-    breakdown = step_breakdown(step, arguments.steps, device, step_flops, peak) if arguments.breakdown else {}
-    print(json.dumps({
-        "size": arguments.size, "backbone": arguments.backbone, "hidden_size": config.hidden_size,
-        "clip_frames": config.clip_frames, "persons": layout.num_persons,
-        "parameters_millions": round(count_parameters(model) / 1e6, 2), "batch_size": batch,
-        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
-        "precision": str(dtype or torch.float32),
-        "augmentation_samples_per_second": round(augmentation_rate, 1),
-        "training_samples_per_second": round(training_rate, 1),
-        "matmul_gflop_per_sample": round(step_flops / batch / 1e9, 3),
-        "achieved_matmul_gflops": round(achieved, 1),
-        f"measured_{str(dtype or torch.float32).removeprefix('torch.')}_matmul_peak_gflops": round(peak, 1),
-        **({} if dtype is None else {"measured_float32_matmul_peak_gflops": round(
-            matmul_peak_gflops(device, torch.float32), 1)}),
-        "fraction_of_peak": round(achieved / peak, 3),
-        **breakdown,
-        "peak_memory_mb": round(peak_memory_megabytes(device), 1),
-        "torch": torch.__version__, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-    }, indent=1))
+    print(json.dumps(measure(arguments.size, arguments.batch_size, arguments.steps, arguments.device,
+                             arguments.precision, arguments.backbone, arguments.clip_frames, arguments.persons,
+                             arguments.breakdown, "inductor" if arguments.compile else None), indent=1))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ import torch.multiprocessing as multiprocessing
 from usdrl.checkpoint import load_checkpoint
 from usdrl.cli import main
 from usdrl.config import ModelSection, PretrainSection
-from usdrl.train import TrainingError, epoch_batches, learning_rate_at, pretrain
+from usdrl.data import load_split
+from usdrl.train import TrainingError, epoch_batches, learning_rate_at, pretrain, training_loader
 
 TINY_MODEL = ModelSection(hidden_size=16, num_layers=1)
 
@@ -224,3 +225,17 @@ def test_a_device_or_precision_this_machine_lacks_is_a_clear_error(synthetic, tm
         error = capsys.readouterr().err
         assert message in error and len(error.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_training_batches_hold_the_stored_valid_frames_with_any_number_of_workers(synthetic):
+    split = load_split(synthetic, "xview", "train")
+    batches = epoch_batches(len(split), 16, 0, 0, 0, 1)[:3]
+    loaded = {workers: list(training_loader(split, batches, workers, pin_memory=False)) for workers in (0, 2)}
+    for positions, (x, frames), (x2, frames2) in zip(batches, loaded[0], loaded[2]):
+        assert torch.equal(x, x2) and torch.equal(frames, frames2)
+        assert frames.tolist() == [int(split.num_frames[p]) for p in positions]
+        assert x.shape[2] == max(int(frames.max()), 1)
+        for row, position in enumerate(positions):  # the stored sample's valid frames, zeros after them
+            length = max(int(frames[row]), 1)
+            stored = torch.from_numpy(split.sample(position))
+            assert torch.equal(x[row, :, :length], stored[:, :length]) and not x[row, :, length:].any()

@@ -57,7 +57,7 @@ from usdrl.resume import (
     rng_states,
     run_folder_lock,
 )
-from usdrl.runtime import collate_trimmed, peak_memory_megabytes, resolve_device, seed_everything
+from usdrl.runtime import peak_memory_megabytes, resolve_device, seed_everything
 from usdrl.skeleton import MODALITIES
 
 
@@ -103,8 +103,11 @@ def epoch_batches(count: int, batch_size: int, epoch: int, seed: int, rank: int,
     return batches
 
 
-class SplitDataset(torch.utils.data.Dataset):
-    """(sample (C, T, V, M) float32, valid frames) of a prepared split; read from the memory map."""
+class SplitBatches(torch.utils.data.Dataset):
+    """Whole batches of a prepared split: ``reader[positions]`` -> (x (n, C, T', V, M) float32, valid frames (n,)
+    int64), T' the longest valid length of the batch (``SkeletonSplit.valid_batch``: only valid frames are read,
+    the rest are zero; the augmentation reads no frame past a sample's valid length). In a DataLoader worker x is
+    written straight into shared memory, so handing it to the main process copies nothing."""
 
     def __init__(self, split: SkeletonSplit) -> None:
         self.split = split
@@ -112,8 +115,26 @@ class SplitDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(self.split.sample(position)), int(self.split.num_frames[position])
+    def __getitem__(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = np.asarray(positions)
+        frames = torch.from_numpy(np.asarray(self.split.num_frames[positions], dtype=np.int64))
+        if torch.utils.data.get_worker_info() is None:
+            x = torch.from_numpy(self.split.valid_batch(positions))
+        else:  # a new shared-memory file reads as zeros
+            longest = max(int(frames.max()), 1) if len(positions) else 1
+            shape = (len(positions), self.split.x.shape[1], longest, *self.split.x.shape[3:])
+            storage = torch.UntypedStorage._new_shared(int(np.prod(shape)) * 4)
+            x = torch.empty(0, dtype=torch.float32).set_(storage).view(shape)
+            self.split.valid_batch(positions, out=x.numpy())
+        return x, frames
+
+
+def training_loader(split: SkeletonSplit, batches: list[np.ndarray], workers: int,
+                    pin_memory: bool) -> torch.utils.data.DataLoader:
+    """The (x, valid frames) batches of ``batches`` (index arrays into the split), in their order, read by
+    ``workers`` processes (0: this one), pinned when ``pin_memory``."""
+    return torch.utils.data.DataLoader(SplitBatches(split), sampler=batches, batch_size=None, num_workers=workers,
+                                       pin_memory=pin_memory, persistent_workers=False)
 
 
 def build_model(model: ModelSection, layout) -> SkeletonModel:
@@ -338,10 +359,7 @@ class Pretrainer:
         """This process's (x (N, C, T, V, M), valid frames (N,)) batches of one epoch (``epoch_batches``)."""
         indices = epoch_batches(len(self.split), self.settings.batch_size, epoch, self.settings.seed, self.rank,
                                 self.world_size)
-        dataset = SplitDataset(self.split)
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=indices, collate_fn=collate_trimmed, num_workers=self.settings.workers,
-            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        loader = training_loader(self.split, indices, self.settings.workers, pin_memory=self.device.type == "cuda")
         yield from loader
 
     def step(self, x: torch.Tensor, num_frames: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:

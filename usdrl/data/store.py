@@ -119,6 +119,27 @@ class SkeletonSplit:
         out[order] = self.x[rows[order]]
         return out
 
+    def valid_batch(self, positions: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(n, C, T', V, M) float32 of several samples cut to T', the longest valid length among them (at least 1):
+        each sample's valid frames (at least one) read from the memory map in file order, the frames after them
+        zero. ``out``: a zero array of that shape to fill (e.g. fresh shared memory); only the valid frames are
+        written, so the rest of it stays as it was."""
+        if self.x is None:
+            raise DataError(f"{self.root} holds untrimmed sequences; use sequence() instead of valid_batch()")
+        positions = np.asarray(positions)
+        rows = self.indices[positions]
+        lengths = np.maximum(np.asarray(self.num_frames[positions], dtype=np.int64), 1)
+        longest = int(lengths.max()) if len(lengths) else 1
+        shape = (len(rows), self.x.shape[1], longest, *self.x.shape[3:])
+        if out is None:
+            out = np.zeros(shape, dtype=np.float32)  # large: fresh pages, zero without being written
+        elif out.shape != shape or out.dtype != np.float32:
+            raise ValueError(f"out has shape {out.shape} ({out.dtype}); valid_batch needs {shape} float32")
+        for place in np.argsort(rows, kind="stable"):
+            length = lengths[place]
+            out[place, :, :length] = self.x[rows[place], :, :length]
+        return out
+
     def sequence(self, position: int) -> np.ndarray:
         """(C, L, V, M) of an untrimmed sequence."""
         if self.frames is None or self.offsets is None:

@@ -130,8 +130,7 @@ def downstream_batches(split: SkeletonSplit, batch_size: int, clip_frames: int, 
     for start in range(0, len(split), batch_size):
         positions = np.arange(start, min(start + batch_size, len(split)))
         frames = torch.as_tensor(split.num_frames[positions], dtype=torch.long)
-        longest = int(frames.max())
-        x = torch.from_numpy(split.batch(positions)[:, :, :longest]).to(device)
+        x = torch.from_numpy(split.valid_batch(positions)).to(device)  # resize_whole reads only valid frames
         yield positions, resize_whole(x, frames.to(device), clip_frames)
 
 
