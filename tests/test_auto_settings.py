@@ -74,6 +74,11 @@ def test_a_small_dataset_gets_its_schedule_in_optimiser_steps():
     ratio = resolved.pretrain.epochs / demo.pretrain.epochs
     assert resolved.pretrain.milestones == tuple(round(m * ratio) for m in demo.pretrain.milestones)
     assert {"pretrain.batch_size", "pretrain.epochs", "pretrain.milestones"} <= set(record)
+    untrained = dataclasses.replace(demo, detection=dataclasses.replace(demo.detection, epochs=0))
+    streams = _Split(np.full(10, 800), untrimmed=True)
+    streams.instances = lambda: np.array([[0, 1, 0, 30, 1]] * 10)
+    assert resolve_for_split(untrained, streams)[0].detection.epochs == 0  # the untrained detector stays untrained
+    assert resolve_for_split(demo, streams)[0].detection.epochs > demo.detection.epochs
     large, record = resolve_for_split(demo, _Split(np.full(64 * 40, 100)))  # 240 steps in 6 epochs: as given
     assert large.pretrain == demo.pretrain and "pretrain.epochs" not in record
 

@@ -85,7 +85,7 @@ def _batch_size(count: int, batch_size: int, world_size: int) -> tuple[int, str]
 def _schedule(epochs: int, milestones: tuple[int, ...], steps_per_epoch: int,
               minimum_steps: int) -> tuple[int, tuple[int, ...], str]:
     steps = epochs * steps_per_epoch
-    if minimum_steps <= 0 or steps >= minimum_steps:
+    if minimum_steps <= 0 or epochs == 0 or steps >= minimum_steps:  # 0 epochs: the untrained baseline
         return epochs, milestones, f"as given: {epochs} epochs of {steps_per_epoch} steps ({steps} steps)"
     longer = math.ceil(minimum_steps / max(steps_per_epoch, 1))
     scaled = tuple(round(milestone * longer / epochs) for milestone in milestones)
