@@ -199,7 +199,6 @@ def _pretraining_run(root, name, backbone, modality):
 def test_open_run_gives_what_an_evaluation_notebook_needs_in_one_call(tmp_path):
     from usdrl import pipeline
     from usdrl.config import ConfigError
-
     from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
 
     root, params = pipeline.load_project(REPOSITORY / "params.yaml", "demo", project_root=tmp_path)

@@ -72,6 +72,7 @@ class PoseClip:
 
 
 Frame = list[np.ndarray]  # the detections of one frame, each (V, P + 1): P positions, then the confidence
+Frames = Iterator[tuple[str, Frame]]  # (where: the file and frame, for messages; the frame's detections)
 
 
 def _load_json(path: Path, expected: str) -> Any:
@@ -133,7 +134,7 @@ def _openpose_frame(content: Any, where: str) -> Frame:
     return people
 
 
-def _openpose_frames(folder: Path, progress: bool) -> Iterator[Frame]:
+def _openpose_frames(folder: Path, progress: bool) -> Frames:
     """An OpenPose clip folder, one file at a time (only the current frame's content is held)."""
     files = frame_files(folder)
     if not files:
@@ -141,10 +142,11 @@ def _openpose_frames(folder: Path, progress: bool) -> Iterator[Frame]:
     bar = tqdm(files, unit="frame", desc=f"read {folder.name}", leave=False,
                disable=not progress or len(files) < PROGRESS_FROM_FRAMES)
     for index, path in enumerate(bar):
-        yield _openpose_frame(_load_json(path, OPENPOSE_SCHEMA), f"{path}: frame {index + 1}")
+        where = f"{path}: frame {index + 1}"
+        yield where, _openpose_frame(_load_json(path, OPENPOSE_SCHEMA), where)
 
 
-def _kinetics_frames(path: Path) -> tuple[list[Frame], str | None]:
+def _kinetics_frames(path: Path) -> tuple[list[tuple[str, Frame]], str | None]:
     content = _load_json(path, KINETICS_SCHEMA)
     if not isinstance(content, dict) or not isinstance(content.get("data"), list):
         raise DataError(f"{path}: not {KINETICS_SCHEMA}")
@@ -169,7 +171,8 @@ def _kinetics_frames(path: Path) -> tuple[list[Frame], str | None]:
         frames_by_index.setdefault(index, []).extend(people)
     count = max(frames_by_index, default=0)
     label = content.get("label")
-    return [frames_by_index.get(index, []) for index in range(1, count + 1)], None if label is None else str(label)
+    frames = [(f"{path}: frame {index}", frames_by_index.get(index, [])) for index in range(1, count + 1)]
+    return frames, None if label is None else str(label)
 
 
 def _mmpose_instances(instances: Any, where: str) -> Frame:
@@ -191,7 +194,7 @@ def _mmpose_instances(instances: Any, where: str) -> Frame:
     return people
 
 
-def _mmpose_frames(path: Path, progress: bool) -> Iterator[Frame]:
+def _mmpose_frames(path: Path, progress: bool) -> Frames:
     """A video's predictions file, or a folder of per-image files read one at a time."""
     if path.is_dir():
         files = frame_files(path)
@@ -203,7 +206,7 @@ def _mmpose_frames(path: Path, progress: bool) -> Iterator[Frame]:
             content = _load_json(file, MMPOSE_SCHEMA)
             if isinstance(content, dict) and "instances" in content:
                 content = content["instances"]
-            yield _mmpose_instances(content, f"{file}: frame {index + 1}")
+            yield f"{file}: frame {index + 1}", _mmpose_instances(content, f"{file}: frame {index + 1}")
         return
     content = _load_json(path, MMPOSE_SCHEMA)
     if not isinstance(content, list) or not all(isinstance(frame, dict) and "instances" in frame for frame in content):
@@ -215,13 +218,13 @@ def _mmpose_frames(path: Path, progress: bool) -> Iterator[Frame]:
             raise DataError(f"{path}: frame {position + 1}: frame_id must be an integer from 0, found {index!r:.40}")
         frames_by_index.setdefault(index, []).extend(_mmpose_instances(frame["instances"], f"{path}: frame {position + 1}"))
     for index in range(max(frames_by_index, default=-1) + 1):
-        yield frames_by_index.get(index, [])
+        yield f"{path}: frame {index + 1}", frames_by_index.get(index, [])
 
 
 MEDIAPIPE_FIELDS = ("x", "y", "z")
 
 
-def _mediapipe_frames(path: Path, world: bool) -> Iterator[Frame]:
+def _mediapipe_frames(path: Path, world: bool) -> Frames:
     field = "pose_world_landmarks" if world else "pose_landmarks"
     content = _load_json(path, MEDIAPIPE_SCHEMA)
     if not isinstance(content, list) or not all(isinstance(frame, dict) for frame in content):
@@ -248,11 +251,11 @@ def _mediapipe_frames(path: Path, world: bool) -> Iterator[Frame]:
             except KeyError as error:
                 raise DataError(f"{here}: a landmark has no {error.args[0]}; each needs x, y, z (visibility optional)") from None
             people.append(_numbers(rows, here, "landmarks").reshape(len(landmarks), 4))
-        yield people
+        yield where, people
 
 
 def clip_frames(path: Path, pose_format: str, layout: SkeletonLayout | None,
-                progress: bool = False) -> tuple[Iterator[Frame] | list[Frame], str | None]:
+                progress: bool = False) -> tuple[Frames | list[tuple[str, Frame]], str | None]:
     """The frames of one clip in ``pose_format`` and the label the clip file holds (Kinetics only)."""
     if pose_format == "openpose":
         if not path.is_dir():
@@ -301,7 +304,7 @@ def _distance_cost(track_pose: np.ndarray, detection: np.ndarray, min_confidence
 GATE = 1.0  # a detection farther from a track than one body size (mean joint distance) starts a new track
 
 
-def track_people(frames: Iterator[Frame] | list[Frame], source: str, joints: int, positions: int,
+def track_people(frames: Frames | list[tuple[str, Frame]], joints: int, positions: int,
                  min_confidence: float) -> tuple[list[Track], int]:
     """Tracks over the frames, detections assigned to the open tracks by the Hungarian algorithm on joint
     distances (``linear_sum_assignment``); the tracks and the frame count. A detection of another joint count or
@@ -309,12 +312,12 @@ def track_people(frames: Iterator[Frame] | list[Frame], source: str, joints: int
     are dropped."""
     tracks: list[Track] = []
     count = 0
-    for index, frame in enumerate(frames):
+    for index, (where, frame) in enumerate(frames):
         count = index + 1
         detections = []
         for number, pose in enumerate(frame):
             if pose.shape != (joints, positions + 1):
-                raise DataError(f"{source}: frame {index + 1}, person {number + 1}: {pose.shape[0]} joints with "
+                raise DataError(f"{where}, person {number + 1}: {pose.shape[0]} joints with "
                                 f"{pose.shape[1] - 1} coordinates; the layout has {joints} joints with {positions}")
             if (pose[:, -1] >= min_confidence).any():
                 detections.append(pose.astype(np.float32))
@@ -366,12 +369,12 @@ def _fill_missing(poses: list[np.ndarray | None], layout: SkeletonLayout, min_co
     return out
 
 
-def poses_to_clip(frames: Iterator[Frame] | list[Frame], source: str, layout: SkeletonLayout,
+def poses_to_clip(frames: Frames | list[tuple[str, Frame]], source: str, layout: SkeletonLayout,
                   min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> np.ndarray:
     """x (C, T, V, M) for ``layout`` from a clip's frames: tracked, the M best tracks kept, missing joints filled."""
     positions = position_channels(layout)
     with_score = positions < layout.num_coordinates
-    tracks, count = track_people(frames, source, layout.num_joints, positions, min_confidence)
+    tracks, count = track_people(frames, layout.num_joints, positions, min_confidence)
     if count == 0:
         raise DataError(f"{source}: holds no frames; nothing to read")
     if not tracks:
@@ -488,7 +491,7 @@ def _pick_layout(layout: str | Path | None, first_clip: Path, pose_format: str, 
     if pose_format == "mediapipe":
         return load_layout("mediapipe33")
     frames, _ = clip_frames(first_clip, pose_format, None)
-    for frame in frames:
+    for _, frame in frames:
         for pose in frame:
             shape = (pose.shape[0], pose.shape[1] - 1)
             if shape in DEFAULT_LAYOUTS:
