@@ -61,7 +61,8 @@ def add_prepare(commands: argparse._SubParsersAction) -> None:
 
 
 def add_import(commands: argparse._SubParsersAction) -> None:
-    """``usdrl import FORMAT``: processed arrays of other code bases (AGCN, CTR-GCN, plain arrays, pyskl)."""
+    """``usdrl import FORMAT``: processed arrays of other code bases (AGCN, CTR-GCN, plain arrays, pyskl) and the
+    output of pose estimators (poses)."""
     from usdrl.skeleton import BUILTIN_LAYOUTS
 
     importer = commands.add_parser("import", help="import processed arrays (AGCN, CTR-GCN, plain arrays, pyskl annotations)")
@@ -86,6 +87,25 @@ def add_import(commands: argparse._SubParsersAction) -> None:
     arrays.add_argument("--layout", help=f"a built-in layout ({layouts}; default ntu25) or a YAML/JSON layout file")
     arrays.add_argument("--dataset", help="dataset name for the manifest")
     arrays.add_argument("--normalise", action=argparse.BooleanOptionalAction, help=normalise_help)
+    poses = formats.add_parser("poses", help="pose estimator output (OpenPose, Kinetics-skeleton, MMPose, MediaPipe): "
+                               "a folder of clips and LABELS.csv")
+    poses.add_argument("path", type=Path, help="folder of clips: one subfolder (OpenPose frames, MMPose per-image "
+                       "files) or one .json file per clip")
+    poses.add_argument("--format", required=True, dest="pose_format",
+                       choices=("openpose", "kinetics", "mmpose", "mediapipe"))
+    poses.add_argument("--labels", type=Path, help="CSV with columns clip,label and optionally subject and split "
+                       "(train/test...: the splits of --benchmark; without it one split all/all); optional for "
+                       "kinetics, whose files hold a label")
+    poses.add_argument("--out", required=True, type=Path)
+    poses.add_argument("--layout", help=f"a built-in layout ({layouts}) or a YAML/JSON layout file; default from the "
+                       f"first person: 25x2 body25, 18x2 coco18, 17x2 coco17, 17x3 h36m17, mediapipe33 for mediapipe "
+                       f"(mediapipe33_world reads pose_world_landmarks; *_score layouts keep the confidence)")
+    poses.add_argument("--benchmark", default="custom", help="the benchmark name of the split column (default custom)")
+    poses.add_argument("--min-confidence", type=float, default=0.05,
+                       help="joints of lower confidence are missing and filled from their track (default 0.05)")
+    poses.add_argument("--dataset", help="dataset name for the manifest (default: the folder name)")
+    poses.add_argument("--normalise", action=argparse.BooleanOptionalAction, help=normalise_help)
+    poses.add_argument("--quiet", action="store_true", help="no progress bar")
     pyskl = formats.add_parser("pyskl", help="pyskl / MMAction2 annotation pickle (ntu60_3danno.pkl, ntu60_hrnet.pkl, ...)")
     pyskl.add_argument("path", type=Path, help="the .pkl: {'split': {name: [frame_dir, ...]}, 'annotations': [...]}")
     pyskl.add_argument("--out", required=True, type=Path)
@@ -152,6 +172,12 @@ def run_import(arguments: argparse.Namespace) -> dict:
         return importers.import_agcn(arguments.path, arguments.out, arguments.benchmark, arguments.dataset)
     if arguments.format == "ctrgcn":
         return importers.import_ctrgcn(arguments.path, arguments.out, arguments.benchmark, arguments.dataset)
+    if arguments.format == "poses":
+        from usdrl.data.poses import import_poses
+
+        return import_poses(arguments.path, arguments.out, arguments.pose_format, arguments.labels, arguments.layout,
+                            arguments.normalise, arguments.benchmark, arguments.min_confidence, arguments.dataset,
+                            progress=not arguments.quiet)
     if arguments.format == "pyskl":
         return importers.import_pyskl(arguments.path, arguments.out, arguments.layout, arguments.normalise,
                                       arguments.max_frames, arguments.dataset)

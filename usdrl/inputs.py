@@ -10,10 +10,14 @@ Input kinds:
 - one NTU RGB+D ``.skeleton`` file (first line: the frame count): the M bodies of highest motion energy, as
   ``usdrl prepare ntu60`` keeps them;
 - one PKU-MMD skeleton ``.txt`` (one frame a line, 150 numbers: 2 persons x 25 joints x xyz);
-- COCO-17 2D keypoints as JSON, one file per video (``COCO17_SCHEMA``).
+- COCO-17 2D keypoints as JSON, one file per video (``COCO17_SCHEMA``);
+- the output of pose estimators (``usdrl.data.poses``, the reader ``usdrl import poses`` uses): a folder of
+  OpenPose ``*_keypoints.json`` frames or of MMPose per-image predictions, or one Kinetics-skeleton, MMPose video
+  or MediaPipe Pose JSON file; tracked into the layout's persons, missing joints filled.
 
 The kinds carry their layout (NTU and PKU-MMD: ``ntu25``; COCO JSON: ``coco17``, with scores ``coco17_score``;
-arrays and folders: their sizes and manifest); a model refuses skeletons of another layout, naming both.
+arrays and folders: their sizes and manifest; pose estimator output: the joints and coordinates it holds, which
+must be the model's); a model refuses skeletons of another layout, naming both.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from usdrl.data.errors import DataError
 from usdrl.data.importers import count_nonzero_frames, load_array, npz_members
 from usdrl.data.ntu import read_skeleton_file, select_bodies
 from usdrl.data.pkummd import VALUES_PER_FRAME, read_pku_skeleton
+from usdrl.data.poses import detect_pose_format, read_pose_clip
 from usdrl.data.store import MANIFEST_NAME, SkeletonSplit, available_splits, load_split, read_manifest
 from usdrl.skeleton import COCO17_JOINT_NAMES, NTU25_JOINT_NAMES, SkeletonLayout, layout_from_dict
 
@@ -38,7 +43,8 @@ COCO17_SCHEMA = ("a JSON list of frames; each frame a list of persons (possibly 
                  "left_shoulder, right_shoulder, left_elbow, right_elbow, left_wrist, right_wrist, left_hip, "
                  "right_hip, left_knee, right_knee, left_ankle, right_ankle), x and y in pixels, score in 0..1")
 KNOWN_KINDS = ("a prepared dataset folder, a .npz of arrays, an NTU .skeleton file, a PKU-MMD skeleton .txt, "
-               "or COCO-17 keypoints as JSON")
+               "COCO-17 keypoints as JSON, or pose estimator output (a folder of OpenPose *_keypoints.json or "
+               "MMPose frames, a Kinetics-skeleton, MMPose or MediaPipe JSON file)")
 
 
 @dataclass
@@ -163,6 +169,12 @@ def read_coco_json(path: Path, layout: SkeletonLayout) -> InputClips:
     return InputClips(_one_sequence(sequence, path.stem, str(path), layout), "coco17_json", preprocessed=False)
 
 
+def read_pose_estimator_output(path: Path, layout: SkeletonLayout, pose_format: str) -> InputClips:
+    """One clip of pose estimator output (``usdrl.data.poses``) for a model trained on ``layout``."""
+    clip = read_pose_clip(path, pose_format, layout)
+    return InputClips(_one_sequence(clip.x, clip.name, str(path), layout), f"{pose_format}_poses", preprocessed=False)
+
+
 def read_arrays(path: Path, layout: SkeletonLayout) -> InputClips:
     """A .npz with ``x`` (N, C, T, V, M) or (C, T, V, M), optional ``num_frames`` and ``names``."""
     members = npz_members(path)
@@ -222,11 +234,15 @@ def read_prepared(root: Path, layout: SkeletonLayout, split: str | None) -> Inpu
 
 
 def input_kind(path: Path) -> str:
-    """``prepared``, ``arrays``, ``coco17_json``, ``ntu_skeleton`` or ``pkummd_skeleton``, from the content."""
+    """``prepared``, ``arrays``, ``coco17_json``, ``ntu_skeleton``, ``pkummd_skeleton`` or ``poses:<format>``
+    (``usdrl.data.poses.POSE_FORMATS``), from the content."""
     if path.is_dir():
         if (path / MANIFEST_NAME).is_file():
             return "prepared"
-        raise DataError(f"{path} is a folder without {MANIFEST_NAME}, not a prepared dataset; pass {KNOWN_KINDS}")
+        pose_format = detect_pose_format(path)
+        if pose_format in ("openpose", "mmpose"):
+            return f"poses:{pose_format}"
+        raise DataError(f"{path} is a folder without {MANIFEST_NAME} nor OpenPose / MMPose frame files; pass {KNOWN_KINDS}")
     if not path.is_file():
         raise DataError(f"{path} does not exist; pass {KNOWN_KINDS}")
     with open(path, "rb") as handle:
@@ -237,7 +253,8 @@ def input_kind(path: Path) -> str:
         return "arrays"
     text = head.decode("ascii", errors="replace").lstrip()
     if text[:1] in "[{":
-        return "coco17_json"
+        pose_format = detect_pose_format(path)
+        return f"poses:{pose_format}" if pose_format in ("kinetics", "mmpose", "mediapipe") else "coco17_json"
     first = text.split("\n", 1)[0].split()
     if len(first) == 1 and first[0].isdigit():
         return "ntu_skeleton"
@@ -255,6 +272,8 @@ def read_input(path: str | Path, layout: SkeletonLayout, split: str | None = Non
         raise DataError(f"--split {split} applies to a prepared dataset folder; {path} is a single file")
     if kind == "prepared":
         return read_prepared(path, layout, split)
+    if kind.startswith("poses:"):
+        return read_pose_estimator_output(path, layout, kind.split(":", 1)[1])
     readers = {"arrays": read_arrays, "coco17_json": read_coco_json, "ntu_skeleton": read_ntu_file,
                "pkummd_skeleton": read_pku_file}
     return readers[kind](path, layout)

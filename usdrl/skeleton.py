@@ -63,6 +63,60 @@ COCO17_BONES_ONE_BASED = (
 )
 
 
+# OpenPose BODY_25 (pose_keypoints_2d order).
+BODY25_JOINT_NAMES = (
+    "nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow", "left_wrist",
+    "mid_hip", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle", "right_eye",
+    "left_eye", "right_ear", "left_ear", "left_big_toe", "left_small_toe", "left_heel", "right_big_toe",
+    "right_small_toe", "right_heel",
+)
+# (child, parent), 1-based: OpenPose's BODY_25 pairs as a tree rooted at the neck.
+BODY25_BONES_ONE_BASED = (
+    (1, 2), (3, 2), (4, 3), (5, 4), (6, 2), (7, 6), (8, 7), (9, 2), (10, 9), (11, 10), (12, 11), (13, 9),
+    (14, 13), (15, 14), (16, 1), (17, 1), (18, 16), (19, 17), (20, 15), (21, 20), (22, 15), (23, 12),
+    (24, 23), (25, 12),
+)
+
+# OpenPose COCO-18 (the 18 keypoints of the Kinetics-skeleton data of ST-GCN).
+COCO18_JOINT_NAMES = (
+    "nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow", "left_wrist",
+    "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle", "right_eye", "left_eye",
+    "right_ear", "left_ear",
+)
+# (child, parent), 1-based: ST-GCN's "openpose" graph, rooted at the neck.
+COCO18_BONES_ONE_BASED = (
+    (1, 2), (3, 2), (4, 3), (5, 4), (6, 2), (7, 6), (8, 7), (9, 3), (10, 9), (11, 10), (12, 6), (13, 12),
+    (14, 13), (15, 1), (16, 1), (17, 15), (18, 16),
+)
+
+# MediaPipe Pose (BlazePose) landmarks, in the order of PoseLandmark.
+MEDIAPIPE33_JOINT_NAMES = (
+    "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye", "right_eye_outer",
+    "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder", "right_shoulder", "left_elbow",
+    "right_elbow", "left_wrist", "right_wrist", "left_pinky", "right_pinky", "left_index", "right_index",
+    "left_thumb", "right_thumb", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+    "left_heel", "right_heel", "left_foot_index", "right_foot_index",
+)
+# (child, parent), 1-based: a tree over MediaPipe's pose connections rooted at the nose (shoulders hang from
+# the ears, as in COCO17_BONES_ONE_BASED; the links that close cycles are left out).
+MEDIAPIPE33_BONES_ONE_BASED = (
+    (2, 1), (3, 2), (4, 3), (8, 4), (5, 1), (6, 5), (7, 6), (9, 7), (10, 1), (11, 10), (12, 8), (13, 9),
+    (14, 12), (16, 14), (18, 16), (20, 16), (22, 16), (15, 13), (17, 15), (19, 17), (21, 17), (23, 17),
+    (24, 12), (25, 13), (26, 24), (28, 26), (30, 28), (32, 28), (27, 25), (29, 27), (31, 29), (33, 29),
+)
+
+# Human3.6M 17 joints, as the 3D lifters (VideoPose3D, MotionBERT, MMPose pose3d) write them.
+H36M17_JOINT_NAMES = (
+    "pelvis", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle", "spine", "thorax",
+    "neck", "head", "left_shoulder", "left_elbow", "left_wrist", "right_shoulder", "right_elbow", "right_wrist",
+)
+# (child, parent), 1-based, rooted at the pelvis.
+H36M17_BONES_ONE_BASED = (
+    (2, 1), (3, 2), (4, 3), (5, 1), (6, 5), (7, 6), (8, 1), (9, 8), (10, 9), (11, 10), (12, 9), (13, 12),
+    (14, 13), (15, 9), (16, 15), (17, 16),
+)
+
+
 MOST_JOINTS = 256  # the most joints a layout may have (NTU has 25)
 MOST_PERSONS = 16  # the most persons per frame a layout may have (NTU has 2)
 
@@ -176,11 +230,54 @@ def coco17_layout(with_scores: bool = False) -> SkeletonLayout:
     )
 
 
+def _zero_based(bones: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    return tuple((child - 1, parent - 1) for child, parent in bones)
+
+
+def body25_layout(with_scores: bool = False) -> SkeletonLayout:
+    """OpenPose BODY_25 2D keypoints, two persons; centre joint 2 (neck, the root), shoulders 6 (left) and 3
+    (right). ``with_scores``: ``body25_score``, the keypoint confidence as a third channel (as coco17_score)."""
+    return SkeletonLayout(name="body25_score" if with_scores else "body25", joint_names=BODY25_JOINT_NAMES,
+                          bones=_zero_based(BODY25_BONES_ONE_BASED), center_joint=1, shoulder_pair=(5, 2),
+                          num_persons=2, num_coordinates=3 if with_scores else 2)
+
+
+def coco18_layout(with_scores: bool = False) -> SkeletonLayout:
+    """OpenPose COCO-18 2D keypoints (Kinetics-skeleton of ST-GCN), two persons as ST-GCN keeps them; centre
+    joint 2 (neck), shoulders 6 (left) and 3 (right). ``with_scores``: ``coco18_score``, (x, y, score) as ST-GCN
+    feeds Kinetics."""
+    return SkeletonLayout(name="coco18_score" if with_scores else "coco18", joint_names=COCO18_JOINT_NAMES,
+                          bones=_zero_based(COCO18_BONES_ONE_BASED), center_joint=1, shoulder_pair=(5, 2),
+                          num_persons=2, num_coordinates=3 if with_scores else 2)
+
+
+def mediapipe33_layout(world: bool = False) -> SkeletonLayout:
+    """MediaPipe Pose, 33 landmarks (x, y, z), one person; centre joint 1 (nose: no torso landmark, the root),
+    shoulders 12 and 13. ``mediapipe33``: image coordinates (x, y in 0..1 of the image, z relative depth);
+    ``world`` (``mediapipe33_world``): world coordinates in metres, origin between the hips."""
+    return SkeletonLayout(name="mediapipe33_world" if world else "mediapipe33", joint_names=MEDIAPIPE33_JOINT_NAMES,
+                          bones=_zero_based(MEDIAPIPE33_BONES_ONE_BASED), center_joint=0, shoulder_pair=(11, 12),
+                          num_persons=1, num_coordinates=3)
+
+
+def h36m17_layout() -> SkeletonLayout:
+    """Human3.6M 17 joints in 3D (x, y, z), one person; centre joint 1 (pelvis), shoulders 12 and 15."""
+    return SkeletonLayout(name="h36m17", joint_names=H36M17_JOINT_NAMES, bones=_zero_based(H36M17_BONES_ONE_BASED),
+                          center_joint=0, shoulder_pair=(11, 14), num_persons=1, num_coordinates=3)
+
+
 BUILTIN_LAYOUTS = {
     "ntu25": ntu25_layout,
     "kinect_v1": kinect_v1_layout,
     "coco17": coco17_layout,
     "coco17_score": lambda: coco17_layout(with_scores=True),
+    "body25": body25_layout,
+    "body25_score": lambda: body25_layout(with_scores=True),
+    "coco18": coco18_layout,
+    "coco18_score": lambda: coco18_layout(with_scores=True),
+    "mediapipe33": mediapipe33_layout,
+    "mediapipe33_world": lambda: mediapipe33_layout(world=True),
+    "h36m17": h36m17_layout,
 }
 
 
@@ -246,7 +343,8 @@ def layout_from_dict(data: dict[str, Any], source: str = "layout") -> SkeletonLa
 
 
 def load_layout(path_or_name: str | Path) -> SkeletonLayout:
-    """A built-in layout by name (``BUILTIN_LAYOUTS``: ntu25, kinect_v1, coco17, coco17_score) or a YAML/JSON
+    """A built-in layout by name (``BUILTIN_LAYOUTS``: ntu25, kinect_v1, coco17, coco17_score, body25, coco18,
+    mediapipe33, h36m17 and the score / world variants) or a YAML/JSON
     layout file (see README, "Layouts")."""
     if str(path_or_name) in BUILTIN_LAYOUTS:
         return BUILTIN_LAYOUTS[str(path_or_name)]()
