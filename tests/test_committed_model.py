@@ -30,8 +30,8 @@ def test_recognize_with_the_committed_model_on_an_ntu_file(shared, capsys):
 
 
 def test_recognize_with_the_committed_model_on_arrays(tmp_path, capsys):
-    from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
     from usdrl.data.store import load_split
+    from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
 
     prepare_synthetic(tmp_path / "synthetic", SyntheticConfig(subjects=3, replications=1, training_subjects=(1, 2),
                                                               streams_per_subject_camera=1))
