@@ -3,6 +3,7 @@
 import csv
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -118,8 +119,9 @@ def test_dvc_registers_only_headline_metrics_and_plots_the_total_loss():
         for entry in body.get("metrics", []):
             assert next(iter(entry)).endswith(".metrics.json"), f"stage {name}: {entry} is not a headline file"
         assert "plots" not in body, f"stage {name}: plots are defined at the top level, with their columns"
-        if "notebooks/" in body["cmd"]:  # the runner: papermill's records without a kernel per stage
-            assert body["cmd"].startswith("python -m usdrl.notebook_runner notebooks/"), name
+        if "notebooks/" in body["cmd"]:  # papermill's own command, the kernel started in notebooks/ as in JupyterLab
+            for command in body["cmd"].split("&&"):
+                assert command.split()[:1] == ["papermill"] and " --cwd notebooks " in f"{command} ", name
     (plot,) = definition["plots"]
     (properties,) = plot.values()
     assert properties["x"] == "epoch" and properties["y"][0] == "total" and len(properties["y"]) == 4
@@ -233,3 +235,21 @@ def test_a_run_without_run_json_takes_the_backbone_asked_for(tmp_path):
     assert pipeline.recorded_run_settings(tmp_path) == {"modality": "bone"}
     (tmp_path / "run.json").write_text("not json")
     assert pipeline.recorded_run_settings(tmp_path) == {}
+
+
+def test_overrides_given_as_text_are_read_as_a_yaml_list(tmp_path):
+    """papermill -p passes text: a YAML/JSON list, one setting, or nothing; -y and JupyterLab pass the list."""
+    from usdrl import pipeline
+    from usdrl.config import ConfigError
+
+    assert pipeline.override_list('["pretrain.epochs=1", "probe.epochs=2"]') == ["pretrain.epochs=1", "probe.epochs=2"]
+    assert pipeline.override_list("[pretrain.epochs=1]") == ["pretrain.epochs=1"]
+    assert pipeline.override_list("pretrain.epochs=1") == ["pretrain.epochs=1"]
+    assert pipeline.override_list("") == [] and pipeline.override_list(None) == []
+    assert pipeline.override_list(["pretrain.epochs=1"]) == ["pretrain.epochs=1"]
+    with pytest.raises(ConfigError, match="list of section.key=value"):
+        pipeline.override_list("{pretrain: 1}")
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    shutil.copy2(REPOSITORY / "params.yaml", tmp_path / "params.yaml")
+    _, params = pipeline.load_project("params.yaml", "demo", '["pretrain.epochs=3"]', tmp_path)
+    assert params.pretrain.epochs == 3

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from usdrl.auto_settings import resolve_for_data
 from usdrl.config import ConfigError, Params, load_params
 from usdrl.data.errors import DataError
@@ -50,10 +52,34 @@ def find_project_root(start: str | Path | None = None) -> Path:
                       f"(papermill: -p project_root PATH)")
 
 
+def override_list(overrides: str | Sequence[str] | None) -> list[str]:
+    """``section.key=value`` settings as a list: a list as given, or text holding a YAML/JSON list or one setting.
+
+    papermill's ``-p overrides '["pretrain.epochs=1"]'`` passes the text (its ``-y`` passes the list itself).
+    """
+    if overrides is None:
+        return []
+    if not isinstance(overrides, str):
+        return [str(item) for item in overrides]
+    try:
+        parsed = yaml.safe_load(overrides)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"overrides {overrides!r}: not a YAML list of section.key=value ({error})") from None
+    if parsed is None:
+        return []
+    if isinstance(parsed, str):
+        return [parsed]
+    if isinstance(parsed, list):
+        return [str(item) for item in parsed]
+    raise ConfigError(f"overrides {overrides!r}: give a list of section.key=value, e.g. '[\"pretrain.epochs=1\"]'")
+
+
 def load_project(params_file: str | Path = "params.yaml", profile: str | None = None,
-                 overrides: Sequence[str] = (), project_root: str | Path | None = None) -> tuple[Path, Params]:
+                 overrides: str | Sequence[str] | None = (),
+                 project_root: str | Path | None = None) -> tuple[Path, Params]:
     """The project root (``project_root``, else found above the working directory) and its params (the
     profile and ``overrides`` applied; ``auto`` settings are resolved from the data by ``open_run``).
+    ``overrides`` is a list of ``section.key=value`` or text holding one (``override_list``).
 
     A relative ``params_file`` is read from the root. The params' relative folders (``data.root``,
     ``evaluation.cache_dir``) are made absolute from the root; results/, figures/ and runs/ are
@@ -65,7 +91,7 @@ def load_project(params_file: str | Path = "params.yaml", profile: str | None = 
         root = Path(project_root).resolve()
         if not root.is_dir():
             raise ConfigError(f"project_root {root} is not a folder; pass the repository (the folder of dvc.yaml)")
-    params = load_params(root / params_file, profile, list(overrides))
+    params = load_params(root / params_file, profile, override_list(overrides))
     utkinect = dataclasses.replace(params.data.utkinect, raw=str(root / params.data.utkinect.raw))
     data = dataclasses.replace(params.data, root=str(root / params.data.root), utkinect=utkinect)
     evaluation = dataclasses.replace(params.evaluation, cache_dir=str(root / params.evaluation.cache_dir))
