@@ -235,17 +235,41 @@ def headline_metrics(result: dict[str, Any]) -> dict[str, float]:
     return {name: round(100 * float(value), 2) for name, value in chosen.items()}
 
 
-def write_headline_metrics(path: str | Path, results_files: Iterable[str | Path]) -> Path:
-    """A small JSON of the headline metrics of results files, grouped by encoder (pretrained, random_init).
+HEADLINE_GROUPS = ("pretrained", "random_init")  # the encoders a headline file compares, as its columns
+# the columns of a file's second, third... metric: after the first's in dvc metrics show, which sorts columns by name
+HEADLINE_ORDINALS = ("", "second_", "third_", "fourth_", "fifth_", "sixth_")
 
-    dvc.yaml registers these files as ``metrics``; the full results files are outputs.
+
+def headline_label(name: str) -> str:
+    """How ``dvc metrics show`` names a headline metric: ``top1 (%)``, ``top1 at 1% labels (%)``."""
+    if name.startswith("top1_") and name.endswith("pct"):
+        return f"top1 at {name[len('top1_'):-len('pct')]}% labels (%)"
+    return f"{name} (%)"
+
+
+def write_headline_metrics(path: str | Path, results_files: Iterable[str | Path]) -> Path:
+    """A small JSON of the headline metrics of results files, the same few columns in every such file.
+
+    ``metric`` names the first metric and ``pretrained`` / ``random_init`` hold it (in percent) for the
+    pretrained and the randomly initialised encoder; a second metric of the same file (semi-supervised: another
+    fraction of labels; detection: mAP_v) is ``second_metric``, ``second_pretrained``, ``second_random_init``,
+    and so on. So ``dvc metrics show`` is one row per file and a few columns. dvc.yaml registers these files as ``metrics``; the
+    full results files are outputs.
     """
     groups: dict[str, dict[str, float]] = {}
     for results_file in results_files:
         result = json.loads(Path(results_file).read_text())
         group = "random_init" if result.get("provenance", {}).get("checkpoint") == "random" else "pretrained"
         groups.setdefault(group, {}).update(headline_metrics(result))
-    return write_json_atomically(path, groups)
+    names = list(dict.fromkeys(name for group in HEADLINE_GROUPS for name in groups.get(group, {})))
+    content: dict[str, Any] = {}
+    if len(names) > len(HEADLINE_ORDINALS):
+        raise ValueError(f"{path}: {len(names)} headline metrics, at most {len(HEADLINE_ORDINALS)} per file")
+    for ordinal, name in zip(HEADLINE_ORDINALS, names):
+        content[f"{ordinal}metric"] = headline_label(name)
+        content.update({f"{ordinal}{group}": groups[group][name] for group in HEADLINE_GROUPS
+                        if name in groups.get(group, {})})
+    return write_json_atomically(path, content)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
