@@ -25,6 +25,30 @@ def test_prepare_inspect_and_rerun(tmp_path, capsys):
     assert summary["splits"] == {"xsub/train": 3, "xsub/test": 0, "xview/train": 2, "xview/test": 1}
     assert summary["frames"]["max"] == 12
     assert (tmp_path / "view.png").read_bytes()[:4] == b"\x89PNG"
+    printed = capsys.readouterr().out  # a few lines for a person; the whole summary with --json
+    assert printed.startswith("ntu60 (trimmed, layout ntu25): 3 samples, 60 classes\n") and len(printed.splitlines()) <= 8
+    assert "splits: xsub/train 3, xsub/test 0, xview/train 2, xview/test 1" in printed and "{" not in printed
+    assert main(["inspect", str(tmp_path / "ntu"), "--no-figure", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {key: value for key, value in summary.items() if key != "figure"}
+
+
+def test_inspect_draws_in_the_working_directory_and_a_later_prepare_accepts_the_folder(tmp_path, capsys, monkeypatch):
+    raw, out = tmp_path / "raw", tmp_path / "data" / "ntu"
+    raw.mkdir()
+    rng = np.random.default_rng(0)
+    for action in (1, 2):
+        write_skeleton_file(raw / f"S001C001P001R001A00{action}.skeleton", [[b] for b in standing_body(rng, 12)])
+    assert main(["prepare", "ntu60", "--raw", str(raw), "--out", str(out), "--quiet", "--workers", "1"]) == 0
+    before = sorted(path.name for path in out.iterdir())
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    assert main(["inspect", str(out)]) == 0
+    assert f"figure: {tmp_path / 'work' / 'inspect_ntu.png'}" in capsys.readouterr().out
+    assert (tmp_path / "work" / "inspect_ntu.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(path.name for path in out.iterdir()) == before  # nothing written into the dataset
+    write_skeleton_file(raw / "S001C001P001R001A003.skeleton", [[b] for b in standing_body(rng, 12)])
+    assert main(["prepare", "ntu60", "--raw", str(raw), "--out", str(out), "--quiet", "--workers", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["samples"] == 3
 
 
 def test_bad_input_exits_non_zero_with_one_clear_line(tmp_path):

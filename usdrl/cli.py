@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_data_command(arguments: argparse.Namespace) -> dict:
+def _run_data_command(arguments: argparse.Namespace) -> dict | str:
     """prepare, import, inspect: datasets into the canonical form, and a look at one (usdrl/cli_data.py)."""
     from usdrl import cli_data
 
