@@ -171,3 +171,26 @@ def test_single_output_files_of_the_user_are_refused_unless_overwrite(synthetic,
     assert main(["report", "--results", str(tmp_path / "results"), "--out", str(tables)]) == 0
     assert main(["inspect", str(synthetic), "--figure", str(tmp_path / "figure.png"), "--overwrite"]) == 0
     assert main(["inspect", str(synthetic), "--figure", str(tmp_path / "figure.png")]) == 0
+
+
+def test_evaluations_print_accuracies_in_percent_and_the_whole_result_with_json(synthetic, tmp_path, capsys,
+                                                                                  monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./params.yaml: the package defaults
+    settings = ["--set", "model.hidden_size=16", "--set", "model.num_layers=1", "--set", "probe.epochs=1",
+                "--set", f"evaluation.cache_dir={tmp_path / 'cache'}"]
+    probe = ["probe", "--data", str(synthetic), "--benchmark", "xview", "--checkpoint", "random", "--quiet", *settings]
+    capsys.readouterr()
+    assert main([*probe, "--out", str(tmp_path / "probe.json")]) == 0
+    printed = capsys.readouterr().out
+    top1 = json.loads((tmp_path / "probe.json").read_text())["metrics"]["top1"]  # the results file: fractions
+    assert printed == (f"usdrl probe: top-1 {100 * top1:.2f}%, top-5 "
+                       f"{100 * json.loads((tmp_path / 'probe.json').read_text())['metrics']['top5']:.2f}% "
+                       f"-> {tmp_path / 'probe.json'} (all of it: --json)\n")
+    assert main([*probe, "--out", str(tmp_path / "probe.json"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["top1"] == top1
+    labels = np.array([0, 1, 2, 0])
+    for name, scores in (("a", np.eye(3)[labels]), ("b", 0.5 * np.eye(3)[[0, 1, 1, 0]])):  # a outweighs b
+        np.savez(tmp_path / f"{name}.scores.npz", scores=scores, labels=labels)
+    assert main(["ensemble", str(tmp_path / "a.scores.npz"), str(tmp_path / "b.scores.npz"), "--out", "3s.json"]) == 0
+    assert capsys.readouterr().out == ("usdrl ensemble: top-1 100.00% (streams: 100.00%, 75.00%) -> 3s.json "
+                                       "(all of it: --json)\n")
