@@ -3,7 +3,7 @@ the check that data is prepared (with the command that prepares it) and the head
 
 Every notebook starts with ``root, params = load_project(params_file, profile, overrides, project_root)``
 and resolves every path from ``root``, so it runs the same whatever the kernel's working directory
-(JupyterLab and ``papermill --cwd`` start it in ``notebooks/``; ``dvc repro`` in the repository). A notebook
+(JupyterLab, and papermill as dvc.yaml runs it with ``--cwd notebooks``, start it in ``notebooks/``). A notebook
 that evaluates a pretraining run then opens it with ``run = open_run(root, params, dataset, benchmark, backbone,
 modality)``: the benchmark, the run's name, its checkpoint, the prepared data and the params with its backbone.
 """
