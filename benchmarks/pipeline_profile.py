@@ -3,11 +3,10 @@
     python benchmarks/pipeline_profile.py                      # results/notebooks/*.ipynb of this project
     python benchmarks/pipeline_profile.py --notebooks DIR --json profile.json
 
-Every stage of dvc.yaml runs its notebooks with usdrl.notebook_runner (papermill by hand), which records in
-the executed copy (results/notebooks/) when the notebook started and ended and how long each cell ran. The
-kernel start is the notebook's time not spent in any cell (papermill: starting the kernel; the runner runs
-cells in its own process, so about 0); the time between one notebook's end and the next one's start is
-DVC's own work (hashing, locking) and starting Python and the runner (papermill). Cells are sorted into
+Every stage of dvc.yaml runs its notebooks with papermill, which records in the executed copy
+(results/notebooks/) when the notebook started and ended and how long each cell ran. The kernel start is the
+notebook's time not spent in any cell (papermill starting the kernel); the time between
+one notebook's end and the next one's start is DVC's own work (hashing, locking) and starting papermill. Cells are sorted into
 kinds by what they call (the first matching rule below), so the table reads the same for every notebook.
 """
 

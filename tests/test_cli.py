@@ -25,6 +25,30 @@ def test_prepare_inspect_and_rerun(tmp_path, capsys):
     assert summary["splits"] == {"xsub/train": 3, "xsub/test": 0, "xview/train": 2, "xview/test": 1}
     assert summary["frames"]["max"] == 12
     assert (tmp_path / "view.png").read_bytes()[:4] == b"\x89PNG"
+    printed = capsys.readouterr().out  # a few lines for a person; the whole summary with --json
+    assert printed.startswith("ntu60 (trimmed, layout ntu25): 3 samples, 60 classes\n") and len(printed.splitlines()) <= 8
+    assert "splits: xsub/train 3, xsub/test 0, xview/train 2, xview/test 1" in printed and "{" not in printed
+    assert main(["inspect", str(tmp_path / "ntu"), "--no-figure", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {key: value for key, value in summary.items() if key != "figure"}
+
+
+def test_inspect_draws_in_the_working_directory_and_a_later_prepare_accepts_the_folder(tmp_path, capsys, monkeypatch):
+    raw, out = tmp_path / "raw", tmp_path / "data" / "ntu"
+    raw.mkdir()
+    rng = np.random.default_rng(0)
+    for action in (1, 2):
+        write_skeleton_file(raw / f"S001C001P001R001A00{action}.skeleton", [[b] for b in standing_body(rng, 12)])
+    assert main(["prepare", "ntu60", "--raw", str(raw), "--out", str(out), "--quiet", "--workers", "1"]) == 0
+    before = sorted(path.name for path in out.iterdir())
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    assert main(["inspect", str(out)]) == 0
+    assert f"figure: {tmp_path / 'work' / 'inspect_ntu.png'}" in capsys.readouterr().out
+    assert (tmp_path / "work" / "inspect_ntu.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(path.name for path in out.iterdir()) == before  # nothing written into the dataset
+    write_skeleton_file(raw / "S001C001P001R001A003.skeleton", [[b] for b in standing_body(rng, 12)])
+    assert main(["prepare", "ntu60", "--raw", str(raw), "--out", str(out), "--quiet", "--workers", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["samples"] == 3
 
 
 def test_bad_input_exits_non_zero_with_one_clear_line(tmp_path):
@@ -147,3 +171,26 @@ def test_single_output_files_of_the_user_are_refused_unless_overwrite(synthetic,
     assert main(["report", "--results", str(tmp_path / "results"), "--out", str(tables)]) == 0
     assert main(["inspect", str(synthetic), "--figure", str(tmp_path / "figure.png"), "--overwrite"]) == 0
     assert main(["inspect", str(synthetic), "--figure", str(tmp_path / "figure.png")]) == 0
+
+
+def test_evaluations_print_accuracies_in_percent_and_the_whole_result_with_json(synthetic, tmp_path, capsys,
+                                                                                  monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./params.yaml: the package defaults
+    settings = ["--set", "model.hidden_size=16", "--set", "model.num_layers=1", "--set", "probe.epochs=1",
+                "--set", f"evaluation.cache_dir={tmp_path / 'cache'}"]
+    probe = ["probe", "--data", str(synthetic), "--benchmark", "xview", "--checkpoint", "random", "--quiet", *settings]
+    capsys.readouterr()
+    assert main([*probe, "--out", str(tmp_path / "probe.json")]) == 0
+    printed = capsys.readouterr().out
+    top1 = json.loads((tmp_path / "probe.json").read_text())["metrics"]["top1"]  # the results file: fractions
+    assert printed == (f"usdrl probe: top-1 {100 * top1:.2f}%, top-5 "
+                       f"{100 * json.loads((tmp_path / 'probe.json').read_text())['metrics']['top5']:.2f}% "
+                       f"-> {tmp_path / 'probe.json'} (all of it: --json)\n")
+    assert main([*probe, "--out", str(tmp_path / "probe.json"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["top1"] == top1
+    labels = np.array([0, 1, 2, 0])
+    for name, scores in (("a", np.eye(3)[labels]), ("b", 0.5 * np.eye(3)[[0, 1, 1, 0]])):  # a outweighs b
+        np.savez(tmp_path / f"{name}.scores.npz", scores=scores, labels=labels)
+    assert main(["ensemble", str(tmp_path / "a.scores.npz"), str(tmp_path / "b.scores.npz"), "--out", "3s.json"]) == 0
+    assert capsys.readouterr().out == ("usdrl ensemble: top-1 100.00% (streams: 100.00%, 75.00%) -> 3s.json "
+                                       "(all of it: --json)\n")

@@ -26,8 +26,6 @@ LAYERS = [
     ["pipeline", "report", "inputs", "inference", "onnx_export", "bundle"],
     # the command line
     ["cli", "cli_data", "cli_model"],
-    # what dvc.yaml's stages run the notebooks with
-    ["notebook_runner"],
 ]
 
 

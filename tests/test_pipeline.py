@@ -3,6 +3,7 @@
 import csv
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -118,11 +119,25 @@ def test_dvc_registers_only_headline_metrics_and_plots_the_total_loss():
         for entry in body.get("metrics", []):
             assert next(iter(entry)).endswith(".metrics.json"), f"stage {name}: {entry} is not a headline file"
         assert "plots" not in body, f"stage {name}: plots are defined at the top level, with their columns"
-        if "notebooks/" in body["cmd"]:  # the runner: papermill's records without a kernel per stage
-            assert body["cmd"].startswith("python -m usdrl.notebook_runner notebooks/"), name
+        if "notebooks/" in body["cmd"]:  # papermill's own command, the kernel started in notebooks/ as in JupyterLab
+            first, *commands = body["cmd"].split("&&")
+            assert first.split() == ["mkdir", "-p", "results/notebooks"], name  # papermill does not make it
+            for command in commands:
+                assert command.split()[:1] == ["papermill"] and " --cwd notebooks " in f"{command} ", name
     (plot,) = definition["plots"]
     (properties,) = plot.values()
     assert properties["x"] == "epoch" and properties["y"][0] == "total" and len(properties["y"]) == 4
+    # the terms span three orders of magnitude: drawn on log axes by the project's template
+    template = json.loads((REPOSITORY / ".dvc" / "plots" / f"{properties['template']}.json").read_text())
+    scales, pending = [], [template]
+    while pending:  # every y encoding's scale, in every layer
+        node = pending.pop()
+        if isinstance(node, dict):
+            scales += [node["y"].get("scale")] if isinstance(node.get("y"), dict) else []
+            pending += list(node.values())
+        elif isinstance(node, list):
+            pending += node
+    assert len(scales) == 3 and all(scale == {"type": "log"} for scale in scales), scales
     assert "/dvc_plots/" in (REPOSITORY / ".gitignore").read_text().split()  # dvc plots show writes it
 
 
@@ -135,8 +150,28 @@ def test_headline_metrics_are_a_few_numbers_per_results_file(tmp_path):
         files[-1].write_text(json.dumps({"protocol": "linear_probe", "metrics": {"top1": top1, "top5": 0.9, "history": []},
                                          "provenance": {"checkpoint": checkpoint}}))
     assert pipeline.main(["headline", *map(str, files), "--out", str(tmp_path / "a.metrics.json")]) == 0
-    assert json.loads((tmp_path / "a.metrics.json").read_text()) == {"pretrained": {"top1": 56.04},
-                                                                     "random_init": {"top1": 19.0}}
+    assert json.loads((tmp_path / "a.metrics.json").read_text()) == {"metric": "top1 (%)", "pretrained": 56.04,
+                                                                     "random_init": 19.0}
+
+
+def test_headline_files_share_their_columns_so_dvc_metrics_show_is_a_small_table(tmp_path):
+    from usdrl import pipeline
+
+    files = []
+    for name, checkpoint, fraction, top1 in (("p1", "runs/a/last.pt", 0.01, 0.1396), ("p10", "runs/a/last.pt", 0.1, 0.3938),
+                                             ("r1", "random", 0.01, 0.05), ("r10", "random", 0.1, 0.2646)):
+        files.append(tmp_path / f"{name}.json")
+        files[-1].write_text(json.dumps({"protocol": "semi_supervised", "metrics": {"top1": top1, "fraction": fraction},
+                                         "provenance": {"checkpoint": checkpoint}}))
+    pipeline.write_headline_metrics(tmp_path / "semi.metrics.json", files)
+    assert json.loads((tmp_path / "semi.metrics.json").read_text()) == {
+        "metric": "top1 at 1% labels (%)", "pretrained": 13.96, "random_init": 5.0,
+        "second_metric": "top1 at 10% labels (%)", "second_pretrained": 39.38, "second_random_init": 26.46}
+    for path in sorted((REPOSITORY / "results").rglob("*.metrics.json")):  # what dvc.yaml registers as metrics
+        headline = json.loads(path.read_text())
+        assert set(headline) <= {f"{ordinal}{name}" for name in ("metric", "pretrained", "random_init")
+                                 for ordinal in ("", "second_")} and "metric" in headline, f"{path}: {sorted(headline)}"
+        assert all(isinstance(value, int | float) for name, value in headline.items() if not name.endswith("metric"))
 
 
 def test_a_table_row_says_the_samples_it_was_computed_on(tmp_path):
@@ -234,3 +269,21 @@ def test_a_run_without_run_json_takes_the_backbone_asked_for(tmp_path):
     assert pipeline.recorded_run_settings(tmp_path) == {"modality": "bone"}
     (tmp_path / "run.json").write_text("not json")
     assert pipeline.recorded_run_settings(tmp_path) == {}
+
+
+def test_overrides_given_as_text_are_read_as_a_yaml_list(tmp_path):
+    """papermill -p passes text: a YAML/JSON list, one setting, or nothing; -y and JupyterLab pass the list."""
+    from usdrl import pipeline
+    from usdrl.config import ConfigError
+
+    assert pipeline.override_list('["pretrain.epochs=1", "probe.epochs=2"]') == ["pretrain.epochs=1", "probe.epochs=2"]
+    assert pipeline.override_list("[pretrain.epochs=1]") == ["pretrain.epochs=1"]
+    assert pipeline.override_list("pretrain.epochs=1") == ["pretrain.epochs=1"]
+    assert pipeline.override_list("") == [] and pipeline.override_list(None) == []
+    assert pipeline.override_list(["pretrain.epochs=1"]) == ["pretrain.epochs=1"]
+    with pytest.raises(ConfigError, match="list of section.key=value"):
+        pipeline.override_list("{pretrain: 1}")
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    shutil.copy2(REPOSITORY / "params.yaml", tmp_path / "params.yaml")
+    _, params = pipeline.load_project("params.yaml", "demo", '["pretrain.epochs=3"]', tmp_path)
+    assert params.pretrain.epochs == 3

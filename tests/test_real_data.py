@@ -48,9 +48,9 @@ def _probe_and_knn(data: Path, checkpoint: str, out: Path, capsys, *extra: str) 
     common = ["--data", str(data), "--benchmark", "xsub", "--checkpoint", checkpoint, *PARAMS, *extra,
               "--set", f"evaluation.cache_dir={out / 'cache'}"]
     capsys.readouterr()
-    assert main(["probe", *common, "--out", str(out / "probe.json")]) == 0
+    assert main(["probe", *common, "--out", str(out / "probe.json"), "--json"]) == 0
     probe = _json(capsys)["metrics"]["top1"]
-    assert main(["retrieve", *common, "--out", str(out / "knn.json")]) == 0
+    assert main(["retrieve", *common, "--out", str(out / "knn.json"), "--json"]) == 0
     knn = _json(capsys)["metrics"]["knn1"]
     return probe, knn
 
@@ -73,7 +73,7 @@ def test_detection_on_real_streams_beats_random_init(utkinect, pretrained, tmp_p
     for name, checkpoint in (("pretrained", str(pretrained)), ("random", "random")):
         capsys.readouterr()
         assert main(["detect", "train", "--data", str(utkinect / "streams"), "--benchmark", "xsub", "--checkpoint",
-                     checkpoint, "--out", str(tmp_path / name), "--figures", "0", *PARAMS]) == 0
+                     checkpoint, "--out", str(tmp_path / name), "--figures", "0", "--json", *PARAMS]) == 0
         scores[name] = _json(capsys)["metrics"]["0.5"]["mAP_v"]
     assert scores["pretrained"] >= scores["random"] + 0.02, scores
 

@@ -26,6 +26,8 @@ from usdrl.skeleton import MODALITIES, LayoutError
 from usdrl.train import TrainingError
 
 OVERWRITE_HELP = "replace existing files at --out that usdrl did not write (by default they are refused)"
+JSON_HELP = ("print the whole result as JSON, accuracies as fractions as in the results file (by default: one line, "
+             "accuracies in percent as in the tables)")
 
 
 def _add_params_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,6 +119,7 @@ def _add_evaluation(commands: argparse._SubParsersAction) -> None:
         parser.add_argument("--device", help="evaluation.device: auto, cpu, cuda")
         parser.add_argument("--quiet", action="store_true")
         parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+        parser.add_argument("--json", action="store_true", help=JSON_HELP)
         if name == "finetune":
             parser.add_argument("--fraction", required=True, type=float, help="labelled part of the training split, e.g. 0.01")
             parser.add_argument("--seeds", type=int, nargs="+", help="one run per seed (subset and head); mean and std")
@@ -130,6 +133,7 @@ def _add_evaluation(commands: argparse._SubParsersAction) -> None:
     ensemble.add_argument("--dataset", help="recorded in the results (for the tables)")
     ensemble.add_argument("--benchmark", help="recorded in the results (for the tables)")
     ensemble.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    ensemble.add_argument("--json", action="store_true", help=JSON_HELP)
     _add_params_arguments(ensemble)
 
 
@@ -176,6 +180,7 @@ def _add_detection(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--figures", type=int, default=2, help="timeline pictures of the first test videos")
     train.add_argument("--device", help="evaluation.device")
     train.add_argument("--quiet", action="store_true")
+    train.add_argument("--json", action="store_true", help=JSON_HELP)
     _add_params_arguments(train)
     score = actions.add_parser("evaluate", help="score proposal files (label,start,end,score per video) against a split")
     score.add_argument("--proposals", required=True, type=Path, help="folder of <video>.txt proposal files")
@@ -184,6 +189,7 @@ def _add_detection(commands: argparse._SubParsersAction) -> None:
     score.add_argument("--split", default="test")
     score.add_argument("--thetas", type=float, nargs="+", default=[0.1, 0.3, 0.5])
     score.add_argument("--out", type=Path, help="also write the metrics to this JSON file")
+    score.add_argument("--json", action="store_true", help=JSON_HELP)
     from usdrl.cli_model import add_detect_run
 
     add_detect_run(actions)
@@ -225,6 +231,7 @@ def _add_folds(commands: argparse._SubParsersAction) -> None:
     folds.add_argument("--folds", nargs="+", help="only these benchmarks, e.g. loso1 loso2 (default: all)")
     folds.add_argument("--out", required=True, type=Path, help="folder: <fold>/run, <fold>/*.json, summary.json")
     folds.add_argument("--quiet", action="store_true")
+    folds.add_argument("--json", action="store_true", help=JSON_HELP)
     _add_params_arguments(folds)
 
 
@@ -291,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_data_command(arguments: argparse.Namespace) -> dict:
+def _run_data_command(arguments: argparse.Namespace) -> dict | str:
     """prepare, import, inspect: datasets into the canonical form, and a look at one (usdrl/cli_data.py)."""
     from usdrl import cli_data
 
@@ -307,6 +314,7 @@ def _run_model_command(arguments: argparse.Namespace) -> dict | str:
     return handlers[arguments.command](arguments)
 
 
+ACCURACY_COMMANDS = ("probe", "retrieve", "finetune", "ensemble", "detect", "folds")  # accuracy_summary's
 COMMANDS: dict[str, Callable[[argparse.Namespace], dict | str]] = {  # a str is printed as it is
     "prepare": _run_data_command,
     "import": _run_data_command,
@@ -326,6 +334,34 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict | str]] = {  # a str is 
 }
 
 
+def _percent(value: float) -> str:
+    return f"{100 * float(value):.2f}%"
+
+
+def accuracy_summary(command: str, result: dict) -> str:
+    """One line of an evaluation's result, accuracies in percent as the tables print them, and where it is written."""
+    metrics = result.get("metrics", {})
+    if command == "probe":
+        parts = [f"top-1 {_percent(metrics['top1'])}, top-5 {_percent(metrics['top5'])}"]
+    elif command == "retrieve":
+        parts = [f"{name} {_percent(value)}" for name, value in metrics.items() if name.startswith("knn")]
+    elif command == "finetune":
+        spread = f" (std {100 * metrics['top1_std']:.2f} over {metrics['seeds']} seeds)" if metrics.get("seeds", 1) > 1 else ""
+        parts = [f"top-1 {_percent(metrics['top1'])}{spread} with {100 * metrics['fraction']:g}% of the labels"]
+    elif command == "ensemble":
+        parts = [f"top-1 {_percent(metrics['top1'])} (streams: "
+                 f"{', '.join(_percent(value) for value in metrics.get('per_stream_top1', []))})"]
+    elif command == "folds":
+        parts = [f"{group} {name} {100 * spread['mean']:.2f}% (std {100 * spread['std']:.2f})"
+                 for group, values in result["summary"].items() for name, spread in values.items()]
+    else:  # detect train / evaluate: mAP per overlap threshold
+        overlaps = metrics.get("by_overlap", metrics)
+        parts = [f"mAP_a@{theta} {_percent(values['mAP_a'])}, mAP_v@{theta} {_percent(values['mAP_v'])}"
+                 for theta, values in overlaps.items() if isinstance(values, dict) and "mAP_a" in values]
+    where = f" -> {result['out']}" if result.get("out") else ""
+    return f"usdrl {command}: {'; '.join(parts)}{where} (all of it: --json)\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``usdrl`` with ``argv`` (default: the command line); the exit status: 0, or 2 with one line on stderr
     for bad input (a dataset, layout, setting, checkpoint or training error, or an unusable path)."""
@@ -341,6 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"usdrl {arguments.command}: error: {paths + ': ' if paths else ''}{reason}; check that the path "
               f"exists and is writable", file=sys.stderr)
         return 2
+    if getattr(arguments, "json", None) is False and arguments.command in ACCURACY_COMMANDS and isinstance(result, dict):
+        result = accuracy_summary(arguments.command, result)  # --json: the result as it is
     if isinstance(result, str):
         sys.stdout.write(result)
         return 0

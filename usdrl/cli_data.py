@@ -122,10 +122,13 @@ def add_inspect(commands: argparse._SubParsersAction) -> None:
     """``usdrl inspect ROOT``: a prepared dataset's counts, length statistics and a picture of some samples."""
     inspect = commands.add_parser("inspect", help="counts, length statistics and a picture of a prepared dataset")
     inspect.add_argument("root", type=Path, help="a prepared dataset folder")
-    inspect.add_argument("--figure", type=Path, help="PNG path (default: ROOT/inspect.png)")
+    inspect.add_argument("--figure", type=Path, help="PNG path (default: inspect_<dataset folder>.png in the "
+                         "working directory, e.g. inspect_synthetic_actions.png)")
     inspect.add_argument("--samples", type=int, default=4, help="samples drawn")
     inspect.add_argument("--no-figure", action="store_true")
-    inspect.add_argument("--json", type=Path, help="also write the summary to this JSON file")
+    inspect.add_argument("--json", nargs="?", const="-", metavar="PATH",
+                         help="the whole summary (counts per class and split) as JSON: on stdout with --json alone, "
+                              "else written to PATH (a few lines are printed without --json)")
     inspect.add_argument("--overwrite", action="store_true", help="replace an existing --figure or --json that "
                          "usdrl did not write (by default it is refused)")
 
@@ -185,20 +188,47 @@ def run_import(arguments: argparse.Namespace) -> dict:
                                    arguments.normalise)
 
 
-def run_inspect(arguments: argparse.Namespace) -> dict:
-    """The summary of a prepared dataset, with the path of its picture unless ``--no-figure``."""
+def default_figure_path(root: str | Path) -> Path:
+    """Where ``usdrl inspect`` draws its picture without ``--figure``: the working directory (never the dataset
+    folder, which ``usdrl prepare`` would then refuse), named after the dataset folder: inspect_synthetic_actions.png."""
+    root = Path(root).resolve()
+    name = f"{root.parent.name}_{root.name}" if root.name in ("actions", "streams") else root.name
+    return Path.cwd() / f"inspect_{name or 'dataset'}.png"
+
+
+def summary_lines(summary: dict) -> str:
+    """A few lines of a dataset summary: what it is, its lengths, its splits, what was left out, its picture."""
+    frames = summary["frames"]
+    splits = ", ".join(f"{name} {count}" for name, count in summary["splits"].items()) or "none"
+    lines = [f"{summary['dataset']} ({summary['kind']}, layout {summary['layout']}): {summary['samples']} samples, "
+             f"{summary['classes']} classes",
+             f"frames per sample: min {frames['min']}, median {frames['median']:g}, mean {frames['mean']:.1f}, "
+             f"max {frames['max']}",
+             f"splits: {splits}",
+             f"empty splits: {', '.join(summary['empty_splits']) or 'none'}; excluded {summary['excluded']}, "
+             f"skipped {summary['skipped']} samples"]
+    if "figure" in summary:
+        lines.append(f"figure: {summary['figure']}")
+    lines.append("counts per class and split: usdrl inspect ROOT --json")
+    return "\n".join(lines) + "\n"
+
+
+def run_inspect(arguments: argparse.Namespace) -> dict | str:
+    """The summary of a prepared dataset (a few lines; all of it as JSON with ``--json``), with the path of its
+    picture unless ``--no-figure``."""
     from usdrl.data.atomic_files import check_overwritable
     from usdrl.data.inspect import is_summary_file, plot_samples, summarize
     from usdrl.plots import is_figure_of_ours
 
-    if arguments.figure is not None and not arguments.no_figure:  # the default lies in the dataset folder, ours
-        check_overwritable(arguments.figure, is_figure_of_ours, arguments.overwrite, "a figure", "--figure")
-    if arguments.json is not None:
-        check_overwritable(arguments.json, is_summary_file, arguments.overwrite, "a dataset summary", "--json")
+    figure = None if arguments.no_figure else arguments.figure or default_figure_path(arguments.root)
+    if figure is not None:
+        check_overwritable(figure, is_figure_of_ours, arguments.overwrite, "a figure", "--figure")
+    to_file = arguments.json not in (None, "-")
+    if to_file:
+        check_overwritable(Path(arguments.json), is_summary_file, arguments.overwrite, "a dataset summary", "--json")
     summary = summarize(arguments.root)
-    if not arguments.no_figure:
-        figure = arguments.figure or Path(arguments.root) / "inspect.png"
+    if figure is not None:
         summary["figure"] = str(plot_samples(arguments.root, figure, count=arguments.samples))
-    if arguments.json:
-        write_json_atomically(arguments.json, summary)
-    return summary
+    if to_file:
+        write_json_atomically(Path(arguments.json), summary)
+    return summary if arguments.json == "-" else summary_lines(summary)

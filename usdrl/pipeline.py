@@ -3,7 +3,7 @@ the check that data is prepared (with the command that prepares it) and the head
 
 Every notebook starts with ``root, params = load_project(params_file, profile, overrides, project_root)``
 and resolves every path from ``root``, so it runs the same whatever the kernel's working directory
-(JupyterLab and ``papermill --cwd`` start it in ``notebooks/``; ``dvc repro`` in the repository). A notebook
+(JupyterLab, and papermill as dvc.yaml runs it with ``--cwd notebooks``, start it in ``notebooks/``). A notebook
 that evaluates a pretraining run then opens it with ``run = open_run(root, params, dataset, benchmark, backbone,
 modality)``: the benchmark, the run's name, its checkpoint, the prepared data and the params with its backbone.
 """
@@ -11,11 +11,15 @@ modality)``: the benchmark, the run's name, its checkpoint, the prepared data an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from usdrl.auto_settings import resolve_for_data
 from usdrl.config import ConfigError, Params, load_params
@@ -50,10 +54,34 @@ def find_project_root(start: str | Path | None = None) -> Path:
                       f"(papermill: -p project_root PATH)")
 
 
+def override_list(overrides: str | Sequence[str] | None) -> list[str]:
+    """``section.key=value`` settings as a list: a list as given, or text holding a YAML/JSON list or one setting.
+
+    papermill's ``-p overrides '["pretrain.epochs=1"]'`` passes the text (its ``-y`` passes the list itself).
+    """
+    if overrides is None:
+        return []
+    if not isinstance(overrides, str):
+        return [str(item) for item in overrides]
+    try:
+        parsed = yaml.safe_load(overrides)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"overrides {overrides!r}: not a YAML list of section.key=value ({error})") from None
+    if parsed is None:
+        return []
+    if isinstance(parsed, str):
+        return [parsed]
+    if isinstance(parsed, list):
+        return [str(item) for item in parsed]
+    raise ConfigError(f"overrides {overrides!r}: give a list of section.key=value, e.g. '[\"pretrain.epochs=1\"]'")
+
+
 def load_project(params_file: str | Path = "params.yaml", profile: str | None = None,
-                 overrides: Sequence[str] = (), project_root: str | Path | None = None) -> tuple[Path, Params]:
+                 overrides: str | Sequence[str] | None = (),
+                 project_root: str | Path | None = None) -> tuple[Path, Params]:
     """The project root (``project_root``, else found above the working directory) and its params (the
     profile and ``overrides`` applied; ``auto`` settings are resolved from the data by ``open_run``).
+    ``overrides`` is a list of ``section.key=value`` or text holding one (``override_list``).
 
     A relative ``params_file`` is read from the root. The params' relative folders (``data.root``,
     ``evaluation.cache_dir``) are made absolute from the root; results/, figures/ and runs/ are
@@ -65,11 +93,26 @@ def load_project(params_file: str | Path = "params.yaml", profile: str | None = 
         root = Path(project_root).resolve()
         if not root.is_dir():
             raise ConfigError(f"project_root {root} is not a folder; pass the repository (the folder of dvc.yaml)")
-    params = load_params(root / params_file, profile, list(overrides))
+    params = load_params(root / params_file, profile, override_list(overrides))
     utkinect = dataclasses.replace(params.data.utkinect, raw=str(root / params.data.utkinect.raw))
     data = dataclasses.replace(params.data, root=str(root / params.data.root), utkinect=utkinect)
     evaluation = dataclasses.replace(params.evaluation, cache_dir=str(root / params.evaluation.cache_dir))
     return root, dataclasses.replace(params, data=data, evaluation=evaluation)
+
+
+@contextlib.contextmanager
+def working_directory(folder: str | Path) -> Iterator[Path]:
+    """Runs the block in ``folder``, then returns to the working directory it left.
+
+    Results files record the paths inside the project relative to its root (evaluate.results); code that opens
+    a path a results file names (usdrl.bundle reads a detection run's data folder) runs from the root.
+    """
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield Path(folder)
+    finally:
+        os.chdir(previous)
 
 
 def benchmark_or_default(dataset: str, benchmark: str | None) -> str:
@@ -209,17 +252,41 @@ def headline_metrics(result: dict[str, Any]) -> dict[str, float]:
     return {name: round(100 * float(value), 2) for name, value in chosen.items()}
 
 
-def write_headline_metrics(path: str | Path, results_files: Iterable[str | Path]) -> Path:
-    """A small JSON of the headline metrics of results files, grouped by encoder (pretrained, random_init).
+HEADLINE_GROUPS = ("pretrained", "random_init")  # the encoders a headline file compares, as its columns
+# the columns of a file's second, third... metric: after the first's in dvc metrics show, which sorts columns by name
+HEADLINE_ORDINALS = ("", "second_", "third_", "fourth_", "fifth_", "sixth_")
 
-    dvc.yaml registers these files as ``metrics``; the full results files are outputs.
+
+def headline_label(name: str) -> str:
+    """How ``dvc metrics show`` names a headline metric: ``top1 (%)``, ``top1 at 1% labels (%)``."""
+    if name.startswith("top1_") and name.endswith("pct"):
+        return f"top1 at {name[len('top1_'):-len('pct')]}% labels (%)"
+    return f"{name} (%)"
+
+
+def write_headline_metrics(path: str | Path, results_files: Iterable[str | Path]) -> Path:
+    """A small JSON of the headline metrics of results files, the same few columns in every such file.
+
+    ``metric`` names the first metric and ``pretrained`` / ``random_init`` hold it (in percent) for the
+    pretrained and the randomly initialised encoder; a second metric of the same file (semi-supervised: another
+    fraction of labels; detection: mAP_v) is ``second_metric``, ``second_pretrained``, ``second_random_init``,
+    and so on. So ``dvc metrics show`` is one row per file and a few columns. dvc.yaml registers these files as ``metrics``; the
+    full results files are outputs.
     """
     groups: dict[str, dict[str, float]] = {}
     for results_file in results_files:
         result = json.loads(Path(results_file).read_text())
         group = "random_init" if result.get("provenance", {}).get("checkpoint") == "random" else "pretrained"
         groups.setdefault(group, {}).update(headline_metrics(result))
-    return write_json_atomically(path, groups)
+    names = list(dict.fromkeys(name for group in HEADLINE_GROUPS for name in groups.get(group, {})))
+    content: dict[str, Any] = {}
+    if len(names) > len(HEADLINE_ORDINALS):
+        raise ValueError(f"{path}: {len(names)} headline metrics, at most {len(HEADLINE_ORDINALS)} per file")
+    for ordinal, name in zip(HEADLINE_ORDINALS, names):
+        content[f"{ordinal}metric"] = headline_label(name)
+        content.update({f"{ordinal}{group}": groups[group][name] for group in HEADLINE_GROUPS
+                        if name in groups.get(group, {})})
+    return write_json_atomically(path, content)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

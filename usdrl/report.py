@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from usdrl.data.atomic_files import check_overwritable
-from usdrl.data.store import atomic_file, file_sha256, write_json_atomically
+from usdrl.data.store import atomic_file, file_sha256
 from usdrl.pipeline import run_checkpoint
 
 LOSS_COLUMNS = ("epoch", "total", "similarity", "variance_covariance", "cross_correlation")  # dvc.yaml plots
@@ -319,8 +319,11 @@ def results_provenance(checkpoint: str | Path, data_root: str | Path, benchmark:
 
 def write_with_provenance(path: str | Path, content: dict[str, Any], checkpoint: str | Path, data_root: str | Path,
                           benchmark: str) -> Path:
-    """``content`` with its ``provenance`` (``results_provenance``) as a JSON file, written atomically."""
-    return write_json_atomically(path, {**content, "provenance": results_provenance(checkpoint, data_root, benchmark)})
+    """``content`` with its ``provenance`` (``results_provenance``) as a JSON file, written atomically (paths inside
+    the project relative to its root)."""
+    from usdrl.evaluate.results import write_project_json  # torch, as results_provenance
+
+    return write_project_json(path, {**content, "provenance": results_provenance(checkpoint, data_root, benchmark)})
 
 
 def pretraining_history(log_path: str | Path) -> list[dict[str, Any]]:

@@ -152,10 +152,11 @@ def extract_features(model: SkeletonModel, split: SkeletonSplit, modality: str, 
 
 def feature_cache_key(identity: str, split: SkeletonSplit, modality: str, clip_frames: int, precision: str) -> str:
     """The cache file name of a split's features: 24 hex digits of the sha256 of everything they depend on
-    (checkpoint identity, data fingerprint and root, benchmark, split, modality, clip length, precision,
-    FEATURE_VERSION)."""
+    (checkpoint identity, data fingerprint and the sha256 of the data's manifest, benchmark, split, modality,
+    clip length, precision, FEATURE_VERSION); not where the data or the checkout is."""
+    manifest = hashlib.sha256(json.dumps(split.manifest, sort_keys=True, default=str).encode()).hexdigest()
     description = {"version": FEATURE_VERSION, "checkpoint": identity, "data": split.manifest.get("input_fingerprint"),
-                   "root": str(split.root.resolve()), "benchmark": split.benchmark, "split": split.split,
+                   "manifest": manifest, "benchmark": split.benchmark, "split": split.split,
                    "modality": modality, "clip_frames": clip_frames, "precision": precision}
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
 

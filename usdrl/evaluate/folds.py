@@ -17,8 +17,9 @@ import numpy as np
 
 from usdrl.config import Params
 from usdrl.data.errors import DataError
-from usdrl.data.store import read_manifest, write_json_atomically
+from usdrl.data.store import read_manifest
 from usdrl.evaluate.protocols import run_linear_probe, run_retrieval
+from usdrl.evaluate.results import write_project_json
 from usdrl.train import pretrain
 
 
@@ -62,5 +63,5 @@ def run_folds(data_root: str | Path, family: str, out_dir: str | Path, params: P
     content = {"protocol": "folds", "family": family, "data_root": str(data_root), "folds": rows,
                "summary": summary, "headline": "mean and spread over the folds; last epoch of every probe",
                "elapsed_seconds": round(time.perf_counter() - started, 3)}
-    write_json_atomically(out_dir / "summary.json", content)
+    write_project_json(out_dir / "summary.json", content)
     return {"out": str(out_dir / "summary.json"), "summary": summary}
