@@ -200,13 +200,26 @@ def _class_names(metadata: dict[str, str], classes: int | None, file: Path) -> l
     return names
 
 
+def recorded_path(recorded: str, near: Path) -> Path:
+    """A path a results file records: absolute as is; relative, from the project root (the folder above ``near``
+    holding dvc.yaml or params.yaml where it exists), else from the working directory."""
+    path = Path(recorded)
+    if path.is_absolute() or path.exists():
+        return path
+    for folder in Path(near).resolve().parents:
+        if ((folder / "dvc.yaml").is_file() or (folder / "params.yaml").is_file()) and (folder / path).exists():
+            return folder / path
+    return path
+
+
 def detector_head(folder: Path, checksum: str, layout: SkeletonLayout, clip_frames: int) -> tuple[dict, dict[str, Any]]:
     """(tensors, model.json part) of a detection run's folder (results.json and detector.safetensors)."""
     result = _results_file(folder / "results.json", "detection", checksum)
     tensors, metadata = load_tensors(folder / DETECTOR_FILE)
     check_weights(tensors, str(folder / DETECTOR_FILE), DataError)
     provenance = result["provenance"]
-    manifest, manifest_sha = read_training_manifest(provenance.get("data_root", ""), None, str(folder))
+    data_root = recorded_path(provenance.get("data_root", ""), folder)
+    manifest, manifest_sha = read_training_manifest(data_root, None, str(folder))
     if manifest_sha != provenance.get("data_manifest_sha256"):
         raise DataError(f"{provenance.get('data_root')}: its manifest changed since the detection run {folder}")
     head = tensors.get("head.weight")

@@ -11,11 +11,9 @@ modality)``: the benchmark, the run's name, its checkpoint, the prepared data an
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
-import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,21 +96,6 @@ def load_project(params_file: str | Path = "params.yaml", profile: str | None = 
     data = dataclasses.replace(params.data, root=str(root / params.data.root), utkinect=utkinect)
     evaluation = dataclasses.replace(params.evaluation, cache_dir=str(root / params.evaluation.cache_dir))
     return root, dataclasses.replace(params, data=data, evaluation=evaluation)
-
-
-@contextlib.contextmanager
-def working_directory(folder: str | Path) -> Iterator[Path]:
-    """Runs the block in ``folder``, then returns to the working directory it left.
-
-    Results files record the paths inside the project relative to its root (evaluate.results); code that opens
-    a path a results file names (usdrl.bundle reads a detection run's data folder) runs from the root.
-    """
-    previous = Path.cwd()
-    os.chdir(folder)
-    try:
-        yield Path(folder)
-    finally:
-        os.chdir(previous)
 
 
 def benchmark_or_default(dataset: str, benchmark: str | None) -> str:

@@ -448,12 +448,15 @@ def pretrain(data_root: str | Path, benchmark: str, out_dir: str | Path, model: 
     ``out_dir`` must be absent or empty, or with ``resume`` a run of usdrl pretrain to continue with its recorded
     settings (``check_resumed_settings``). The first process (rank 0) holds the folder's lock for the whole run:
     a second usdrl pretrain into the same folder is refused."""
-    check_run_folder(out_dir, resume)  # before the lock file is made: a folder of the user's is never touched
+    first = int(os.environ.get("RANK", "0")) == 0  # the folder is checked and locked by the first process only
+    if first:
+        check_run_folder(out_dir, resume)  # before the lock file is made: a folder of the user's is never touched
     trainer = Pretrainer(data_root, benchmark, out_dir, model, augment, loss, settings, progress)  # writes nothing
     try:
         with run_folder_lock(out_dir) if trainer.rank == 0 else contextlib.nullcontext():
-            check_run_folder(out_dir, resume)  # again, now that no other run can change the folder
-            if resume and (Path(out_dir) / "run.json").is_file():
+            if trainer.rank == 0:
+                check_run_folder(out_dir, resume)  # again, now that no other run can change the folder
+            if trainer.rank == 0 and resume and (Path(out_dir) / "run.json").is_file():
                 trainer.check_same_data(Path(out_dir) / "run.json", read_run_record(out_dir))
                 check_resumed_settings(out_dir, trainer.run_info)
             trainer.clean_interrupted_writes()

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from usdrl.auto_settings import resolve_for_data
 from usdrl.config import Params
 from usdrl.data.errors import DataError
 from usdrl.data.store import read_manifest
@@ -53,9 +54,11 @@ def run_folds(data_root: str | Path, family: str, out_dir: str | Path, params: P
                  resume=True, progress=progress)  # a finished fold resumes to its end at once
         checkpoint = folder / "run" / "checkpoints" / "last.pt"
         row = {"fold": fold}
+        resolved, _ = resolve_for_data(params, data_root, fold)  # the random encoder's clip length, as the run's
         for name, source in (("pretrained", checkpoint), ("random_init", "random")):
-            probe = run_linear_probe(data_root, fold, source, folder / f"probe_{name}.json", params, progress=progress)
-            knn = run_retrieval(data_root, fold, source, folder / f"knn_{name}.json", params, progress=progress)
+            probe = run_linear_probe(data_root, fold, source, folder / f"probe_{name}.json", resolved,
+                                     progress=progress)
+            knn = run_retrieval(data_root, fold, source, folder / f"knn_{name}.json", resolved, progress=progress)
             row[name] = {"top1": probe["metrics"]["top1"], "knn1": knn["metrics"]["knn1"]}
         rows.append(row)
     summary = {name: {metric: _mean_and_spread([row[name][metric] for row in rows]) for metric in ("top1", "knn1")}
