@@ -11,10 +11,12 @@ commands, and the dispatch (``COMMANDS``, ``main``). The data commands (prepare,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from usdrl.checkpoint import CheckpointError
@@ -362,12 +364,24 @@ def accuracy_summary(command: str, result: dict) -> str:
     return f"usdrl {command}: {'; '.join(parts)}{where} (all of it: --json)\n"
 
 
+@contextlib.contextmanager
+def one_line_warnings(command: str) -> Iterator[None]:
+    """Within the block, a warning reads ``usdrl COMMAND: warning: message`` (no source file and line)."""
+    previous = warnings.formatwarning
+    warnings.formatwarning = lambda message, *_, **__: f"usdrl {command}: warning: {message}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``usdrl`` with ``argv`` (default: the command line); the exit status: 0, or 2 with one line on stderr
     for bad input (a dataset, layout, setting, checkpoint or training error, or an unusable path)."""
     arguments = build_parser().parse_args(argv)
     try:
-        result = COMMANDS[arguments.command](arguments)
+        with one_line_warnings(arguments.command):
+            result = COMMANDS[arguments.command](arguments)
     except (DataError, LayoutError, ConfigError, CheckpointError, TrainingError) as error:
         print(f"usdrl {arguments.command}: error: {error}", file=sys.stderr)
         return 2

@@ -184,6 +184,7 @@ def load_split(root: str | Path, benchmark: str, split: str) -> SkeletonSplit:
     label = np.load(root / "label.npy", mmap_mode="r")
     num_frames = np.load(root / "num_frames.npy", mmap_mode="r")
     names = json.loads((root / "names.json").read_text())
+    _check_split(root, split_path, indices, len(names), num_frames)
     ids: dict[str, np.ndarray] = {}
     if (root / "ids.npz").is_file():
         with np.load(root / "ids.npz") as stored:
@@ -200,4 +201,30 @@ def load_split(root: str | Path, benchmark: str, split: str) -> SkeletonSplit:
             offsets=np.load(root / "offsets.npy"),
             frame_labels=np.load(root / "frame_labels.npy", mmap_mode="r"),
         )
-    return SkeletonSplit(**common, x=np.load(root / "x.npy", mmap_mode="r"))
+    try:
+        x = np.load(root / "x.npy", mmap_mode="r")
+    except (ValueError, OSError) as error:  # a truncated or damaged array file
+        raise DataError(f"{root / 'x.npy'} cannot be read ({error}); the dataset is damaged: prepare it again") from None
+    if x.shape[0] != len(names) or (len(x.shape) > 2 and int(np.max(num_frames[indices])) > x.shape[2]):
+        raise DataError(f"{root / 'x.npy'} holds {x.shape[0]} samples of {x.shape[2] if len(x.shape) > 2 else '?'} "
+                        f"frames, which do not fit names.json ({len(names)}) and num_frames.npy; prepare it again")
+    return SkeletonSplit(**common, x=x)
+
+
+def _check_split(root: Path, split_path: Path, indices: np.ndarray, count: int, num_frames: np.ndarray) -> None:
+    """A DataError naming the file when a split's indices are not sample positions of the dataset, or when one of
+    its samples has no valid frame."""
+    if not np.issubdtype(indices.dtype, np.integer) or indices.ndim != 1:
+        raise DataError(f"{split_path} must hold a list of sample indices, got {indices.dtype} of shape "
+                        f"{indices.shape}; prepare the dataset again")
+    outside = indices[(indices < 0) | (indices >= count)]
+    if len(outside):
+        raise DataError(f"{split_path}: index {int(outside[0])} is outside the {count} samples of {root}; prepare the "
+                        f"dataset again")
+    if len(num_frames) != count:
+        raise DataError(f"{root / 'num_frames.npy'} holds {len(num_frames)} values for {count} samples; prepare the "
+                        f"dataset again")
+    empty = indices[np.asarray(num_frames[indices]) < 1]
+    if len(empty):
+        raise DataError(f"{root / 'num_frames.npy'}: sample {int(empty[0])} has {int(num_frames[empty[0]])} valid "
+                        f"frames; every sample needs at least one (remove it, or prepare the dataset again)")
