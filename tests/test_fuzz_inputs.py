@@ -4,6 +4,7 @@ out of range, huge, non-finite), removed or joined by an extra one; the loaders 
 with one of the project's errors in one line, never another exception."""
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,7 +27,7 @@ from usdrl.evaluate.features import open_encoder
 from usdrl.skeleton import LayoutError, load_layout, ntu25_layout
 
 CLEAR_ERRORS = (DataError, LayoutError, ConfigError, CheckpointError)  # BundleError is a CheckpointError
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+FUZZ = settings(max_examples=int(os.environ.get("USDRL_FUZZ_EXAMPLES", "60")), deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                        HealthCheck.too_slow])
 
 # Replacement values: wrong types, out of range, huge, non-finite

@@ -233,6 +233,7 @@ def test_a_pickle_bomb_is_refused_quickly(tmp_path):
     ("", [], "is empty"),
     ("model:\n  gap: 2\nmodel:\n  gap: 3\n", [], "line 3: duplicate key 'model'"),
     ("pipeline: [1, 2]\n", [], "pipeline must be a mapping of settings"),
+    ("profile: [demo]\n", [], "profile must be the name of a profile"),
     ("pipeline:\n  runs:\n    one: 5\n", [], "pipeline.runs.one must be a mapping of settings"),
     ("{}\n", ["pretrain.learning_rate=nan"], "pretrain.learning_rate must be a finite number"),
     ("{}\n", ["pretrain.learning_rate=.inf"], "pretrain.learning_rate must be a finite number"),

@@ -358,6 +358,8 @@ def load_params(path: str | Path | None = DEFAULT_PARAMS_FILE, profile: str | No
     if not isinstance(profiles, dict):
         raise ConfigError(f"{name}: profiles must be a mapping of profile names to settings")
     chosen = profile or raw.get("profile", "paper")
+    if not isinstance(chosen, str):
+        raise ConfigError(f"{name}: profile must be the name of a profile (paper, or one under profiles:), got {chosen!r}")
     if chosen != "paper" or chosen in profiles:
         if chosen not in profiles:
             known = ", ".join(sorted({"paper", *map(str, profiles)}))
