@@ -53,3 +53,16 @@ def test_a_notebook_results_file_keeps_its_content_beside_the_provenance(synthet
     written = json.loads(path.read_text())
     assert {key: value for key, value in written.items() if key != "provenance"} == content
     assert written["provenance"]["checkpoint"] == str(checkpoint) and written["provenance"]["benchmark"] == "xview"
+
+
+def test_a_row_on_a_subset_of_a_benchmark_says_so_in_the_row():
+    from usdrl.report import mark_subsets
+
+    rows = [{"row": "DSTE (joint)", "dataset": "ntu60", "benchmark": "xsub", "samples": "5 / 0", "paper": "78.6"},
+            {"row": "DSTE (joint)", "dataset": "ntu60", "benchmark": "xsub", "samples": "40091 / 16487", "paper": "78.6"},
+            {"row": "DSTE (joint)", "dataset": "synthetic", "benchmark": "xview", "samples": "960 / 480", "paper": "-"}]
+    mark_subsets(rows)
+    assert rows[0]["row"] == "DSTE (joint) [subset: 5 of 40,091 training samples]"
+    assert rows[0]["paper"] == "(78.6: the benchmark, not comparable)"
+    assert rows[1]["row"] == "DSTE (joint)" and rows[1]["paper"] == "78.6"
+    assert rows[2]["row"] == "DSTE (joint)"
