@@ -147,35 +147,36 @@ def part_parity(device: torch.device, sizes: dict) -> dict:
     return report
 
 
-def part_training_step(device: torch.device, sizes: dict) -> dict:
+def _step_pair(device: torch.device, sizes: dict, steps: int, variants: dict[str, dict], keys: tuple[str, ...],
+               ratio: str) -> dict:
+    """The paper-size training step measured once per variant (``benchmarks/pretraining.py`` measure keywords),
+    the ``keys`` of each, and the second variant's samples/s over the first's as ``ratio``."""
     pretraining = benchmark_module("pretraining")
     report = {}
-    for precision in ("fp32", "bf16"):
-        measured = pretraining.measure(sizes["step_size"], sizes["step_batch"], sizes["step_steps"], str(device),
-                                       precision)
+    for name, options in variants.items():
+        measured = pretraining.measure(sizes["step_size"], sizes["step_batch"], steps, str(device), **options)
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        report[precision] = {key: measured[key] for key in (
-            "training_samples_per_second", "augmentation_samples_per_second", "fraction_of_peak",
-            "achieved_matmul_gflops", "peak_memory_mb", "parameters_millions", "batch_size", "hidden_size")}
-    report["bf16_over_fp32"] = round(report["bf16"]["training_samples_per_second"]
-                                     / report["fp32"]["training_samples_per_second"], 2)
+        report[name] = {key: measured[key] for key in keys}
+    first, second = (report[name]["training_samples_per_second"] for name in variants)
+    report[ratio] = round(second / first, 2)
     report["ok"] = True
     return report
+
+
+def part_training_step(device: torch.device, sizes: dict) -> dict:
+    return _step_pair(device, sizes, sizes["step_steps"], {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"}},
+                      ("training_samples_per_second", "augmentation_samples_per_second", "fraction_of_peak",
+                       "achieved_matmul_gflops", "peak_memory_mb", "parameters_millions", "batch_size", "hidden_size"),
+                      "bf16_over_fp32")
 
 
 def part_compile(device: torch.device, sizes: dict) -> dict:
-    pretraining = benchmark_module("pretraining")
-    report = {}
-    for compiled in (False, True):
-        measured = pretraining.measure(sizes["step_size"], sizes["step_batch"], sizes["compile_steps"], str(device),
-                                       "bf16", compile_backend=sizes["compile_backend"] if compiled else None)
-        report["compiled" if compiled else "eager"] = {key: measured[key] for key in (
-            "training_samples_per_second", "warm_up_seconds", "fraction_of_peak", "peak_memory_mb", "compiled")}
-    report["compiled_over_eager"] = round(report["compiled"]["training_samples_per_second"]
-                                          / report["eager"]["training_samples_per_second"], 2)
-    report["ok"] = True
-    return report
+    variants = {"eager": {"precision": "bf16", "compile_backend": None},
+                "compiled": {"precision": "bf16", "compile_backend": sizes["compile_backend"]}}
+    return _step_pair(device, sizes, sizes["compile_steps"], variants,
+                      ("training_samples_per_second", "warm_up_seconds", "fraction_of_peak", "peak_memory_mb",
+                       "compiled"), "compiled_over_eager")
 
 
 def part_features_knn(device: torch.device, sizes: dict) -> dict:

@@ -101,3 +101,13 @@ def tiny_exported_model(root: Path) -> dict:
     return {"root": root, "checkpoint": checkpoint, "params": params, "model": root / "model",
             "probe": root / "probe.json", "detect": root / "detect", "actions": root / "data/actions",
             "streams": root / "data/streams"}
+
+
+def one_line_error(capsys, *expected: str) -> str:
+    """The one line a refused command wrote on stderr (no traceback), holding every text of ``expected``."""
+    error = capsys.readouterr().err
+    lines = [line for line in error.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in error, error
+    for text in expected:
+        assert text in lines[0], lines[0]
+    return lines[0]

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import one_line_error
 
 from usdrl.checkpoint import CheckpointError, UnsafeCheckpointError, load_checkpoint, load_released
 from usdrl.cli import main
@@ -72,15 +73,6 @@ def _command(name, synthetic, checkpoint, tmp_path) -> list[str]:
 ENTRY_POINTS = ["probe", "retrieve", "finetune", "detect train", "pretrain --resume"]
 
 
-def _one_line_error(capsys, *expected: str) -> str:
-    error = capsys.readouterr().err
-    lines = [line for line in error.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in error, error
-    for text in expected:
-        assert text in lines[0], lines[0]
-    return lines[0]
-
-
 @pytest.fixture
 def outside_the_checkout(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no ./params.yaml: the package defaults and the --set options
@@ -104,11 +96,11 @@ def test_no_entry_point_runs_code_from_a_checkpoint(entry_point, synthetic, tmp_
             load_released(evil)
     elif entry_point == "convert-checkpoint":
         assert main(["convert-checkpoint", str(evil), "--out", str(tmp_path / "new.pt")]) == 2
-        _one_line_error(capsys, "refusing to convert", "evil.pt", "--trust-this-file")
+        one_line_error(capsys, "refusing to convert", "evil.pt", "--trust-this-file")
         assert not (tmp_path / "new.pt").exists()
     else:
         assert main(_command(entry_point, synthetic, evil, tmp_path)) == 2
-        _one_line_error(capsys, f"{evil} holds Python objects (builtins.exec)", "refused",
+        one_line_error(capsys, f"{evil} holds Python objects (builtins.exec)", "refused",
                         f"usdrl convert-checkpoint {evil} --out")
     assert not marker.exists()
 
@@ -140,7 +132,7 @@ def test_a_wrong_file_as_checkpoint_gives_one_line_and_exit_2(entry_point, name,
                                                               capsys, outside_the_checkout):
     checkpoint = bad_files / name
     assert main(_command(entry_point, synthetic, checkpoint, tmp_path)) == 2
-    line = _one_line_error(capsys, str(checkpoint), BAD[name])
+    line = one_line_error(capsys, str(checkpoint), BAD[name])
     if name == "other_layout.pt":
         assert ("does not fit this dataset" in line if entry_point != "pretrain --resume"
                 else "num_joints 17 (this run: 25)" in line)
@@ -158,9 +150,9 @@ def test_an_old_checkpoint_is_refused_with_the_convert_command_and_converts(bone
                                                     f"--trust-this-file"):
         load_checkpoint(old)
     assert main(_command("retrieve", synthetic, old, tmp_path)) == 2
-    _one_line_error(capsys, "numpy", "convert-checkpoint")
+    one_line_error(capsys, "numpy", "convert-checkpoint")
     assert main(["convert-checkpoint", str(old), "--out", str(new)]) == 2
-    _one_line_error(capsys, "without --trust-this-file")
+    one_line_error(capsys, "without --trust-this-file")
     assert main(["convert-checkpoint", str(old), "--out", str(new), "--trust-this-file"]) == 0
     capsys.readouterr()
     converted = load_checkpoint(new)
@@ -170,7 +162,7 @@ def test_an_old_checkpoint_is_refused_with_the_convert_command_and_converts(bone
     assert all(torch.equal(converted["model"][k], v) for k, v in content["model"].items())
     assert main(_command("retrieve", synthetic, new, tmp_path)) == 0
     assert main(["convert-checkpoint", str(new), "--out", str(tmp_path / "again.pt")]) == 2
-    _one_line_error(capsys, "already loads safely")
+    one_line_error(capsys, "already loads safely")
 
 
 def test_our_checkpoints_load_safely(bone_run):
@@ -191,9 +183,9 @@ def test_evaluation_takes_modality_and_backbone_from_our_checkpoint_and_refuses_
     with pytest.raises(CheckpointError, match="holds a dste encoder, but backbone sttr was asked"):
         run_retrieval(synthetic / "actions", "xview", bone_run, tmp_path / "x.json", params, backbone="sttr")
     assert main([*_command("probe", synthetic, bone_run, tmp_path), "--modality", "motion"]) == 2
-    _one_line_error(capsys, str(bone_run), "bone", "motion")
+    one_line_error(capsys, str(bone_run), "bone", "motion")
     assert main([*_command("pretrain --resume", synthetic, bone_run, tmp_path), "--set", "model.backbone=sttr"]) == 2
-    _one_line_error(capsys, str(bone_run), "backbone 'dste' (this run: 'sttr')")
+    one_line_error(capsys, str(bone_run), "backbone 'dste' (this run: 'sttr')")
 
 
 def _not_checkpoints(folder, marker):
@@ -225,10 +217,10 @@ def test_a_file_that_is_no_pytorch_checkpoint_is_named_for_what_it_is_without_co
         assert f"{path} is not a readable checkpoint: it is {kind}" in str(raised.value)
         assert str(raised.value).endswith("not a PyTorch checkpoint") and "convert" not in str(raised.value)
         assert main(_command("probe", synthetic, path, tmp_path)) == 2
-        line = _one_line_error(capsys, kind, "not a PyTorch checkpoint")
+        line = one_line_error(capsys, kind, "not a PyTorch checkpoint")
         assert "convert" not in line
         assert main(["convert-checkpoint", str(path), "--out", str(tmp_path / "new.pt"), "--trust-this-file"]) == 2
-        _one_line_error(capsys, kind, "nothing to convert")
+        one_line_error(capsys, kind, "nothing to convert")
     assert not marker.exists() and not (tmp_path / "new.pt").exists()
 
 
@@ -247,7 +239,7 @@ def test_torch_files_needing_an_unsafe_load_get_the_convert_advice_without_a_war
                 load_checkpoint(path)
         assert not caught, [str(warning.message) for warning in caught]  # torch's pickle-protocol warning
         assert main(_command("probe", synthetic, path, tmp_path)) == 2
-        _one_line_error(capsys, f"{path} holds Python objects", "convert-checkpoint")
+        one_line_error(capsys, f"{path} holds Python objects", "convert-checkpoint")
     assert not marker.exists()
 
 
@@ -275,16 +267,16 @@ def test_a_recorded_encoder_config_is_checked_against_the_stored_weights(entry_p
     edited = tmp_path / "edited.pt"
     torch.save(content, edited)
     assert main(_command(entry_point, synthetic, edited, tmp_path)) == 2  # never a 400 TB allocation
-    _one_line_error(capsys, str(edited), message)
+    one_line_error(capsys, str(edited), message)
 
 
 def test_an_existing_folder_as_results_file_or_a_file_as_proposals_folder_is_refused(synthetic, tmp_path, capsys,
                                                                                    outside_the_checkout):
     (tmp_path / "probe.json").mkdir()
     assert main(_command("probe", synthetic, "random", tmp_path)) == 2
-    _one_line_error(capsys, "probe.json is a folder; the results go to a file")
+    one_line_error(capsys, "probe.json is a folder; the results go to a file")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["probe.json"]  # no probe.json.tmp-PID left
     (tmp_path / "proposals.txt").write_text("1,0,10,0.5\n")
     assert main(["detect", "evaluate", "--proposals", str(tmp_path / "proposals.txt"), "--data",
                  str(synthetic / "streams"), "--benchmark", "xsub"]) == 2
-    _one_line_error(capsys, "proposals.txt is a file; pass the folder of <video>.txt proposal files")
+    one_line_error(capsys, "proposals.txt is a file; pass the folder of <video>.txt proposal files")

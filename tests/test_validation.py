@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import standing_body, tiny_exported_model, write_skeleton_file
+from conftest import one_line_error, standing_body, tiny_exported_model, write_skeleton_file
 
 from usdrl import load_model
 from usdrl.bundle import BundleError, description_digest, export_bundle
@@ -27,15 +27,6 @@ from usdrl.skeleton import LayoutError, load_layout
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     return tiny_exported_model(tmp_path_factory.mktemp("trained"))
-
-
-def _one_line_error(capsys, *expected: str) -> str:
-    error = capsys.readouterr().err
-    lines = [line for line in error.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in error, error
-    for text in expected:
-        assert text in lines[0], lines[0]
-    return lines[0]
 
 
 def _changed_bundle(trained, tmp_path, change):
@@ -87,7 +78,7 @@ def test_a_bundle_with_a_wrong_model_json_field_is_one_line(trained, tmp_path, c
                     ["embed", "--model", copy, trained["actions"], "--out", tmp_path / "f.npz"],
                     ["detect", "run", "--model", copy, trained["streams"], "--out", tmp_path / "detected"]):
         assert main(list(map(str, command))) == 2
-        _one_line_error(capsys, str(copy / "model.json"), message)
+        one_line_error(capsys, str(copy / "model.json"), message)
 
 
 @pytest.mark.parametrize("file, change, message", [
@@ -110,7 +101,7 @@ def test_bundle_weights_of_the_wrong_shape_or_not_finite_are_refused(trained, tm
 
     copy = _changed_bundle(trained, tmp_path, edit)
     assert main(["detect", "run", "--model", str(copy), str(trained["streams"]), "--out", str(tmp_path / "d")]) == 2
-    _one_line_error(capsys, str(copy), message)
+    one_line_error(capsys, str(copy), message)
 
 
 def _edited_checkpoint(trained, tmp_path, change):
@@ -137,7 +128,7 @@ def test_export_refuses_a_checkpoint_with_bad_recorded_settings_or_weights(train
     edited = _edited_checkpoint(trained, tmp_path, change)
     out = tmp_path / "bundle"
     assert main(["export", "--checkpoint", str(edited), "--out", str(out), "--data", str(trained["actions"])]) == 2
-    _one_line_error(capsys, str(edited), message)
+    one_line_error(capsys, str(edited), message)
     assert not out.exists()
 
 
@@ -148,7 +139,7 @@ def test_a_huge_released_embedding_is_refused_before_the_model_is_built(tmp_path
                                "module.encoder.t_embedding.0.weight": torch.zeros(8192, 150)}}, released)
     started = time.perf_counter()
     assert main(["export", "--checkpoint", str(released), "--out", str(tmp_path / "bundle")]) == 2
-    line = _one_line_error(capsys, str(released))
+    line = one_line_error(capsys, str(released))
     assert time.perf_counter() - started < 5, line
 
 
@@ -162,7 +153,7 @@ def test_a_probe_results_file_with_wrong_fields_is_refused(trained, tmp_path, ca
     probe.write_text(json.dumps({**json.loads(trained["probe"].read_text()), **results}))
     shutil.copy(trained["probe"].with_suffix(".head.safetensors"), tmp_path / "probe.head.safetensors")
     assert main(["export", "--checkpoint", str(trained["checkpoint"]), "--out", str(tmp_path / "b"), "--probe", str(probe)]) == 2
-    _one_line_error(capsys, str(probe), message)
+    one_line_error(capsys, str(probe), message)
 
 
 def test_a_one_dimensional_probe_head_is_refused(trained, tmp_path, capsys):
@@ -173,7 +164,7 @@ def test_a_one_dimensional_probe_head_is_refused(trained, tmp_path, capsys):
     save_file({**head, "weight": head["weight"][0].contiguous()}, str(tmp_path / "probe.head.safetensors"))
     assert main(["export", "--checkpoint", str(trained["checkpoint"]), "--out", str(tmp_path / "b"), "--probe",
                  str(tmp_path / "probe.json")]) == 2
-    _one_line_error(capsys, "probe.head.safetensors", "the tensor weight must be a head (classes, 32)")
+    one_line_error(capsys, "probe.head.safetensors", "the tensor weight must be a head (classes, 32)")
 
 
 @pytest.mark.parametrize("manifest, message", [
@@ -187,7 +178,7 @@ def test_a_manifest_with_wrong_fields_is_refused(trained, tmp_path, capsys, mani
     content = json.loads((data / "manifest.json").read_text())
     (data / "manifest.json").write_text(json.dumps({**content, **manifest}))
     assert main(["recognize", "--model", str(trained["model"]), str(data), "--split", "xview/test"]) == 2
-    _one_line_error(capsys, str(data / "manifest.json"), message)
+    one_line_error(capsys, str(data / "manifest.json"), message)
 
 
 LAYOUT = """name: small
@@ -248,13 +239,13 @@ def test_bad_params_and_overrides_are_one_line(tmp_path, capsys, text, overrides
     arguments = [item for override in overrides for item in ("--set", override)]
     assert main(["pretrain", "--data", str(tmp_path), "--benchmark", "xview", "--params", str(tmp_path / "params.yaml"), *arguments,
                  "--out", str(tmp_path / "run")]) == 2
-    _one_line_error(capsys, message)
+    one_line_error(capsys, message)
 
 
 @pytest.mark.parametrize("subjects", ["0", "-1"])
 def test_prepare_synthetic_refuses_no_subjects(tmp_path, capsys, subjects):
     assert main(["prepare", "synthetic", "--subjects", subjects, "--out", str(tmp_path / "data")]) == 2
-    _one_line_error(capsys, f"--subjects must be at least 1, got {subjects}")
+    one_line_error(capsys, f"--subjects must be at least 1, got {subjects}")
     assert not (tmp_path / "data").exists()
 
 
@@ -266,7 +257,7 @@ def test_a_binary_missing_list_is_refused(tmp_path, capsys, content):
     (tmp_path / "missing.txt").write_bytes(content)
     assert main(["prepare", "ntu60", "--raw", str(tmp_path / "raw"), "--missing", str(tmp_path / "missing.txt"),
                  "--out", str(tmp_path / "data")]) == 2
-    _one_line_error(capsys, "missing-skeleton list", "missing.txt")
+    one_line_error(capsys, "missing-skeleton list", "missing.txt")
 
 
 def test_a_full_disk_gives_one_line_and_leaves_no_dataset(tmp_path, capsys, monkeypatch):
