@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+from usdrl.data.project_paths import paths_relative_to_project
 from usdrl.data.store import load_split
 from usdrl.evaluate.features import feature_cache_key
-from usdrl.evaluate.results import paths_relative_to_project, write_results
+from usdrl.evaluate.results import write_results
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 # a path of at least two folders starting at the file system's root, not inside a URL ("https://") or a fraction
@@ -51,6 +53,23 @@ def absolute_paths_in(results: Path) -> list[str]:
 def test_no_results_file_holds_an_absolute_path():
     found = absolute_paths_in(REPOSITORY / "results")
     assert not found, f"{len(found)} absolute paths in results/, e.g.\n" + "\n".join(found[:10])
+
+
+def test_the_committed_model_bundle_holds_no_absolute_path():
+    bundle = REPOSITORY / "models" / "synthetic_xview_dste_joint"
+    found = [f"model.json: {where} = {value}"
+             for where, value in _absolute_strings(json.loads((bundle / "model.json").read_text()))]
+    found += [f"README.md: {match}" for match in ABSOLUTE_PATH.findall((bundle / "README.md").read_text())]
+    assert not found, "\n".join(found[:10])
+
+
+def test_executed_notebooks_name_no_path_of_the_checkout():
+    """What the cells printed (the executed copies dvc repro leaves in results/notebooks/) names no folder of the
+    checkout that ran them; a fresh clone has none of them, a checkout after dvc repro has all."""
+    checkout, environment = str(REPOSITORY), json.dumps(sys.prefix)[1:-1]  # a package's own warning names its file
+    for path in sorted((REPOSITORY / "results" / "notebooks").glob("*.ipynb")):
+        outputs = json.dumps([cell.get("outputs", []) for cell in json.loads(path.read_text())["cells"]])
+        assert checkout not in outputs.replace(environment, ""), f"{path.name} prints {checkout}"
 
 
 def test_the_check_finds_absolute_paths_in_tables_and_not_urls_or_fractions():

@@ -82,20 +82,15 @@ def _batch_size(count: int, batch_size: int, world_size: int) -> tuple[int, str]
                     f"the {count} clips ({dropped})")
 
 
-def _schedule(epochs: int, milestones: tuple[int, ...], steps_per_epoch: int,
-              minimum_steps: int) -> tuple[int, tuple[int, ...], str]:
+def _schedule(epochs: int, milestones: tuple[int, ...], steps_per_epoch: int, minimum_steps: int,
+              about: str = "") -> tuple[int, tuple[int, ...], str]:
     steps = epochs * steps_per_epoch
     if minimum_steps <= 0 or epochs == 0 or steps >= minimum_steps:  # 0 epochs: the untrained baseline
-        return epochs, milestones, f"as given: {epochs} epochs of {steps_per_epoch} steps ({steps} steps)"
+        return epochs, milestones, f"as given: {epochs} epochs of {about}{steps_per_epoch} steps ({steps} steps)"
     longer = math.ceil(minimum_steps / max(steps_per_epoch, 1))
     scaled = tuple(round(milestone * longer / epochs) for milestone in milestones)
-    return longer, scaled, (f"{epochs} epochs of {steps_per_epoch} steps are {steps} < minimum_steps "
+    return longer, scaled, (f"{epochs} epochs of {about}{steps_per_epoch} steps are {steps} < minimum_steps "
                             f"{minimum_steps}: {longer} epochs, milestones in proportion")
-
-
-def has_auto(params: Params) -> bool:
-    """True when a setting of ``params`` is still ``auto``."""
-    return AUTO in (params.model.clip_frames, params.augment.minimum_crop)
 
 
 def resolve_for_split(params: Params, split: SkeletonSplit, world_size: int = 1) -> tuple[Params, dict[str, Any]]:
@@ -129,9 +124,9 @@ def resolve_for_split(params: Params, split: SkeletonSplit, world_size: int = 1)
     elif split.untrimmed:
         windows = int(sum(max(1, math.ceil(int(frames) / detection.stride)) for frames in split.num_frames))
         steps_per_epoch = max(1, windows // detection.batch_size)
-        epochs, _, rule = _schedule(detection.epochs, (), steps_per_epoch, detection.minimum_steps)
+        epochs, _, rule = _schedule(detection.epochs, (), steps_per_epoch, detection.minimum_steps, "about ")
         if epochs != detection.epochs:
-            record["detection.epochs"] = {"value": epochs, "rule": rule.replace("epochs of", "epochs of about")}
+            record["detection.epochs"] = {"value": epochs, "rule": rule}
         detection = dataclasses.replace(detection, epochs=epochs)
     resolved = dataclasses.replace(params, model=model, augment=augment, pretrain=pretrain, detection=detection)
     return resolved, record

@@ -34,6 +34,7 @@ from usdrl.config import ModelSection
 from usdrl.data.atomic_files import check_replaceable
 from usdrl.data.errors import DataError
 from usdrl.data.importers import position_channels
+from usdrl.data.project_paths import paths_relative_to_project, project_root_of
 from usdrl.data.store import MANIFEST_NAME, file_sha256, replace_folder, write_json_atomically
 from usdrl.evaluate.dense import DETECTOR_FILE, DenseDetector
 from usdrl.evaluate.features import open_encoder
@@ -201,15 +202,13 @@ def _class_names(metadata: dict[str, str], classes: int | None, file: Path) -> l
 
 
 def recorded_path(recorded: str, near: Path) -> Path:
-    """A path a results file records: absolute as is; relative, from the project root (the folder above ``near``
-    holding dvc.yaml or params.yaml where it exists), else from the working directory."""
+    """A path a results file records: absolute as is; relative, from the root of the project ``near`` lies in
+    where it exists there, else from the working directory."""
     path = Path(recorded)
-    if path.is_absolute() or path.exists():
+    root = project_root_of(Path(near) / "results.json")
+    if path.is_absolute() or path.exists() or root is None or not (root / path).exists():
         return path
-    for folder in Path(near).resolve().parents:
-        if ((folder / "dvc.yaml").is_file() or (folder / "params.yaml").is_file()) and (folder / path).exists():
-            return folder / path
-    return path
+    return root / path
 
 
 def detector_head(folder: Path, checksum: str, layout: SkeletonLayout, clip_frames: int) -> tuple[dict, dict[str, Any]]:
@@ -295,6 +294,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, probe: str | Path | N
         description = {"format": FORMAT, "format_version": FORMAT_VERSION, "usdrl_version": __version__,
                        **description, "class_names": class_names, "heads": heads,
                        "exported": {"git_revision": git_revision(), "torch": torch.__version__}}
+        # a bundle inside a project names the project's files relative to its root, as results files do
+        description = paths_relative_to_project(description, project_root_of(out))
         if onnx:
             from usdrl.onnx_export import export_onnx
 

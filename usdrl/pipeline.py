@@ -22,11 +22,11 @@ import yaml
 from usdrl.auto_settings import resolve_for_data
 from usdrl.config import ConfigError, Params, load_params
 from usdrl.data.errors import DataError
+from usdrl.data.project_paths import PROJECT_MARKERS
 from usdrl.data.store import MANIFEST_NAME, write_json_atomically
 
 RUN_SETTINGS_FILE = "run.json"  # beside checkpoints/ in a run folder: what usdrl pretrain was given (train.py)
 
-PROJECT_MARKERS = ("dvc.yaml", "params.yaml")  # a folder holding one of these is the project root
 DEFAULT_BENCHMARK = {"synthetic": "xview", "utkinect": "xsub", "ntu60": "xsub", "ntu120": "xsub", "pku1": "xsub",
                      "pku2": "xsub"}
 PREPARED_IN_TWO_FORMS = ("synthetic", "utkinect")  # DATA/<name>/actions (trimmed) and DATA/<name>/streams (untrimmed)

@@ -174,7 +174,7 @@ class Pretrainer:
         self._check_batch_size(data_root, benchmark)  # before anything is built
         self.progress = progress and self.rank == 0
         if self.rank == 0 and self.automatic and progress:
-            print(f"settings from the data ({data_root}, {benchmark} train):\n{describe(self.automatic)}",
+            print(f"settings from the data ({benchmark} training split):\n{describe(self.automatic)}",
                   file=sys.stderr)
         if self.rank == 0:
             warn_if_crops_never_happen(self.split, self.augment.minimum_crop)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import subprocess
 import time
@@ -13,52 +12,12 @@ from typing import Any
 
 import torch
 
+from usdrl.data.project_paths import paths_relative_to_project, project_root_of
 from usdrl.data.store import MANIFEST_NAME, SkeletonSplit, write_json_atomically
 from usdrl.evaluate.features import RANDOM
 
 RESULTS_FIELDS = ("protocol", "metrics", "settings", "provenance", "device", "elapsed_seconds")  # write_results'
 SOURCES = ("usdrl", "notebooks", "params.yaml", "dvc.yaml")  # what makes a result; not results/ or figures/
-PROJECT_MARKERS = ("dvc.yaml", "params.yaml")  # a folder holding one of these is the project root
-
-
-def project_root_of(path: str | Path) -> Path | None:
-    """The project a file is written into: the nearest folder above ``path`` holding dvc.yaml or params.yaml."""
-    folder = Path(os.path.abspath(path)).parent
-    for candidate in (folder, *folder.parents):
-        if any((candidate / marker).is_file() for marker in PROJECT_MARKERS):
-            return candidate
-    return None
-
-
-def _relative_path(value: str, roots: tuple[Path, ...]) -> str:
-    """An absolute path inside one of ``roots`` as a POSIX path relative to it; any other text as given."""
-    if "\n" in value or not os.path.isabs(value):
-        return value
-    path = Path(os.path.normpath(value))
-    for root in roots:
-        if path == root or root in path.parents:
-            return path.relative_to(root).as_posix() if path != root else "."
-    return value
-
-
-def paths_relative_to_project(content: Any, root: str | Path | None) -> Any:
-    """``content`` (JSON: dicts, lists, text) with every absolute path inside ``root`` written relative to it.
-
-    Paths outside the project stay as the user gave them; the data is named by checksums, not by place.
-    """
-    if root is None:
-        return content
-    given = Path(os.path.abspath(root))
-    roots = (given,) if given == given.resolve() else (given, given.resolve())
-    if isinstance(content, dict):
-        return {key: paths_relative_to_project(value, root) for key, value in content.items()}
-    if isinstance(content, list | tuple):
-        return [paths_relative_to_project(value, root) for value in content]
-    if isinstance(content, str):
-        return _relative_path(content, roots)
-    return content
-
-
 def write_project_json(path: str | Path, content: dict[str, Any]) -> Path:
     """A results JSON written atomically, its paths inside the project it lies in recorded relative to that root."""
     return write_json_atomically(path, paths_relative_to_project(content, project_root_of(path)))
