@@ -5,11 +5,11 @@
 
 Writes an NTU-shaped store (N x 3 x 300 x 25 x 2 float32, valid lengths drawn from 32..300 with a median near
 NTU's) through the project's writer into a temporary folder (removed afterwards unless ``--keep``), then times
-the batches exactly as ``usdrl.train`` feeds them (``epoch_batches`` and ``training_loader``) for each number of
+the batches exactly as ``usdrl.training.pretrain`` feeds them (``epoch_batches`` and ``training_loader``) for each number of
 workers and pin_memory setting (pin_memory only where CUDA is: without it pinning does nothing). The store is
 read once before the timings, so every setting reads it from the page cache. An epoch spans ``--epoch-samples`` positions (default: NTU-60 xsub train's
 40,091) that cycle over the stored rows, so a timed run holds as many batches as a real epoch's start without
-a store of that size. ``--reference`` also times the per-sample pipeline that ``usdrl.train`` used before
+a store of that size. ``--reference`` also times the per-sample pipeline that ``usdrl.training.pretrain`` used before
 (a Dataset of single samples, ``collate_trimmed``), on the same batches, and checks both give the same batches.
 
 Each timing is one fresh DataLoader, started as every epoch starts one: ``first_batch_seconds`` is the time to
@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from usdrl.data.import_common import write_samples
-from usdrl.data.store import DatasetWriter, SkeletonSplit, load_split
-from usdrl.data.writer import finish_dataset
-from usdrl.runtime import collate_trimmed
+from usdrl.data.store import SkeletonSplit, load_split
+from usdrl.data.writer import DatasetWriter, finish_dataset
 from usdrl.skeleton import ntu25_layout
-from usdrl.train import epoch_batches, training_loader
+from usdrl.training.pretrain import epoch_batches, training_loader
+from usdrl.training.runtime import collate_trimmed
 
 NTU60_XSUB_TRAIN = 40_091
 FRAMES, JOINTS, PERSONS = 300, 25, 2

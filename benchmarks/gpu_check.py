@@ -87,9 +87,9 @@ def gradients_error(gradients: dict[str, torch.Tensor], reference: dict[str, tor
 
 def forward_backward(model, views: torch.Tensor, dtype: torch.dtype | None) -> tuple[dict, dict]:
     """Loss terms and parameter gradients of one forward and backward pass of the pretraining objective."""
-    from usdrl.config import LossSection
-    from usdrl.runtime import autocast_context
-    from usdrl.train import PretrainingObjective, loss_terms
+    from usdrl.settings.sections import LossSection
+    from usdrl.training.pretrain import PretrainingObjective, loss_terms
+    from usdrl.training.runtime import autocast_context
 
     model.zero_grad(set_to_none=True)
     with autocast_context(views.device, dtype):
@@ -101,9 +101,9 @@ def forward_backward(model, views: torch.Tensor, dtype: torch.dtype | None) -> t
 
 
 def part_parity(device: torch.device, sizes: dict) -> dict:
-    from usdrl.config import LossSection, ModelSection
-    from usdrl.losses import mgfd_loss
-    from usdrl.model import SkeletonModel
+    from usdrl.nn.encoders import SkeletonModel
+    from usdrl.nn.losses import mgfd_loss
+    from usdrl.settings.sections import LossSection, ModelSection
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -180,11 +180,11 @@ def part_compile(device: torch.device, sizes: dict) -> dict:
 
 
 def part_features_knn(device: torch.device, sizes: dict) -> dict:
-    from usdrl.config import ModelSection
     from usdrl.data.store import load_split
     from usdrl.evaluate.features import extract_features
     from usdrl.evaluate.retrieval import knn_accuracy
-    from usdrl.model import SkeletonModel
+    from usdrl.nn.encoders import SkeletonModel
+    from usdrl.settings.sections import ModelSection
 
     feed_rate = benchmark_module("feed_rate")
     folder = Path(tempfile.mkdtemp(prefix="usdrl-gpu-check-"))
@@ -220,7 +220,7 @@ def usdrl_command(arguments: list[str], timeout: float) -> float:
     """Run ``usdrl ARGUMENTS`` from the repository root (its params.yaml); seconds taken; an error with its
     stderr's end when it fails."""
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "usdrl.cli", *arguments], cwd=REPOSITORY, capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "usdrl.cli.main", *arguments], cwd=REPOSITORY, capture_output=True,
                             text=True, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(f"usdrl {arguments[0]} exited {result.returncode}: {result.stderr[-2000:]}")
@@ -280,9 +280,9 @@ def ddp_worker(device_type: str, sizes: dict, result_path: str) -> None:
     process's step on the whole batch and writes the result."""
     import torch.distributed as dist
 
-    from usdrl.config import LossSection, ModelSection
-    from usdrl.model import SkeletonModel
-    from usdrl.train import PretrainingObjective, loss_terms
+    from usdrl.nn.encoders import SkeletonModel
+    from usdrl.settings.sections import LossSection, ModelSection
+    from usdrl.training.pretrain import PretrainingObjective, loss_terms
 
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
     device = torch.device("cuda", local) if device_type == "cuda" else torch.device("cpu")

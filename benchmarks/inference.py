@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from usdrl.config import ModelSection
-from usdrl.inference import TrainedModel
-from usdrl.model import SkeletonModel, count_parameters
-from usdrl.onnx_export import ExportedModel, example_input, export_onnx, output_names
-from usdrl.runtime import autocast_context
+from usdrl.deploy.inference import TrainedModel
+from usdrl.deploy.onnx_export import ExportedModel, example_input, export_onnx, output_names
+from usdrl.nn.encoders import SkeletonModel, count_parameters
+from usdrl.settings.sections import ModelSection
 from usdrl.skeleton import ntu25_layout
+from usdrl.training.runtime import autocast_context
 
 SIZES = {"tiny": 32, "demo": 64, "small": 256, "paper": 1024}
 

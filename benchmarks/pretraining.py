@@ -25,12 +25,12 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from usdrl.augment import make_views
-from usdrl.config import AugmentSection, LossSection, ModelSection
-from usdrl.model import SkeletonModel, count_parameters
-from usdrl.runtime import autocast_context, autocast_settings, peak_memory_megabytes, resolve_device
+from usdrl.nn.augment import make_views
+from usdrl.nn.encoders import SkeletonModel, count_parameters
+from usdrl.settings.sections import AugmentSection, LossSection, ModelSection
 from usdrl.skeleton import ntu25_layout
-from usdrl.train import PretrainingObjective, loss_terms
+from usdrl.training.pretrain import PretrainingObjective, loss_terms
+from usdrl.training.runtime import autocast_context, autocast_settings, peak_memory_megabytes, resolve_device
 
 SIZES = {"tiny": 64, "small": 256, "paper": 1024}
 

@@ -77,12 +77,12 @@ def tiny_exported_model(root: Path) -> dict:
     under ``root`` (a few seconds on one thread): the valid inputs that validation tests change."""
     import torch
 
-    from usdrl.bundle import export_bundle
-    from usdrl.config import load_params
     from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
-    from usdrl.evaluate.dense import run_detection
+    from usdrl.deploy.bundle import export_bundle
+    from usdrl.evaluate.detector import run_detection
     from usdrl.evaluate.protocols import run_linear_probe
-    from usdrl.train import pretrain
+    from usdrl.settings.params import load_params
+    from usdrl.training.pretrain import pretrain
 
     previous = torch.get_num_threads()
     torch.set_num_threads(1)

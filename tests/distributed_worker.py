@@ -5,9 +5,9 @@ import os
 import torch
 import torch.distributed as dist
 
-from usdrl.config import LossSection, ModelSection, PretrainSection
-from usdrl.model import SkeletonModel
-from usdrl.train import PretrainingObjective, loss_terms, pretrain
+from usdrl.nn.encoders import SkeletonModel
+from usdrl.settings.sections import LossSection, ModelSection, PretrainSection
+from usdrl.training.pretrain import PretrainingObjective, loss_terms, pretrain
 
 
 def make_views(batch: int) -> torch.Tensor:

@@ -18,13 +18,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from usdrl import load_model
-from usdrl.bundle import description_digest, detector_head, encoder_of_checkpoint, probe_head
-from usdrl.checkpoint import CheckpointError, load_checkpoint
-from usdrl.config import ConfigError, ModelSection, load_params
 from usdrl.data.errors import DataError
-from usdrl.data.store import file_sha256, load_split
+from usdrl.data.fingerprint import file_sha256
+from usdrl.data.store import load_split
+from usdrl.deploy.bundle import description_digest, detector_head, encoder_of_checkpoint, probe_head
 from usdrl.evaluate.features import open_encoder
+from usdrl.settings.params import load_params
+from usdrl.settings.sections import ConfigError, ModelSection
 from usdrl.skeleton import LayoutError, load_layout, ntu25_layout
+from usdrl.training.checkpoint_files import CheckpointError, load_checkpoint
 
 CLEAR_ERRORS = (DataError, LayoutError, ConfigError, CheckpointError)  # BundleError is a CheckpointError
 FUZZ = settings(max_examples=int(os.environ.get("USDRL_FUZZ_EXAMPLES", "60")), deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -5,8 +5,8 @@ import pytest
 import torch
 from conftest import shared_path
 
-from usdrl.cli import main
-from usdrl.data import load_split
+from usdrl.cli.main import main
+from usdrl.data.store import load_split
 from usdrl.skeleton import BUILTIN_LAYOUTS, LayoutError, layout_from_dict, load_layout, to_bone
 
 # The 19 links of the standard COCO keypoint skeleton (1-based, as in the COCO annotations).

@@ -15,13 +15,14 @@ import torch
 from conftest import one_line_error, standing_body, tiny_exported_model, write_skeleton_file
 
 from usdrl import load_model
-from usdrl.bundle import BundleError, description_digest, export_bundle
-from usdrl.checkpoint import load_checkpoint
-from usdrl.cli import main
-from usdrl.config import ConfigError, load_params
+from usdrl.cli.main import main
 from usdrl.data.errors import DataError
 from usdrl.data.safe_pickle import load_pickle
+from usdrl.deploy.bundle import BundleError, description_digest, export_bundle
+from usdrl.settings.params import load_params
+from usdrl.settings.sections import ConfigError
 from usdrl.skeleton import LayoutError, load_layout
+from usdrl.training.checkpoint_files import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,7 @@ def test_a_bundle_with_a_wrong_model_json_field_is_one_line(trained, tmp_path, c
 def test_bundle_weights_of_the_wrong_shape_or_not_finite_are_refused(trained, tmp_path, capsys, file, change, message):
     from safetensors.torch import load_file, save_file
 
-    from usdrl.data.store import file_sha256
+    from usdrl.data.fingerprint import file_sha256
 
     def edit(description):
         tensors = load_file(str(tmp_path / "model" / file))

@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from usdrl.data.store import atomic_file
+from usdrl.data.atomic_files import atomic_file
+from usdrl.data.store import available_splits, load_split
+from usdrl.skeleton import SkeletonLayout
 
 SOFTWARE_TAG = "usdrl"  # the PNG "Software" text of every figure save_figure writes (is_figure_of_ours)
 EMBEDDING_METHODS = ("tsne", "umap")  # embed_in_plane's methods, in the order notebook 07 draws them
@@ -63,7 +65,7 @@ def copy_figure(source: str | Path, path: str | Path) -> Path:
 
 def plot_loss_curves(history: Sequence[Mapping[str, Any]], path: str | Path, title: str) -> Path:
     """Total loss and its three parts per epoch, from the epoch records of a run's log
-    (``usdrl.report.pretraining_history``)."""
+    (``usdrl.project.report.pretraining_history``)."""
     plt = _pyplot()
     epochs = [record["epoch"] for record in history]
     figure, axes = plt.subplots(1, 4, figsize=(13, 2.8))
@@ -214,3 +216,72 @@ def plot_alpha_curve(alphas: list[float], linear: list[float], retrieval: list[f
     axis.legend(fontsize=8)
     figure.tight_layout()
     return save_figure(figure, path)
+
+
+def _draw_skeleton(axis, frame: np.ndarray, layout: SkeletonLayout, colour: str) -> None:
+    """frame (C, V) of one person, drawn as x (horizontal) against y (vertical)."""
+    if not np.any(frame):
+        return
+    for child, parent in layout.bones:
+        if child == parent:
+            continue
+        axis.plot([frame[0, child], frame[0, parent]], [frame[1, child], frame[1, parent]], color=colour, linewidth=1.5)
+    axis.scatter(frame[0], frame[1], s=6, color=colour)
+
+
+def plot_samples(root: str | Path, path: str | Path, count: int = 4, frames_per_sample: int = 5) -> Path:
+    """A PNG grid: ``count`` samples of the first split, each at ``frames_per_sample`` evenly spaced frames."""
+    plt = _pyplot()
+    splits = [s for s in available_splits(root)]
+    for benchmark, split in splits:
+        try:
+            data = load_split(root, benchmark, split)
+            break
+        except ValueError:
+            continue
+    else:
+        raise ValueError(f"{root}: no non-empty split to draw")
+    layout = data.layout
+    count = min(count, len(data))
+    figure, axes = plt.subplots(count, frames_per_sample, figsize=(2.2 * frames_per_sample, 2.6 * count), squeeze=False)
+    chosen = np.linspace(0, len(data) - 1, count).round().astype(int)
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
+    for row, position in enumerate(chosen):
+        sample = data.sequence(position) if data.untrimmed else data.sample(position)  # (C, T, V, M)
+        valid = int(data.num_frames[position])
+        for column, time in enumerate(np.linspace(0, max(valid - 1, 0), frames_per_sample).round().astype(int)):
+            axis = axes[row, column]
+            for person in range(sample.shape[3]):
+                _draw_skeleton(axis, sample[:, time, :, person], layout, colours[person % len(colours)])
+            axis.set_aspect("equal")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            title = f"frame {time + 1}"
+            if column == 0:
+                title = f"{data.names[position]}\n{data.class_names[data.label[position]][:24]}\n" + title
+            axis.set_title(title, fontsize=7)
+    figure.tight_layout()
+    return save_figure(figure, path, dpi=90)
+
+
+def plot_timeline(probabilities: np.ndarray, truth: list[tuple], proposals: list[tuple], class_names: list[str],
+                  path: str | Path, title: str, top: int = 30) -> Path:
+    """Ground truth and the top-scoring predicted segments of one video on one timeline, coloured by class."""
+    plt = _pyplot()
+    colours = plt.get_cmap("tab20")
+    figure, axes = plt.subplots(3, 1, figsize=(12, 4.2), sharex=True, gridspec_kw={"height_ratios": [1, 1, 1.4]})
+    for row, (segments, name) in enumerate(((truth, "ground truth"), (sorted(proposals, key=lambda p: -p[3])[:top], f"top {top} proposals"))):
+        for label, start, end, score, _ in segments:
+            axes[row].broken_barh([(start, end - start)], (0, 1), color=colours((label - 1) % 20),
+                                  alpha=1.0 if row == 0 else min(1.0, 0.3 + float(score)))
+            if row == 0:
+                axes[row].text((start + end) / 2, 0.5, class_names[label - 1][:12], ha="center", va="center", fontsize=6)
+        axes[row].set_yticks([])
+        axes[row].set_ylabel(name, rotation=0, ha="right", fontsize=8)
+    axes[2].plot(1 - probabilities[:, 0], color="black", linewidth=0.8)
+    axes[2].set_ylabel("P(action)", rotation=0, ha="right", fontsize=8)
+    axes[2].set_ylim(0, 1)
+    axes[2].set_xlabel("frame")
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return save_figure(figure, path, dpi=90)

@@ -4,7 +4,7 @@ the JSON files (model.json, results files, manifests) and the weights of checkpo
 Every check raises the error class its caller passes (DataError, LayoutError, ConfigError, CheckpointError,
 BundleError), with one line naming the file, the field and what was expected. The recorded settings of
 checkpoints and bundles are checked by ``recorded_section``: the sections and ranges of params.yaml
-(``usdrl.config.ALLOWED``), so a recorded setting is held to what params.yaml may hold.
+(``usdrl.settings.params.ALLOWED``), so a recorded setting is held to what params.yaml may hold.
 
 Sizes are bounded before anything is allocated: a YAML document or a pickle whose aliases or shared references
 expand to more than ``MOST_NODES`` values, or nest deeper than ``DEEPEST``, is refused before it is walked.
@@ -186,7 +186,8 @@ def recorded_section(section: type, values: Any, source: str, error: type[Except
     """The params.yaml section ``section`` (ModelSection, AugmentSection, ...) from settings a file records,
     checked exactly as params.yaml is (types and ``ALLOWED`` ranges), plus, for the model, a DSA gap no larger
     than the clip; ``error`` naming ``source`` and the field otherwise."""
-    from usdrl.config import ConfigError, ModelSection, build_section
+    from usdrl.settings.params import build_section
+    from usdrl.settings.sections import ConfigError, ModelSection
 
     try:
         built = build_section(section, values, where, lambda key: source)
@@ -262,7 +263,7 @@ def check_description(description: dict[str, Any], source: str, error: type[Exce
     """A bundle's model.json (already known to be ours and unchanged): every field ``assemble``, ``load_model``
     and the commands read, of its kind, the encoder's settings as params.yaml's model section, the detector's as
     its detection section, and the class names one per class of the classifier."""
-    from usdrl.config import DetectionSection
+    from usdrl.settings.sections import DetectionSection
 
     check_fields(description, DESCRIPTION_FIELDS, source, error, optional_fields=("onnx", "parameters"))
     check_fields(description["preprocessing"], PREPROCESSING_FIELDS, source, error, "preprocessing",

@@ -6,8 +6,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from usdrl.data import DataError, load_split
+from usdrl.data.errors import DataError
 from usdrl.data.importers import import_agcn, import_arrays, import_ctrgcn
+from usdrl.data.store import load_split
 
 
 def _samples(rng, count, frames=300):
@@ -152,7 +153,7 @@ def _raw_capture(rng, count=6, frames=40):
 
 
 def test_arrays_in_raw_metres_are_normalised_like_ntu_and_no_normalise_keeps_them(tmp_path):
-    from usdrl.cli import main
+    from usdrl.cli.main import main
 
     x, lengths = _raw_capture(np.random.default_rng(4))
     np.savez(tmp_path / "capture.npz", x=x, label=np.arange(6) % 2, split_xsub_train=np.arange(4),
@@ -234,7 +235,7 @@ def _save_npz(path):
     ("train_num_frame.npy", lambda path: np.save(path, np.array(["10", "20"])), "train_num_frame.npy: holds <U2 values"),
 ])
 def test_agcn_refuses_unreadable_arrays_by_name(tmp_path, file, damage, message, capsys):
-    from usdrl.cli import main
+    from usdrl.cli.main import main
 
     folder = _agcn_folder(tmp_path)
     damage(folder / file)

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from conftest import standing_body, write_skeleton_file
 
-from usdrl.data import DataError, load_split
+from usdrl.data.errors import DataError
 from usdrl.data.ntu import prepare_ntu, read_missing_list, read_skeleton_file, select_bodies
+from usdrl.data.store import load_split
 
 SAMPLE_FRAMES = {"A001": 103, "A002": 158, "A003": 104, "A004": 99, "A005": 54}
 

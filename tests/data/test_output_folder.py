@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from conftest import standing_body, write_skeleton_file
 
-from usdrl.cli import main
-from usdrl.data import DataError, load_split
-from usdrl.data.store import MANIFEST_NAME, DatasetWriter, check_output_folder
+from usdrl.cli.main import main
+from usdrl.data.dataset_format import MANIFEST_NAME
+from usdrl.data.errors import DataError
+from usdrl.data.store import load_split
+from usdrl.data.writer import DatasetWriter, check_output_folder
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
-from usdrl.cli import main
-from usdrl.data import DataError, load_split, read_manifest
+from usdrl.cli.main import main
+from usdrl.data.errors import DataError
 from usdrl.data.pkummd import (
     prepare_pku1,
     prepare_pku1_clips,
@@ -14,6 +14,7 @@ from usdrl.data.pkummd import (
     read_pku_skeleton,
     read_split_file,
 )
+from usdrl.data.store import load_split, read_manifest
 
 SUBSET = shared_path() / "data" / "pkummd_subset"
 SUBSET_CLASSES = [12, 14, 16, 18, 21, 24, 26, 27]  # the 8 two-person classes of the subset (1-based action ids)

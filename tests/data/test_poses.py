@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from usdrl import load_model
-from usdrl.cli import main
-from usdrl.data import DataError, load_split, read_manifest
+from usdrl.cli.main import main
+from usdrl.data.errors import DataError
 from usdrl.data.poses import read_pose_clip
+from usdrl.data.store import load_split, read_manifest
 from usdrl.skeleton import load_layout
 
 FRAMES = 11
@@ -155,9 +156,9 @@ def coco_model(tmp_path_factory):
     """A tiny encoder pretrained on COCO-17 2D keypoints (one person), exported without heads."""
     import torch
 
-    from usdrl.bundle import export_bundle
-    from usdrl.config import load_params
-    from usdrl.train import pretrain
+    from usdrl.deploy.bundle import export_bundle
+    from usdrl.settings.params import load_params
+    from usdrl.training.pretrain import pretrain
 
     root = tmp_path_factory.mktemp("coco")
     x = np.random.default_rng(3).normal(size=(8, 2, 20, 17, 1)).astype(np.float32) * 20 + 200

@@ -6,9 +6,10 @@ import pickle
 import numpy as np
 import pytest
 
-from usdrl.cli import main
-from usdrl.data import DataError, load_split, read_manifest
-from usdrl.data.importers import import_pyskl, pyskl_split_names
+from usdrl.cli.main import main
+from usdrl.data.errors import DataError
+from usdrl.data.pyskl import import_pyskl, pyskl_split_names
+from usdrl.data.store import load_split, read_manifest
 
 NTU_NAMES = ["S001C001P001R001A001", "S001C002P001R001A002", "S001C001P002R001A003", "S001C002P002R001A001",
              "S001C001P003R001A002", "S001C003P003R001A003"]

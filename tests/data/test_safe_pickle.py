@@ -7,9 +7,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from usdrl.cli import main
-from usdrl.data import DataError, load_split
+from usdrl.cli.main import main
+from usdrl.data.errors import DataError
 from usdrl.data.safe_pickle import load_pickle
+from usdrl.data.store import load_split
 
 NAME = "S001C001P001R001A001.skeleton"
 

@@ -4,7 +4,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from usdrl.data import load_split
+from usdrl.data.store import load_split
 from usdrl.data.synthetic import CLASS_NAMES, SyntheticConfig, generate_trimmed, prepare_synthetic
 
 SMALL = SyntheticConfig(subjects=4, replications=1, training_subjects=(1, 2), streams_per_subject_camera=1)

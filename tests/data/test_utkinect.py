@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
-from usdrl.cli import main
-from usdrl.data import DataError, load_split, read_manifest
-from usdrl.data.utkinect import MAX_FRAMES, prepare_utkinect, read_joints, read_labels
+from usdrl.cli.main import main
+from usdrl.data.errors import DataError
+from usdrl.data.store import load_split, read_manifest
+from usdrl.data.utkinect import MAX_FRAMES, prepare_utkinect
+from usdrl.data.utkinect_files import read_joints, read_labels
 
 RAW = shared_path() / "data" / "utkinect"
 CHANGED_BY_MODIFIED = {"s01_e02_walk", "s03_e01_push", "s07_e01_pull", "s07_e02_pull", "s09_e01_push",

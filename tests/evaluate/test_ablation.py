@@ -5,10 +5,10 @@ import json
 
 import torch
 
-from usdrl.checkpoint import load_checkpoint
-from usdrl.config import AblationSection, ModelSection, Params, PretrainSection
 from usdrl.evaluate.ablation import ablation_params, reusable_checkpoint
-from usdrl.train import pretrain
+from usdrl.settings.sections import AblationSection, ModelSection, Params, PretrainSection
+from usdrl.training.checkpoint_files import load_checkpoint
+from usdrl.training.pretrain import pretrain
 
 
 def test_the_main_run_stands_in_for_the_variant_with_its_settings_and_only_for_it(synthetic, tmp_path, one_thread):

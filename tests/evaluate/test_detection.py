@@ -3,11 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from usdrl.config import load_params
-from usdrl.data import DataError
+from usdrl.data.errors import DataError
 from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
-from usdrl.evaluate.dense import run_detection, training_windows
-from usdrl.evaluate.detection import (
+from usdrl.evaluate.detection_metrics import (
     dataset_action_classes,
     detection_metrics,
     frame_labels_to_segments,
@@ -21,6 +19,8 @@ from usdrl.evaluate.detection import (
     voc_ap,
     write_proposals,
 )
+from usdrl.evaluate.detector import run_detection, training_windows
+from usdrl.settings.params import load_params
 
 
 def test_one_perfect_proposal_scores_one():
@@ -135,7 +135,7 @@ def test_map_action_averages_over_every_class_of_the_dataset_as_the_official_scr
 
 
 def test_detection_replaces_only_a_folder_it_wrote(tmp_path, capsys):
-    from usdrl.cli import main
+    from usdrl.cli.main import main
 
     prepare_synthetic(tmp_path / "synthetic", SyntheticConfig(subjects=3, replications=1, training_subjects=(1, 2),
                                                               streams_per_subject_camera=1))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from usdrl.cli import main
+from usdrl.cli.main import main
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -5,14 +5,15 @@ import pytest
 import torch
 from sklearn.neighbors import KNeighborsClassifier
 
-from usdrl.cli import main
-from usdrl.config import ModelSection, ProbeSection, load_params
+from usdrl.cli.main import main
 from usdrl.evaluate.ensemble import ensemble_scores
 from usdrl.evaluate.finetune import labelled_subset, layer_parameter_groups
 from usdrl.evaluate.linear import train_linear_probe, validation_split
 from usdrl.evaluate.protocols import run_finetune, run_linear_probe, run_retrieval
 from usdrl.evaluate.retrieval import knn_predict
-from usdrl.model import SkeletonModel, encoder_record
+from usdrl.nn.encoders import SkeletonModel, encoder_record
+from usdrl.settings.params import load_params
+from usdrl.settings.sections import ModelSection, ProbeSection
 from usdrl.skeleton import ntu25_layout
 
 
@@ -56,9 +57,9 @@ def test_validation_holds_out_whole_subjects():
 
 def test_probe_leaves_the_encoder_unchanged_records_provenance_and_reuses_cached_features(synthetic, tmp_path,
                                                                                            monkeypatch):
-    from usdrl.config import ModelSection, PretrainSection
     from usdrl.evaluate import protocols
-    from usdrl.train import pretrain
+    from usdrl.settings.sections import ModelSection, PretrainSection
+    from usdrl.training.pretrain import pretrain
 
     pretrain(synthetic, "xview", tmp_path / "run", ModelSection(hidden_size=16, num_layers=1),
              settings=PretrainSection(epochs=3, batch_size=32, workers=0, device="cpu", log_every=0), progress=False)

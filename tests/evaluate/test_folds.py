@@ -5,8 +5,8 @@ import json
 import pytest
 from conftest import REPOSITORY, shared_path
 
-from usdrl.cli import main
-from usdrl.data import DataError
+from usdrl.cli.main import main
+from usdrl.data.errors import DataError
 from usdrl.evaluate.folds import fold_benchmarks
 
 TINY = ["--set", "pretrain.minimum_steps=0", "--set", "pretrain.gain_check_seeds=0", "--set", "detection.minimum_steps=0",

@@ -8,7 +8,7 @@ import json
 import numpy as np
 from conftest import REPOSITORY
 
-from usdrl.cli import main
+from usdrl.cli.main import main
 from usdrl.data.store import load_split
 from usdrl.evaluate.gain import likely_reason, subject_folds
 

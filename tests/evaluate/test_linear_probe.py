@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from usdrl.config import ProbeSection
 from usdrl.evaluate.linear import train_linear_probe
+from usdrl.settings.sections import ProbeSection
 
 
 def _features(seed: int, classes: int = 10, per_class: int = 40, dimensions: int = 128):

@@ -6,7 +6,7 @@ What usdrl may replace, so that nothing of the user's is lost:
 - a folder (a model bundle, a detection folder): only when it carries our marker and holds nothing but what the
   marker lists (``check_replaceable``). A folder usdrl writes carries ``.usdrl-written.json``, which lists every
   file and folder in it, each one claimed (``claim_entries``) before it is written; a model bundle's model.json,
-  which lists its files with checksums, is that bundle's marker (``usdrl.bundle.bundle_entries``). A file name
+  which lists its files with checksums, is that bundle's marker (``usdrl.deploy.bundle.bundle_entries``). A file name
   any folder may hold (model.json, results.json, *.txt) is no marker by itself.
 - a single output file: only one usdrl wrote, recognised by its content, unless the user passes --overwrite
   (``check_overwritable``).

@@ -1,6 +1,5 @@
 """Import processed arrays users already hold: the AGCN layout, the CTR-GCN layout and plain arrays; the
-annotation pickles of pyskl / MMAction2 are ``usdrl.data.pyskl`` (``import_pyskl`` and ``pyskl_split_names``
-re-exported here, as are ``position_channels`` and ``normalise_samples`` of ``usdrl.data.import_common``).
+annotation pickles of pyskl / MMAction2 are ``usdrl.data.pyskl``.
 
 Plain arrays are normalised as the built-in datasets are (SPEC.md 1) by default for 3D layouts, and stored as
 given for 2D ones (``usdrl.data.import_common.default_normalise``).
@@ -25,20 +24,12 @@ from usdrl.data.import_common import (
     default_normalise,
     ids_from_names,
     normalisation_record,
+    normalise_samples,
     write_samples,
 )
-from usdrl.data.import_common import normalise_samples as normalise_samples  # re-exported
-from usdrl.data.import_common import position_channels as position_channels  # re-exported
-from usdrl.data.pyskl import import_pyskl as import_pyskl  # re-exported
-from usdrl.data.pyskl import pyskl_split_names as pyskl_split_names  # re-exported
 from usdrl.data.safe_pickle import load_pickle
 from usdrl.data.writer import DatasetWriter, finish_dataset
 from usdrl.skeleton import SkeletonLayout, load_layout, ntu25_layout
-
-__all__ = ["count_nonzero_frames", "guess_benchmark", "import_agcn", "import_arrays", "import_ctrgcn", "load_array",
-           "npz_members",
-           # defined in usdrl.data.pyskl and usdrl.data.import_common, imported from here elsewhere
-           "import_pyskl", "normalise_samples", "position_channels", "pyskl_split_names"]
 
 CHUNK = 1024
 

@@ -1,6 +1,6 @@
 """Skeletons written by pose estimators: OpenPose, the Kinetics-skeleton JSON of ST-GCN, MMPose / RTMPose and
 MediaPipe Pose. One reader per format (``read_pose_clip``), used by ``usdrl import poses`` (``import_poses``)
-and by the model inputs (``usdrl.inputs.read_input``).
+and by the model inputs (``usdrl.deploy.inputs.read_input``).
 
 Formats (``POSE_FORMATS``), one clip each:
 

@@ -16,8 +16,7 @@ One directory per dataset::
 
 Here: reading a prepared dataset (``load_split``, ``SkeletonSplit``, ``read_manifest``, ``available_splits``).
 Writing is ``usdrl.data.writer``, the names and version of the form ``usdrl.data.dataset_format``, the
-up-to-date check ``usdrl.data.fingerprint`` and atomic file writing ``usdrl.data.atomic_files``; of theirs, the
-names the rest of the project imports from here are re-exported (``__all__``).
+up-to-date check ``usdrl.data.fingerprint`` and atomic file writing ``usdrl.data.atomic_files``.
 """
 
 from __future__ import annotations
@@ -29,21 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from usdrl.data.atomic_files import atomic_file, replace_folder, write_json_atomically
 from usdrl.data.dataset_format import MANIFEST_NAME, SPLITS_FOLDER
 from usdrl.data.errors import DataError
-from usdrl.data.fingerprint import file_sha256
-from usdrl.data.writer import DatasetWriter, check_output_folder
 from usdrl.skeleton import SkeletonLayout, layout_from_dict
 from usdrl.validation import check_manifest, read_json
-
-__all__ = [
-    # reading, defined here
-    "SkeletonSplit", "available_splits", "load_split", "read_manifest",
-    # defined in dataset_format, fingerprint, writer and atomic_files; imported from here by the rest of the project
-    "MANIFEST_NAME", "file_sha256", "DatasetWriter", "check_output_folder", "atomic_file", "replace_folder",
-    "write_json_atomically",
-]
 
 
 def read_manifest(root: str | Path) -> dict[str, Any]:

@@ -59,7 +59,6 @@ from usdrl.data.utkinect_files import (
     read_labels,
     read_recordings,
 )
-from usdrl.data.utkinect_files import read_joints as read_joints  # re-exported: imported from here elsewhere
 from usdrl.data.writer import (
     DatasetWriter,
     check_output_folder,

@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from usdrl.auto_settings import resolve_for_data
-from usdrl.config import Params
-from usdrl.data.store import MANIFEST_NAME
+from usdrl.data.dataset_format import MANIFEST_NAME
 from usdrl.evaluate.protocols import run_linear_probe, run_retrieval
 from usdrl.evaluate.results import write_results
-from usdrl.runtime import autocast_settings, resolve_device
-from usdrl.train import learning_rate_at, pretrain
+from usdrl.settings.sections import Params
+from usdrl.training.pretrain import learning_rate_at, pretrain
+from usdrl.training.runtime import autocast_settings, resolve_device
+from usdrl.training.settings_from_data import resolve_for_data
 
 # settings of a pretraining run that change nothing in its first epochs (the schedule is compared epoch by epoch)
 SCHEDULE_ONLY = ("epochs", "milestones", "checkpoint_every", "last_checkpoint_seconds", "log_every", "workers")

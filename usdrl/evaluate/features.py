@@ -17,21 +17,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from usdrl.augment import resize_whole
-from usdrl.checkpoint import (
-    CheckpointError,
-    describe_content,
-    load_checkpoint,
-    load_released,
-    recorded_modality,
-    recorded_model_section,
-)
-from usdrl.config import ModelSection
-from usdrl.data.store import SkeletonSplit, atomic_file, file_sha256
-from usdrl.loop import initialise_head
-from usdrl.model import SkeletonModel
-from usdrl.runtime import autocast_context, autocast_settings, seed_everything
+from usdrl.data.atomic_files import atomic_file
+from usdrl.data.fingerprint import file_sha256
+from usdrl.data.store import SkeletonSplit
+from usdrl.nn.augment import resize_whole
+from usdrl.nn.encoders import SkeletonModel, initialise_head
+from usdrl.settings.sections import ModelSection
 from usdrl.skeleton import SkeletonLayout, layout_from_dict
+from usdrl.training.checkpoint import recorded_modality, recorded_model_section
+from usdrl.training.checkpoint_files import CheckpointError, describe_content, load_checkpoint
+from usdrl.training.released_checkpoints import load_released
+from usdrl.training.runtime import autocast_context, autocast_settings, seed_everything
 
 FEATURE_VERSION = 1
 RANDOM = "random"
@@ -56,7 +52,7 @@ def open_encoder(checkpoint: str | Path | None, model: ModelSection, layout: Ske
                  backbone: str | None = None, head_seed: int | None = None) -> tuple[SkeletonModel, str | None]:
     """The encoder in eval mode and the modality recorded in the checkpoint (ours; None for released and random).
 
-    Every file is loaded safely (``usdrl.checkpoint.load_checkpoint``). ``modality`` and ``backbone`` are
+    Every file is loaded safely (``usdrl.training.checkpoint.load_checkpoint``). ``modality`` and ``backbone`` are
     what the caller explicitly asked for (None: not asked, then the checkpoint's own apply); a checkpoint of
     ours recorded with another modality or backbone is refused with a CheckpointError naming both.
     ``model`` gives the sizes of a random or released encoder; ours carry their own.

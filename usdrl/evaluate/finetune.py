@@ -14,13 +14,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from usdrl.augment import random_crop_resize
-from usdrl.config import AugmentSection, FinetuneSection
 from usdrl.data.store import SkeletonSplit
 from usdrl.evaluate.features import downstream_batches
-from usdrl.loop import MixedPrecision, RunningTotals, progress_bar, set_learning_rate, warmup_cosine_rate
-from usdrl.model import SkeletonModel
-from usdrl.runtime import autocast_context, autocast_settings, collate_trimmed
+from usdrl.nn.augment import random_crop_resize
+from usdrl.nn.encoders import SkeletonModel
+from usdrl.settings.sections import AugmentSection, FinetuneSection
+from usdrl.training.loop import MixedPrecision, RunningTotals, progress_bar, set_learning_rate, warmup_cosine_rate
+from usdrl.training.runtime import autocast_context, autocast_settings, collate_trimmed
 
 
 def labelled_subset(num_samples: int, fraction: float, seed: int) -> np.ndarray:

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from usdrl.auto_settings import resolve_for_data
-from usdrl.config import Params
 from usdrl.data.errors import DataError
 from usdrl.data.store import read_manifest
 from usdrl.evaluate.protocols import run_linear_probe, run_retrieval
 from usdrl.evaluate.results import write_project_json
-from usdrl.train import pretrain
+from usdrl.settings.sections import Params
+from usdrl.training.pretrain import pretrain
+from usdrl.training.settings_from_data import resolve_for_data
 
 
 def fold_benchmarks(data_root: str | Path, family: str) -> list[str]:

@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from usdrl.auto_settings import describe, resolve_for_data, valid_lengths
-from usdrl.config import Params
 from usdrl.data.store import load_split
 from usdrl.evaluate.features import RANDOM, cached_features, checkpoint_identity, open_encoder
 from usdrl.evaluate.linear import train_linear_probe
 from usdrl.evaluate.retrieval import knn_accuracy
-from usdrl.runtime import resolve_device
+from usdrl.settings.sections import Params
+from usdrl.training.runtime import resolve_device
+from usdrl.training.settings_from_data import describe, resolve_for_data, valid_lengths
 
 FOLDS = 4
 FEW_STEPS = 100  # fewer optimiser steps than this rarely move an encoder away from its initialisation

@@ -13,8 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from usdrl.config import ProbeSection
-from usdrl.loop import MixedPrecision, RunningTotals, initialise_head, set_learning_rate, step_decay_rate
+from usdrl.nn.encoders import initialise_head
+from usdrl.settings.sections import ProbeSection
+from usdrl.training.loop import MixedPrecision, RunningTotals, set_learning_rate, step_decay_rate
 
 # ProbeSection.feature_normalization's choices; what each does is said beside that setting
 FEATURE_NORMALIZATIONS = ("none", "standardize", "center_scale")

@@ -16,18 +16,18 @@ from typing import Any
 
 import numpy as np
 
-from usdrl.config import Params, ProbeSection
-from usdrl.data import load_split
-from usdrl.data.atomic_files import check_overwritable, is_npz_holding
+from usdrl.data.atomic_files import atomic_file, check_overwritable, is_npz_holding
+from usdrl.data.dataset_format import MANIFEST_NAME
 from usdrl.data.errors import DataError
-from usdrl.data.store import MANIFEST_NAME, SkeletonSplit, atomic_file
+from usdrl.data.store import SkeletonSplit, load_split
 from usdrl.evaluate.ensemble import ensemble_scores
 from usdrl.evaluate.features import cached_features, checkpoint_identity, open_encoder
 from usdrl.evaluate.finetune import finetune, labelled_subset
 from usdrl.evaluate.linear import train_linear_probe, validation_split
 from usdrl.evaluate.results import is_results_file, provenance, write_results
 from usdrl.evaluate.retrieval import knn_accuracy
-from usdrl.runtime import resolve_device
+from usdrl.settings.sections import Params, ProbeSection
+from usdrl.training.runtime import resolve_device
 
 
 def _splits(data_root: str | Path, benchmark: str) -> tuple[SkeletonSplit, SkeletonSplit]:
@@ -48,7 +48,7 @@ def refuse_folders(*paths: str | Path) -> None:
 
 def is_probe_head(path: Path) -> bool:
     """Whether ``path`` is a probe head of ``save_probe_head``: safetensors with class names and modality."""
-    from usdrl.checkpoint import load_tensors
+    from usdrl.training.checkpoint_files import load_tensors
 
     tensors, metadata = load_tensors(path)
     return {"class_names", "modality"} <= set(metadata) and "weight" in tensors
@@ -147,7 +147,7 @@ def save_probe_head(head: dict[str, Any], results: str | Path, class_names: list
     results file (what ``usdrl export --probe`` puts in a model bundle); class names and modality as metadata."""
     import json
 
-    from usdrl.checkpoint import save_tensors_atomically
+    from usdrl.training.checkpoint_files import save_tensors_atomically
 
     return save_tensors_atomically(head, probe_head_path(results),
                                    {"class_names": json.dumps(list(class_names)), "modality": modality})

@@ -12,8 +12,10 @@ from typing import Any
 
 import torch
 
+from usdrl.data.atomic_files import write_json_atomically
+from usdrl.data.dataset_format import MANIFEST_NAME
 from usdrl.data.project_paths import paths_relative_to_project, project_root_of
-from usdrl.data.store import MANIFEST_NAME, SkeletonSplit, write_json_atomically
+from usdrl.data.store import SkeletonSplit
 from usdrl.evaluate.features import RANDOM
 
 RESULTS_FIELDS = ("protocol", "metrics", "settings", "provenance", "device", "elapsed_seconds")  # write_results'

@@ -1,0 +1,175 @@
+"""Every notebook executed by papermill in a smoke setting (tiny model, one epoch, small synthetic data).
+
+The series runs as JupyterLab runs it: the kernel's working directory is ``notebooks/`` of a temporary
+project (a copy of params.yaml and dvc.yaml), with no results/, figures/ or runs/ folder to start with.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPOSITORY
+
+papermill = pytest.importorskip("papermill")
+
+PAPERMILL = shutil.which("papermill", path=str(Path(sys.executable).parent)) or "papermill"  # this environment's
+SMOKE = ["data.synthetic.subjects=3", "data.synthetic.replications=1", "model.hidden_size=16", "model.num_layers=1",
+         "pretrain.epochs=1", "pretrain.batch_size=16", "probe.epochs=3", "finetune.epochs=1", "finetune.fractions=[0.2]",
+         "detection.epochs=1", "ablation.epochs=1", "ablation.alphas=[0.0, 1.0]", "ablation.loss_variants=[none, all]",
+         "pretrain.minimum_steps=0", "detection.minimum_steps=0", "pretrain.gain_check_seeds=1"]  # the epochs as given, not raised to a step count
+
+
+def _run(name: str, cwd: Path, **parameters) -> dict:
+    output = cwd.parent / "executed" / f"{name}.ipynb"
+    for folder in (cwd, output.parent):
+        folder.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(str(REPOSITORY / "notebooks" / f"{name}.ipynb"), str(output), cwd=str(cwd),
+                               parameters={"profile": "demo", "overrides": SMOKE, **parameters}, progress_bar=False,
+                               kernel_name="python3")
+    return json.loads(output.read_text())
+
+
+@pytest.mark.notebook
+def test_the_notebook_series_runs_end_to_end_from_the_notebooks_folder(tmp_path):
+    project = tmp_path / "project"
+    notebooks = project / "notebooks"  # where JupyterLab and papermill --cwd notebooks start the kernel
+    notebooks.mkdir(parents=True)
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy2(REPOSITORY / name, project / name)
+    _run("01_data_prep", notebooks, dataset="synthetic")
+    assert (project / "results/data/synthetic.json").is_file() and (project / "figures/skeleton_synthetic.png").is_file()
+    _run("02_pretrain", notebooks, dataset="synthetic")
+    run = "synthetic_xview_dste_joint"
+    assert (project / f"runs/{run}/checkpoints/last.pt").is_file() and (project / f"figures/loss_{run}.png").is_file()
+    assert (project / f"results/pretrain/loss/{run}.csv").read_text().startswith("epoch,total,similarity,")
+    summary = json.loads((project / f"results/pretrain/{run}.json").read_text())
+    assert summary["epochs"] == 1 and summary["provenance"]["samples"] == {"train": 120, "test": 60}
+    _run("03_linear_probe", notebooks, dataset="synthetic")
+    probe = json.loads((project / f"results/linear/{run}.json").read_text())
+    assert probe["protocol"] == "linear_probe" and (project / f"results/linear/{run}_random.json").is_file()
+    headline = json.loads((project / f"results/linear/{run}.metrics.json").read_text())
+    assert headline == {"metric": "top1 (%)", "pretrained": round(100 * probe["metrics"]["top1"], 2),
+                        "random_init": headline["random_init"]}
+    assert any((project / "cache/features").iterdir())  # evaluation.cache_dir resolved from the project root
+    assert (project / f"figures/linear_{run}.png").is_file()
+    _run("04_semi_supervised", notebooks, dataset="synthetic")
+    assert (project / f"results/semi/{run}/20pct.json").is_file()
+    assert json.loads((project / f"results/semi/{run}.metrics.json").read_text())["metric"] == "top1 at 20% labels (%)"
+    assert (project / f"figures/semi_{run}.png").is_file()
+    _run("05_retrieval", notebooks, dataset="synthetic")
+    assert "knn1" in json.loads((project / f"results/retrieval/{run}.json").read_text())["metrics"]
+    assert (project / f"figures/retrieval_{run}.png").is_file()
+    _run("06_detection", notebooks, detection="synthetic_xsub_dste_joint", pretrain_run=run, dataset="synthetic",
+         benchmark="xsub")
+    assert (project / "results/detection/synthetic_xsub_dste_joint/results.json").is_file()
+    assert (project / "figures/detection_synthetic_xsub_dste_joint.png").is_file()
+    detection = json.loads((project / "results/detection/synthetic_xsub_dste_joint.metrics.json").read_text())
+    assert (detection["metric"], detection["second_metric"]) == ("mAP_a@0.5 (%)", "mAP_v@0.5 (%)")
+    _run("07_tsne", notebooks, dataset="synthetic", max_points=200)
+    assert (project / f"figures/tsne_{run}.png").is_file() and (project / f"figures/umap_{run}.png").is_file()
+    embedding = json.loads((project / f"results/embedding/{run}.json").read_text())
+    assert set(embedding["silhouette_cosine_test_features"]) == {"pretrained", "random init"}
+    assert embedding["provenance"]["checkpoint"] == f"runs/{run}/checkpoints/last.pt"  # relative to the project
+    _run("08_alpha_ablation", notebooks, dataset="synthetic")
+    assert len(list((project / "results/ablation/synthetic_xview").glob("*.json"))) == 4
+    assert (project / "runs/ablation/synthetic_xview").is_dir()
+    assert not [path for path in notebooks.rglob("*") if path.is_file()], "a notebook wrote into notebooks/"
+    from test_results_paths import absolute_paths_in
+
+    assert not absolute_paths_in(project / "results"), "results name the checkout's folder"
+    # as dvc.yaml runs them: papermill's command from the project root, the kernel started in notebooks/, into
+    # results/notebooks/ (made by the stage's mkdir -p: papermill writes only into a folder that exists)
+    (project / f"results/retrieval/{run}.json").unlink()
+    (project / "results/notebooks").mkdir()
+    smoke = "-y", json.dumps({"dataset": "synthetic", "profile": "demo", "overrides": SMOKE})
+    done = subprocess.run([PAPERMILL, str(REPOSITORY / "notebooks/05_retrieval.ipynb"), "results/notebooks/05.ipynb",
+                           "--cwd", "notebooks", *smoke, "--no-progress-bar"], cwd=project, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "knn1" in json.loads((project / f"results/retrieval/{run}.json").read_text())["metrics"]
+    executed = json.loads((project / "results/notebooks/05.ipynb").read_text())
+    assert not executed["metadata"]["papermill"]["exception"]  # papermill: None when no cell raised
+    assert any(output["output_type"] == "execute_result" for cell in executed["cells"] for output in cell.get("outputs", []))
+    from usdrl.project.report import build_tables
+
+    tables = build_tables(project / "results", project / "results/tables", "demo")
+    linear = (project / "results/tables/linear.md").read_text()
+    assert "DSTE (joint)" in linear and "random init" in linear and len(tables) == 6
+    # every row says what it was computed on: 3 subjects x 20 actions seen by cameras 2 and 3 (train) and 1 (test)
+    assert "| DSTE (joint) | synthetic | xview | 120 / 60 |" in linear
+
+
+@pytest.mark.notebook
+def test_a_notebook_run_outside_the_project_takes_project_root_and_names_the_prepare_command(tmp_path):
+    """papermill in any folder: params_file names the repository's params.yaml, project_root the outputs' root."""
+    with pytest.raises(papermill.PapermillExecutionError, match="usdrl prepare ntu120") as raised:
+        _run("03_linear_probe", tmp_path / "anywhere", dataset="ntu120", params_file=str(REPOSITORY / "params.yaml"),
+             project_root=str(tmp_path))
+    message = raised.value.evalue
+    assert f"--out {tmp_path.resolve()}/data/ntu120" in message and "dvc repro" not in message
+
+
+@pytest.mark.notebook
+def test_the_data_notebook_prepares_the_real_dataset_of_the_demo(tmp_path):
+    from conftest import shared_path
+
+    raw = shared_path() / "data" / "utkinect"
+    if not (raw / "actionLabel.txt").is_file():
+        pytest.skip(f"UTKinect files {raw} are absent")
+    project = tmp_path / "project"
+    (project / "notebooks").mkdir(parents=True)
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy2(REPOSITORY / name, project / name)
+    _run("01_data_prep", project / "notebooks", dataset="utkinect", overrides=[f"data.utkinect.raw={raw}"])
+    summary = json.loads((project / "results/data/utkinect.json").read_text())
+    assert summary["trimmed"]["samples"] == 199 and (project / "data/utkinect/streams/manifest.json").is_file()
+    assert (project / "figures/skeleton_utkinect.png").is_file()
+
+
+@pytest.fixture(scope="module")
+def pretrained_project(tmp_path_factory):
+    """A scratch project (params.yaml, dvc.yaml, notebooks/) with the smoke synthetic data prepared and pretrained."""
+    project = tmp_path_factory.mktemp("pretrained") / "project"
+    (project / "notebooks").mkdir(parents=True)
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy2(REPOSITORY / name, project / name)
+    for notebook in (REPOSITORY / "notebooks").glob("*.ipynb"):
+        shutil.copy2(notebook, project / "notebooks" / notebook.name)
+    _run("01_data_prep", project / "notebooks", dataset="synthetic")
+    _run("02_pretrain", project / "notebooks", dataset="synthetic")
+    return project
+
+
+@pytest.mark.notebook
+def test_papermill_from_the_notebooks_folder_takes_overrides_as_text(pretrained_project):
+    """The documented command, typed in notebooks/: -p passes the list of overrides as text, which is read as YAML."""
+    overrides = json.dumps([*SMOKE[:4], "probe.epochs=2"])
+    done = subprocess.run([PAPERMILL, "03_linear_probe.ipynb", "out.ipynb", "-p", "dataset", "synthetic",
+                           "-p", "profile", "demo", "-p", "overrides", overrides, "--no-progress-bar"],
+                          cwd=pretrained_project / "notebooks", capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Unable to parse" not in done.stderr and "unknown parameter" not in done.stderr, done.stderr
+    probe = json.loads((pretrained_project / "results/linear/synthetic_xview_dste_joint.json").read_text())
+    assert len(probe["metrics"]["history"]) == 2  # probe.epochs=2 from the text given to -p overrides
+    executed = json.loads((pretrained_project / "notebooks/out.ipynb").read_text())
+    assert executed["metadata"]["papermill"]["parameters"]["overrides"] == overrides
+
+
+@pytest.mark.notebook
+def test_every_parameters_cell_is_read_by_papermill_without_a_warning(caplog):
+    """papermill's own reading of the cell tagged parameters (its -p checks and --help-notebook) finds every name."""
+    import ast
+
+    from papermill.translators import PythonTranslator
+
+    for path in sorted((REPOSITORY / "notebooks").glob("*.ipynb")):
+        (cell,) = [cell for cell in json.loads(path.read_text())["cells"]
+                   if "parameters" in cell["metadata"].get("tags", [])]
+        source = "".join(cell["source"])
+        caplog.clear()
+        found = [parameter.name for parameter in PythonTranslator.inspect({"source": source})]
+        assigned = [node.targets[0].id for node in ast.parse(source).body if isinstance(node, ast.Assign)]
+        assert found == assigned, f"{path.name}: papermill reads {found}, the cell assigns {assigned}"
+        assert not [record for record in caplog.records if record.levelname == "WARNING"], path.name

@@ -1,0 +1,1 @@
+"""What notebooks and dvc.yaml use: the project's folders and settings (``pipeline``) and the tables (``report``)."""
