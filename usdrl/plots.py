@@ -135,8 +135,8 @@ def subsample_positions(count: int, most: int, seed: int = 0) -> np.ndarray:
 def cache_compiled_umap() -> int:
     """Keep UMAP's numba-compiled functions on disk, so that only the first process on a machine compiles them.
 
-    umap-learn and pynndescent compile about 250 functions without numba's ``cache=True``: about 9 s in every
-    process that fits a UMAP (2-core CPU), against 0.2-0.4 s once they are cached (measured on 200 points).
+    umap-learn and pynndescent compile about 250 functions without numba's ``cache=True``, in every process that
+    fits a UMAP; cached, later processes load them (docs/benchmarks.md).
     The cache lives where numba keeps caches (the package's __pycache__, or the user's cache folder when that
     is not writable) and numba recompiles when the source or the CPU changes. Returns how many functions it
     switched on. A numba without these internals, or a cache folder that cannot be made, leaves UMAP uncached

@@ -1,7 +1,7 @@
 """The DSTE and STTR encoders, the domain projectors and the classification heads (SPEC.md 3).
 
 References: the paper (Eqs. 1-6) and the authors' released implementation, whose numbers and
-parameter layout are reproduced here (golden tests in tests/test_model.py). Differences from the
+parameter layout are reproduced here (golden tests in tests/nn/test_encoders.py). Differences from the
 released code that change no number: attention runs through ``scaled_dot_product_attention``
 (fused, no attention weights materialised); the number of layers is honoured (the released code
 hard-codes two); the attention shared by CA and DSA of a layer is one module here.
@@ -79,9 +79,8 @@ def drop_path(x: torch.Tensor, probability: float, training: bool) -> torch.Tens
 
 def scaled_dot_product(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v over (N, heads, L, d). On a GPU the fused kernel (flash or memory-efficient);
-    on a CPU, for the encoder's short sequences (50-64 tokens), two matrix products and a float32 softmax: at
-    (256, 1, 64, 64), forward and backward took 13.7 ms against the fused CPU kernel's 80.6 ms in float32 and
-    5.5 against 22.6 ms in bf16 (2-core CPU; inside the whole training step float32 gains little)."""
+    on a CPU, for the encoder's short sequences (50-64 tokens), two matrix products and a float32 softmax, which
+    run faster there than the fused CPU kernel (docs/benchmarks.md, "Measurements behind code choices")."""
     if query.device.type != "cpu":
         return F.scaled_dot_product_attention(query, key, value)
     scores = (query * query.shape[-1] ** -0.5) @ key.transpose(-2, -1)  # (N, heads, L, L)

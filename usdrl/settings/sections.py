@@ -101,7 +101,7 @@ class ProbeSection:
     # learning rate independent of the features' scale and offset: "center_scale" subtracts the mean and divides
     # every dimension by one scale (the root mean variance), keeping their relative sizes; "standardize" scales
     # each dimension to unit variance (a BatchNorm without affine parameters), which also amplifies dimensions
-    # that hardly vary (measured: STTR synthetic probe 49.8 with center_scale, 33.5 with standardize).
+    # that hardly vary (docs/benchmarks.md compares them).
     # Applied by usdrl.evaluate.linear (FEATURE_NORMALIZATIONS).
     feature_normalization: str = "none"
 

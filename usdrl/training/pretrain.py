@@ -153,8 +153,8 @@ def warn_if_crops_never_happen(split: SkeletonSplit, minimum_crop: int) -> float
     """The part of the clips shorter than the minimum temporal crop; a warning when it is most of them.
 
     The released crop length is clip(floor(n * s), minimum_crop, n): a clip of n <= minimum_crop frames is
-    never cropped, so its views differ only spatially (measured on UTKinect, median 28 frames: the encoder
-    then lost to a random one on kNN; ``augment.minimum_crop=8`` fixed it)."""
+    never cropped, so its views differ only spatially (``augment.minimum_crop: auto`` sets a crop that the
+    data allows; docs/settings_from_data.md)."""
     uncropped = float(np.mean(np.asarray(split.num_frames) <= minimum_crop)) if len(split) else 0.0
     if uncropped > 0.5:
         warnings.warn(f"{100 * uncropped:.0f}% of the training clips of {split.root} have at most "

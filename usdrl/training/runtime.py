@@ -41,9 +41,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 def autocast_settings(device: torch.device, precision: str = "auto") -> tuple[torch.dtype | None, bool]:
     """(autocast dtype or None, whether a gradient scaler is needed).
 
-    auto: bf16 on a GPU that supports it (else fp16 with a scaler); float32 on a CPU. bf16 on a CPU with
-    AVX512-BF16 trains the demo model 1.5-1.7x faster, but its probe after the 6-epoch demo schedule was 9 points
-    lower than float32's (mean of 3 seeds), so a CPU user asks for it (precision bf16)."""
+    auto: bf16 on a GPU that supports it (else fp16 with a scaler); float32 on a CPU, where bf16 is used only when
+    asked for (precision bf16; docs/benchmarks.md says why)."""
     if precision == "fp32" or (precision == "auto" and device.type == "cpu"):
         return None, False
     if precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()):
