@@ -116,7 +116,7 @@ def test_a_notebook_opened_in_jupyterlab_loads_its_params(tmp_path):
         session = server.request("POST", "/api/sessions", {"path": NOTEBOOK, "type": "notebook", "name": "",
                                                            "kernel": {"name": "python3"}})
         code = _loading_code(project / NOTEBOOK) + (
-            "\nimport os\nprint(json.dumps({'cwd': os.getcwd(), 'root': str(root), 'data': params.data.root}))")
+            "\nimport json\nimport os\nprint(json.dumps({'cwd': os.getcwd(), 'root': str(root), 'data': params.data.root}))")
         status, replies = server.execute(session["kernel"]["id"], code)
         errors = [reply["content"] for reply in replies if reply["msg_type"] == "error"]
         assert status == "ok", f"loading the params failed in JupyterLab: {errors}"

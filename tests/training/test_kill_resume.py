@@ -152,11 +152,11 @@ def test_a_truncated_last_checkpoint_names_the_intact_one(synthetic, tmp_path, o
 @pytest.mark.parametrize("seconds, saved", [(0.0, [1, 2, 3]), (1e9, [2, 3])])
 def test_last_checkpoint_seconds_thins_out_last_pt_but_never_a_numbered_or_the_final_one(
         synthetic, tmp_path, one_thread, monkeypatch, seconds, saved):
-    from usdrl.training import pretrain
+    from usdrl.training.pretrain import Pretrainer
 
     epochs_saved = []
-    original = pretrain.Pretrainer.save
-    monkeypatch.setattr(pretrain.Pretrainer, "save", lambda self, done: (epochs_saved.append(done), original(self, done)))
+    original = Pretrainer.save
+    monkeypatch.setattr(Pretrainer, "save", lambda self, done: (epochs_saved.append(done), original(self, done)))
     out = tmp_path / "run"
     pretrain(synthetic, "xview", out, TINY, settings=_settings(epochs=3, last_checkpoint_seconds=seconds), progress=False)
     assert epochs_saved == saved and load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 3

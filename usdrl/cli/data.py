@@ -170,6 +170,7 @@ def run_prepare(arguments: argparse.Namespace) -> dict:
 def run_import(arguments: argparse.Namespace) -> dict:
     """Import the file of ``usdrl import FORMAT``; the manifest summary."""
     from usdrl.data import importers
+    from usdrl.data.pyskl import import_pyskl
 
     if arguments.format == "agcn":
         return importers.import_agcn(arguments.path, arguments.out, arguments.benchmark, arguments.dataset)
@@ -182,7 +183,7 @@ def run_import(arguments: argparse.Namespace) -> dict:
                             arguments.normalise, arguments.benchmark, arguments.min_confidence, arguments.dataset,
                             progress=not arguments.quiet)
     if arguments.format == "pyskl":
-        return importers.import_pyskl(arguments.path, arguments.out, arguments.layout, arguments.normalise,
+        return import_pyskl(arguments.path, arguments.out, arguments.layout, arguments.normalise,
                                       arguments.max_frames, arguments.dataset)
     return importers.import_arrays(arguments.path, arguments.out, arguments.layout, arguments.dataset,
                                    arguments.normalise)
