@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
+from usdrl.settings.sections import ModelSection
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -67,6 +68,8 @@ def standing_body(rng: np.random.Generator, frames: int, moving: float = 0.05, o
     return base[None] + motion
 
 
+TINY_MODEL = ModelSection(hidden_size=16, num_layers=1)  # the tiny test encoder; TINY_SETTINGS as overrides
+
 TINY_SETTINGS = ["model.hidden_size=16", "model.num_layers=1", "pretrain.epochs=1", "pretrain.batch_size=16",
                  "pretrain.workers=0", "pretrain.device=cpu", "evaluation.device=cpu", "probe.epochs=2",
                  "probe.learning_rates={default: 0.5}", "detection.epochs=1", "detection.batch_size=32"]
@@ -111,3 +114,10 @@ def one_line_error(capsys, *expected: str) -> str:
     for text in expected:
         assert text in lines[0], lines[0]
     return lines[0]
+
+
+def pytest_collection_modifyitems(items):
+    """A notebook test is a slow test: ``pytest -m "not slow"`` leaves out every test that runs papermill."""
+    for item in items:
+        if item.get_closest_marker("notebook") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)

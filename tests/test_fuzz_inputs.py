@@ -112,6 +112,7 @@ def description(trained):
     return json.loads((trained["model"] / "model.json").read_text())
 
 
+@pytest.mark.slow
 def test_fuzzed_model_json(trained, description):
     @FUZZ
     @given(mutation=mutations(description, keep=("format", "format_version", "description_sha256", "files")))

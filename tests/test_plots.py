@@ -49,6 +49,7 @@ def test_one_subsample_serves_every_encoder_and_method():
     assert np.array_equal(plots.subsample_positions(50, 120), np.random.default_rng(0).permutation(50))  # all of them
 
 
+@pytest.mark.slow
 def test_feature_maps_are_two_dimensional_and_drawn_side_by_side(tmp_path):
     features = np.random.default_rng(1).normal(size=(40, 8)).astype(np.float32)
     labels = np.arange(40) % 4
@@ -62,6 +63,7 @@ def test_feature_maps_are_two_dimensional_and_drawn_side_by_side(tmp_path):
     assert _image(path).shape[1] > 2 * _image(path).shape[0]  # two maps and a legend side by side
 
 
+@pytest.mark.slow
 def test_umap_compiled_functions_are_cached_on_disk_and_give_the_same_map(tmp_path):
     import subprocess
     import sys

@@ -36,6 +36,7 @@ def test_bad_arguments_are_refused():
     assert parsed.parts == ["ddp", "parity"] and parsed.dry
 
 
+@pytest.mark.slow
 def test_dry_run_on_the_cpu_gives_every_part_its_record(tmp_path):
     out = tmp_path / "summary.json"
     result = run("--device", "cpu", "--dry", "--parts", "parity", "features_knn", "ddp", "--out", str(out))

@@ -4,9 +4,10 @@ import dataclasses
 import json
 
 import torch
+from conftest import TINY_MODEL
 
 from usdrl.evaluate.ablation import ablation_params, reusable_checkpoint
-from usdrl.settings.sections import AblationSection, ModelSection, Params, PretrainSection
+from usdrl.settings.sections import AblationSection, Params, PretrainSection
 from usdrl.training.checkpoint_files import load_checkpoint
 from usdrl.training.pretrain import pretrain
 
@@ -14,7 +15,7 @@ from usdrl.training.pretrain import pretrain
 def test_the_main_run_stands_in_for_the_variant_with_its_settings_and_only_for_it(synthetic, tmp_path, one_thread):
     main_settings = PretrainSection(epochs=3, batch_size=32, workers=0, device="cpu", checkpoint_every=1,
                                     log_every=0, milestones=(2,))
-    params = Params(model=ModelSection(hidden_size=16, num_layers=1), pretrain=main_settings,
+    params = Params(model=TINY_MODEL, pretrain=main_settings,
                     ablation=AblationSection(epochs=2, milestones=(2,)))
     pretrain(synthetic, "xview", tmp_path / "main", params.model, settings=main_settings, progress=False)
     fingerprint = json.loads((synthetic / "manifest.json").read_text())["input_fingerprint"]

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_MODEL
 from sklearn.neighbors import KNeighborsClassifier
 
 from usdrl.cli.main import main
@@ -58,10 +59,10 @@ def test_validation_holds_out_whole_subjects():
 def test_probe_leaves_the_encoder_unchanged_records_provenance_and_reuses_cached_features(synthetic, tmp_path,
                                                                                            monkeypatch):
     from usdrl.evaluate import protocols
-    from usdrl.settings.sections import ModelSection, PretrainSection
+    from usdrl.settings.sections import PretrainSection
     from usdrl.training.pretrain import pretrain
 
-    pretrain(synthetic, "xview", tmp_path / "run", ModelSection(hidden_size=16, num_layers=1),
+    pretrain(synthetic, "xview", tmp_path / "run", TINY_MODEL,
              settings=PretrainSection(epochs=3, batch_size=32, workers=0, device="cpu", log_every=0), progress=False)
     checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
     opened = []  # the encoder the probe really uses, and its state (parameters and buffers) as loaded
@@ -109,7 +110,7 @@ def test_finetune_subset_is_fixed_by_seed_and_saved(synthetic, tmp_path):
 def test_finetune_from_a_checkpoint_draws_each_seeds_head_from_that_seed(synthetic, tmp_path, monkeypatch, one_thread):
     from usdrl.evaluate import protocols
 
-    section = ModelSection(hidden_size=16, num_layers=1)
+    section = TINY_MODEL
     checkpoint = tmp_path / "ours.pt"
     torch.manual_seed(0)
     torch.save({"encoder_config": encoder_record(section, ntu25_layout()), "layout": ntu25_layout().to_dict(),

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import TINY_MODEL
 
 from usdrl.nn.encoders import SkeletonModel, count_parameters, encoder_record, model_section_of_record
 from usdrl.settings.sections import ModelSection
@@ -53,7 +54,7 @@ def test_every_full_size_released_key_maps(shared, name):
 def test_unknown_and_mismatched_keys_are_clear_errors():
     with pytest.raises(CheckpointError, match="no counterpart"):
         translate_released_key("module.backbone.something_else.weight")
-    model = SkeletonModel(ModelSection(hidden_size=16, num_layers=1))
+    model = SkeletonModel(TINY_MODEL)
     state = {f"backbone.{k}": v for k, v in model.state_dict().items()}
     with pytest.raises(CheckpointError):
         load_released(state, "dste")

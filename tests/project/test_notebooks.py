@@ -32,63 +32,139 @@ def _run(name: str, cwd: Path, **parameters) -> dict:
     return json.loads(output.read_text())
 
 
-@pytest.mark.notebook
-def test_the_notebook_series_runs_end_to_end_from_the_notebooks_folder(tmp_path):
-    project = tmp_path / "project"
-    notebooks = project / "notebooks"  # where JupyterLab and papermill --cwd notebooks start the kernel
-    notebooks.mkdir(parents=True)
+RUN = "synthetic_xview_dste_joint"
+SERIES = {"01_data_prep": {"dataset": "synthetic"}, "02_pretrain": {"dataset": "synthetic"},
+          "03_linear_probe": {"dataset": "synthetic"}, "04_semi_supervised": {"dataset": "synthetic"},
+          "05_retrieval": {"dataset": "synthetic"},
+          "06_detection": {"detection": "synthetic_xsub_dste_joint", "pretrain_run": RUN, "dataset": "synthetic",
+                           "benchmark": "xsub"},
+          "07_tsne": {"dataset": "synthetic", "max_points": 200}, "08_alpha_ablation": {"dataset": "synthetic"}}
+
+
+class NotebookSeries:
+    """The notebooks of one temporary project, each executed once, in the series' order, when a test asks for it."""
+
+    def __init__(self, project: Path):
+        self.project = project
+        self.notebooks = project / "notebooks"  # where JupyterLab and papermill --cwd notebooks start the kernel
+        self.failures: dict[str, str] = {}
+        self.done: set[str] = set()
+
+    def run(self, name: str) -> None:
+        """Execute ``name`` and the notebooks before it that have not run; a failure of an earlier one fails this."""
+        for earlier in list(SERIES)[:list(SERIES).index(name) + 1]:
+            if earlier not in self.done and earlier not in self.failures:
+                try:
+                    _run(earlier, self.notebooks, **SERIES[earlier])
+                    self.done.add(earlier)
+                except Exception as error:
+                    self.failures[earlier] = f"{type(error).__name__}: {error}"
+            if earlier in self.failures:
+                pytest.fail(f"{earlier} failed{'' if earlier == name else f' (needed before {name})'}: "
+                            f"{self.failures[earlier]}")
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory) -> NotebookSeries:
+    project = tmp_path_factory.mktemp("series") / "project"
+    (project / "notebooks").mkdir(parents=True)
     for name in ("params.yaml", "dvc.yaml"):
         shutil.copy2(REPOSITORY / name, project / name)
-    _run("01_data_prep", notebooks, dataset="synthetic")
+    return NotebookSeries(project)
+
+
+@pytest.mark.notebook
+def test_01_data_prep_writes_the_data_summary_and_figure(series):
+    series.run("01_data_prep")
+    project = series.project
     assert (project / "results/data/synthetic.json").is_file() and (project / "figures/skeleton_synthetic.png").is_file()
-    _run("02_pretrain", notebooks, dataset="synthetic")
-    run = "synthetic_xview_dste_joint"
-    assert (project / f"runs/{run}/checkpoints/last.pt").is_file() and (project / f"figures/loss_{run}.png").is_file()
-    assert (project / f"results/pretrain/loss/{run}.csv").read_text().startswith("epoch,total,similarity,")
-    summary = json.loads((project / f"results/pretrain/{run}.json").read_text())
+
+
+@pytest.mark.notebook
+def test_02_pretrain_writes_the_checkpoint_loss_curve_and_summary(series):
+    series.run("02_pretrain")
+    project = series.project
+    assert (project / f"runs/{RUN}/checkpoints/last.pt").is_file() and (project / f"figures/loss_{RUN}.png").is_file()
+    assert (project / f"results/pretrain/loss/{RUN}.csv").read_text().startswith("epoch,total,similarity,")
+    summary = json.loads((project / f"results/pretrain/{RUN}.json").read_text())
     assert summary["epochs"] == 1 and summary["provenance"]["samples"] == {"train": 120, "test": 60}
-    _run("03_linear_probe", notebooks, dataset="synthetic")
-    probe = json.loads((project / f"results/linear/{run}.json").read_text())
-    assert probe["protocol"] == "linear_probe" and (project / f"results/linear/{run}_random.json").is_file()
-    headline = json.loads((project / f"results/linear/{run}.metrics.json").read_text())
+
+
+@pytest.mark.notebook
+def test_03_linear_probe_writes_pretrained_and_random_init_headlines(series):
+    series.run("03_linear_probe")
+    project = series.project
+    probe = json.loads((project / f"results/linear/{RUN}.json").read_text())
+    random_init = json.loads((project / f"results/linear/{RUN}_random.json").read_text())
+    assert probe["protocol"] == "linear_probe" and random_init["protocol"] == "linear_probe"
+    headline = json.loads((project / f"results/linear/{RUN}.metrics.json").read_text())
     assert headline == {"metric": "top1 (%)", "pretrained": round(100 * probe["metrics"]["top1"], 2),
-                        "random_init": headline["random_init"]}
+                        "random_init": round(100 * random_init["metrics"]["top1"], 2)}
     assert any((project / "cache/features").iterdir())  # evaluation.cache_dir resolved from the project root
-    assert (project / f"figures/linear_{run}.png").is_file()
-    _run("04_semi_supervised", notebooks, dataset="synthetic")
-    assert (project / f"results/semi/{run}/20pct.json").is_file()
-    assert json.loads((project / f"results/semi/{run}.metrics.json").read_text())["metric"] == "top1 at 20% labels (%)"
-    assert (project / f"figures/semi_{run}.png").is_file()
-    _run("05_retrieval", notebooks, dataset="synthetic")
-    assert "knn1" in json.loads((project / f"results/retrieval/{run}.json").read_text())["metrics"]
-    assert (project / f"figures/retrieval_{run}.png").is_file()
-    _run("06_detection", notebooks, detection="synthetic_xsub_dste_joint", pretrain_run=run, dataset="synthetic",
-         benchmark="xsub")
+    assert (project / f"figures/linear_{RUN}.png").is_file()
+
+
+@pytest.mark.notebook
+def test_04_semi_supervised_writes_one_result_per_fraction(series):
+    series.run("04_semi_supervised")
+    project = series.project
+    assert (project / f"results/semi/{RUN}/20pct.json").is_file()
+    assert json.loads((project / f"results/semi/{RUN}.metrics.json").read_text())["metric"] == "top1 at 20% labels (%)"
+    assert (project / f"figures/semi_{RUN}.png").is_file()
+
+
+@pytest.mark.notebook
+def test_05_retrieval_writes_knn_metrics(series):
+    series.run("05_retrieval")
+    assert "knn1" in json.loads((series.project / f"results/retrieval/{RUN}.json").read_text())["metrics"]
+    assert (series.project / f"figures/retrieval_{RUN}.png").is_file()
+
+
+@pytest.mark.notebook
+def test_06_detection_writes_both_maps(series):
+    series.run("06_detection")
+    project = series.project
     assert (project / "results/detection/synthetic_xsub_dste_joint/results.json").is_file()
     assert (project / "figures/detection_synthetic_xsub_dste_joint.png").is_file()
     detection = json.loads((project / "results/detection/synthetic_xsub_dste_joint.metrics.json").read_text())
     assert (detection["metric"], detection["second_metric"]) == ("mAP_a@0.5 (%)", "mAP_v@0.5 (%)")
-    _run("07_tsne", notebooks, dataset="synthetic", max_points=200)
-    assert (project / f"figures/tsne_{run}.png").is_file() and (project / f"figures/umap_{run}.png").is_file()
-    embedding = json.loads((project / f"results/embedding/{run}.json").read_text())
+
+
+@pytest.mark.notebook
+def test_07_tsne_writes_both_embeddings_and_silhouettes(series):
+    series.run("07_tsne")
+    project = series.project
+    assert (project / f"figures/tsne_{RUN}.png").is_file() and (project / f"figures/umap_{RUN}.png").is_file()
+    embedding = json.loads((project / f"results/embedding/{RUN}.json").read_text())
     assert set(embedding["silhouette_cosine_test_features"]) == {"pretrained", "random init"}
-    assert embedding["provenance"]["checkpoint"] == f"runs/{run}/checkpoints/last.pt"  # relative to the project
-    _run("08_alpha_ablation", notebooks, dataset="synthetic")
+    assert embedding["provenance"]["checkpoint"] == f"runs/{RUN}/checkpoints/last.pt"  # relative to the project
+
+
+@pytest.mark.notebook
+def test_08_alpha_ablation_writes_one_result_per_variant(series):
+    series.run("08_alpha_ablation")
+    project = series.project
     assert len(list((project / "results/ablation/synthetic_xview").glob("*.json"))) == 4
     assert (project / "runs/ablation/synthetic_xview").is_dir()
+
+
+@pytest.mark.notebook
+def test_the_series_writes_nothing_into_notebooks_names_no_checkout_path_and_builds_the_tables(series):
+    series.run("08_alpha_ablation")
+    project, notebooks = series.project, series.notebooks
     assert not [path for path in notebooks.rglob("*") if path.is_file()], "a notebook wrote into notebooks/"
     from test_results_paths import absolute_paths_in
 
     assert not absolute_paths_in(project / "results"), "results name the checkout's folder"
     # as dvc.yaml runs them: papermill's command from the project root, the kernel started in notebooks/, into
     # results/notebooks/ (made by the stage's mkdir -p: papermill writes only into a folder that exists)
-    (project / f"results/retrieval/{run}.json").unlink()
+    (project / f"results/retrieval/{RUN}.json").unlink()
     (project / "results/notebooks").mkdir()
     smoke = "-y", json.dumps({"dataset": "synthetic", "profile": "demo", "overrides": SMOKE})
     done = subprocess.run([PAPERMILL, str(REPOSITORY / "notebooks/05_retrieval.ipynb"), "results/notebooks/05.ipynb",
                            "--cwd", "notebooks", *smoke, "--no-progress-bar"], cwd=project, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "knn1" in json.loads((project / f"results/retrieval/{run}.json").read_text())["metrics"]
+    assert "knn1" in json.loads((project / f"results/retrieval/{RUN}.json").read_text())["metrics"]
     executed = json.loads((project / "results/notebooks/05.ipynb").read_text())
     assert not executed["metadata"]["papermill"]["exception"]  # papermill: None when no cell raised
     assert any(output["output_type"] == "execute_result" for cell in executed["cells"] for output in cell.get("outputs", []))

@@ -6,14 +6,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import one_line_error
+from conftest import TINY_MODEL, one_line_error
 
 from usdrl.cli.main import main
 from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
 from usdrl.evaluate.protocols import run_retrieval
 from usdrl.nn.encoders import encoder_record
 from usdrl.settings.params import load_params
-from usdrl.settings.sections import ModelSection, PretrainSection
+from usdrl.settings.sections import PretrainSection
 from usdrl.skeleton import ntu25_layout
 from usdrl.training.checkpoint_files import CheckpointError, UnsafeCheckpointError, load_checkpoint
 from usdrl.training.pretrain import pretrain
@@ -47,7 +47,7 @@ def bone_run(synthetic, tmp_path_factory):
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        pretrain(synthetic / "actions", "xview", out, ModelSection(hidden_size=16, num_layers=1),
+        pretrain(synthetic / "actions", "xview", out, TINY_MODEL,
                  settings=PretrainSection(epochs=1, batch_size=16, workers=0, device="cpu", log_every=0,
                                           modality="bone"), progress=False)
     finally:
@@ -90,7 +90,7 @@ def test_the_malicious_file_does_run_code_when_loaded_unsafely(tmp_path):
 @pytest.mark.parametrize("entry_point", ENTRY_POINTS + ["convert-checkpoint", "load_released"])
 def test_no_entry_point_runs_code_from_a_checkpoint(entry_point, synthetic, tmp_path, capsys, outside_the_checkout):
     evil, marker = tmp_path / "evil.pt", tmp_path / "marker"
-    torch.save({"encoder_config": encoder_record(ModelSection(hidden_size=16, num_layers=1), ntu25_layout()),
+    torch.save({"encoder_config": encoder_record(TINY_MODEL, ntu25_layout()),
                 "model": Malicious(marker),
                 "epoch": 1, "optimizer": {}, "scaler": {}, "rng": {}}, evil)
     if entry_point == "load_released":
@@ -117,7 +117,7 @@ def bad_files(tmp_path_factory, bone_run):
     (folder / "directory.pt").mkdir()
     layout = {"name": "coco", "joint_names": [f"j{i}" for i in range(17)], "bones": [], "center_joint": 1,
               "shoulder_pair": [2, 3], "num_persons": 1, "num_coordinates": 3}
-    torch.save({"encoder_config": {**encoder_record(ModelSection(hidden_size=16, num_layers=1), ntu25_layout()),
+    torch.save({"encoder_config": {**encoder_record(TINY_MODEL, ntu25_layout()),
                                    "num_joints": 17, "num_persons": 1}, "layout": layout, "model": {}, "epoch": 1, "optimizer": {},
                 "scaler": {}, "rng": {}}, folder / "other_layout.pt")
     return folder

@@ -10,6 +10,7 @@ import time
 
 import pytest
 import torch
+from conftest import TINY_MODEL
 
 from usdrl.data.synthetic import SyntheticConfig, prepare_synthetic
 from usdrl.settings.sections import ModelSection, PretrainSection
@@ -67,6 +68,7 @@ def _epochs_logged(out) -> list[int]:
     return [record["epoch"] for record in records]
 
 
+@pytest.mark.slow
 def test_killed_pretraining_resumes_to_the_weights_of_an_uninterrupted_run(synthetic, tmp_path):
     reference = _child(synthetic, tmp_path / "reference", slow=False)
     killed_out = tmp_path / "killed"
@@ -112,18 +114,17 @@ def _settings(**changes) -> PretrainSection:
     return PretrainSection(**values)
 
 
-TINY = ModelSection(hidden_size=16, num_layers=1)
 
 
 def test_resume_writes_a_missing_numbered_checkpoint_and_cuts_the_log(synthetic, tmp_path, one_thread):
     out = tmp_path / "run"
-    pretrain(synthetic, "xview", out, TINY, settings=_settings(), progress=False)
+    pretrain(synthetic, "xview", out, TINY_MODEL, settings=_settings(), progress=False)
     (out / "checkpoints" / "checkpoint_0002.pt").unlink()  # killed between the two writes (older order)
     with open(out / "log.jsonl", "a") as log:  # records of an epoch 3 that a kill cut short
         log.write(json.dumps({"epoch": 3, "step": 1, "loss": 1.0}) + "\n" + '{"epoch": 3, "lo')
     (out / "checkpoints" / "last.pt.tmp-999999999").write_bytes(b"")  # a dead writer's leftover
     (out / "checkpoints" / "checkpoint_0004.pt.tmp-999999999").write_bytes(b"half")
-    pretrain(synthetic, "xview", out, TINY, settings=_settings(epochs=3), resume=True, progress=False)
+    pretrain(synthetic, "xview", out, TINY_MODEL, settings=_settings(epochs=3), resume=True, progress=False)
     names = sorted(path.name for path in (out / "checkpoints").iterdir())
     assert names == ["checkpoint_0002.pt", "checkpoint_0003.pt", "last.pt"]
     assert load_checkpoint(out / "checkpoints" / "checkpoint_0002.pt")["epoch"] == 2
@@ -134,17 +135,17 @@ def test_resume_writes_a_missing_numbered_checkpoint_and_cuts_the_log(synthetic,
 
 def test_a_truncated_last_checkpoint_names_the_intact_one(synthetic, tmp_path, one_thread):
     out = tmp_path / "run"
-    pretrain(synthetic, "xview", out, TINY, settings=_settings(epochs=3), progress=False)
+    pretrain(synthetic, "xview", out, TINY_MODEL, settings=_settings(epochs=3), progress=False)
     last = out / "checkpoints" / "last.pt"
     last.write_bytes(last.read_bytes()[:1000])
     intact = out / "checkpoints" / "checkpoint_0003.pt"
     intact.write_bytes(b"")  # damaged too: the older one is named
     with pytest.raises(CheckpointError, match=r"last.pt is not a readable checkpoint: it is a truncated .*newest intact "
                                               r"checkpoint is .*checkpoint_0002.pt: continue from it with --resume"):
-        pretrain(synthetic, "xview", out, TINY, settings=_settings(epochs=4), resume=True, progress=False)
+        pretrain(synthetic, "xview", out, TINY_MODEL, settings=_settings(epochs=4), resume=True, progress=False)
     with pytest.raises(CheckpointError, match="does not exist"):
-        pretrain(synthetic, "xview", out, TINY, settings=_settings(epochs=4), resume=out / "missing.pt", progress=False)
-    resumed = pretrain(synthetic, "xview", out, TINY, settings=_settings(epochs=4),
+        pretrain(synthetic, "xview", out, TINY_MODEL, settings=_settings(epochs=4), resume=out / "missing.pt", progress=False)
+    resumed = pretrain(synthetic, "xview", out, TINY_MODEL, settings=_settings(epochs=4),
                        resume=out / "checkpoints" / "checkpoint_0002.pt", progress=False)
     assert resumed["resumed_from"] == 2 and load_checkpoint(last)["epoch"] == 4
 
@@ -158,7 +159,7 @@ def test_last_checkpoint_seconds_thins_out_last_pt_but_never_a_numbered_or_the_f
     original = Pretrainer.save
     monkeypatch.setattr(Pretrainer, "save", lambda self, done: (epochs_saved.append(done), original(self, done)))
     out = tmp_path / "run"
-    pretrain(synthetic, "xview", out, TINY, settings=_settings(epochs=3, last_checkpoint_seconds=seconds), progress=False)
+    pretrain(synthetic, "xview", out, TINY_MODEL, settings=_settings(epochs=3, last_checkpoint_seconds=seconds), progress=False)
     assert epochs_saved == saved and load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 3
 
 
@@ -174,14 +175,14 @@ def test_a_second_pretrain_into_a_held_run_folder_is_refused_and_a_killed_holder
             time.sleep(0.05)
         run_info = (out / "run.json").read_text()
         with pytest.raises(TrainingError, match=rf"--out {out} is in use: another usdrl pretrain holds it"):
-            pretrain(synthetic, "xview", out, TINY, settings=_settings(epochs=3, seed=7), resume=True, progress=False)
+            pretrain(synthetic, "xview", out, TINY_MODEL, settings=_settings(epochs=3, seed=7), resume=True, progress=False)
         assert (out / "run.json").read_text() == run_info  # the refused run wrote nothing
     finally:
         holder.kill()
         holder.communicate()
     # the OS released the killed holder's lock: the run resumes (the lock file is no foreign entry)
     done = load_checkpoint(out / "checkpoints" / "last.pt")["epoch"]
-    resumed = pretrain(synthetic, "xview", out, TINY, resume=True, progress=False,
+    resumed = pretrain(synthetic, "xview", out, TINY_MODEL, resume=True, progress=False,
                        settings=PretrainSection(epochs=done + 1, batch_size=16, workers=0, device="cpu",
                                                 checkpoint_every=CHECKPOINT_EVERY, log_every=0, milestones=(3,)))
     assert resumed["resumed_from"] == done and load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == done + 1
@@ -189,10 +190,10 @@ def test_a_second_pretrain_into_a_held_run_folder_is_refused_and_a_killed_holder
 
 def test_a_resume_refuses_changed_settings_and_allows_a_longer_run_saved_differently(synthetic, tmp_path, one_thread):
     out = tmp_path / "run"
-    pretrain(synthetic, "xview", out, TINY, settings=_settings(epochs=1), progress=False)
+    pretrain(synthetic, "xview", out, TINY_MODEL, settings=_settings(epochs=1), progress=False)
     recorded = (out / "run.json").read_text()
     with pytest.raises(TrainingError) as refused:
-        pretrain(synthetic, "xview", out, TINY, settings=_settings(epochs=2, learning_rate=1e-3, seed=3), resume=True,
+        pretrain(synthetic, "xview", out, TINY_MODEL, settings=_settings(epochs=2, learning_rate=1e-3, seed=3), resume=True,
                  progress=False)
     message = str(refused.value)
     assert "pretrain.learning_rate 0.0005 (now 0.001)" in message and "pretrain.seed 0 (now 3)" in message
@@ -203,6 +204,6 @@ def test_a_resume_refuses_changed_settings_and_allows_a_longer_run_saved_differe
     assert (out / "run.json").read_text() == recorded
     assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 1
     # more epochs, and other saving and logging settings, continue the run
-    resumed = pretrain(synthetic, "xview", out, TINY, settings=_settings(epochs=2, checkpoint_every=1, log_every=0),
+    resumed = pretrain(synthetic, "xview", out, TINY_MODEL, settings=_settings(epochs=2, checkpoint_every=1, log_every=0),
                        resume=True, progress=False)
     assert resumed["resumed_from"] == 1 and json.loads((out / "run.json").read_text())["pretrain"]["epochs"] == 2

@@ -6,15 +6,14 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as multiprocessing
+from conftest import TINY_MODEL
 
 from usdrl.cli.main import main
 from usdrl.data.store import load_split
-from usdrl.settings.sections import ModelSection, PretrainSection
+from usdrl.settings.sections import PretrainSection
 from usdrl.training.checkpoint_files import load_checkpoint
 from usdrl.training.loop import TrainingError
 from usdrl.training.pretrain import epoch_batches, learning_rate_at, pretrain, training_loader
-
-TINY_MODEL = ModelSection(hidden_size=16, num_layers=1)
 
 
 def _settings(**changes) -> PretrainSection:
@@ -23,6 +22,7 @@ def _settings(**changes) -> PretrainSection:
     return PretrainSection(**values)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_exactly(synthetic, tmp_path):
     whole = pretrain(synthetic, "xview", tmp_path / "whole", TINY_MODEL, settings=_settings(), progress=False)
     pretrain(synthetic, "xview", tmp_path / "parts", TINY_MODEL, settings=_settings(epochs=2), progress=False)
@@ -43,6 +43,7 @@ def test_interrupted_run_resumes_exactly(synthetic, tmp_path):
         "checkpoint_0002.pt", "checkpoint_0004.pt", "last.pt"]
 
 
+@pytest.mark.slow
 def test_pretraining_lowers_the_loss(synthetic, tmp_path):
     summary = pretrain(synthetic, "xview", tmp_path / "run", TINY_MODEL, settings=_settings(epochs=6, milestones=(10,)),
                        progress=False)
@@ -50,6 +51,7 @@ def test_pretraining_lowers_the_loss(synthetic, tmp_path):
     assert totals[-1] < totals[0]
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_a_clear_message(synthetic, tmp_path, monkeypatch):
     import usdrl.training.pretrain
 
@@ -78,6 +80,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_loss_and_gradients_of_one_with_twice_the_batch(tmp_path):
     batch = 6
     multiprocessing.spawn(distributed_worker.step_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "result.pt"), batch),
@@ -93,6 +96,7 @@ def test_two_processes_give_the_loss_and_gradients_of_one_with_twice_the_batch(t
         torch.testing.assert_close(distributed["gradients"][name], gradient, rtol=1e-3, atol=1e-4 * scale, msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("alpha", [0.5, 1.0])  # alpha 1: the DSA branch is skipped, its weights get no gradient
 def test_torchrun_style_pretraining_on_two_processes(synthetic, tmp_path, alpha):
     multiprocessing.spawn(distributed_worker.pretrain_worker,
