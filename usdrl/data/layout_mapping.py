@@ -147,7 +147,7 @@ class LayoutMapping:
             out[..., :positions, :, joint, :persons] = np.tensordot(values, np.array(list(weights.values()),
                                                                                      dtype=np.float32), ([-2], [0]))
             if scored:  # the source's last channel is its score: the lowest of the joints used
-                out[..., -1, :, joint, :persons] = kept[..., -1, :, indices, :].min(axis=-2)
+                out[..., -1:, :, joint, :persons] = kept[..., -1:, :, indices, :].min(axis=-2)
         return out
 
     def record(self) -> dict[str, Any]:
