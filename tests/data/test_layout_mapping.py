@@ -197,3 +197,17 @@ def test_an_ntu25_model_embeds_kinect_v1_input_through_the_mapping(ntu_model, tm
     assert main(["embed", "--model", str(ntu_model), str(tmp_path / "flat.npz"), "--out", str(tmp_path / "g.npz")]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "flat.npz" in error and "coco17" in error and "ntu25" in error
+
+
+def test_streams_map_alike_on_disk_and_in_memory(synthetic, tmp_path):
+    streams = synthetic.parent / "streams"  # ntu25 streams, normalised
+    assert main(["import", "store", str(streams), "--to-layout", "kinect_v1", "--out", str(tmp_path / "v1")]) == 0
+    on_disk = read_input(tmp_path / "v1", load_layout("kinect_v1"), "xsub/test")
+    in_memory = read_input(streams, load_layout("kinect_v1"), "xsub/test")
+    assert on_disk.mapping is None and in_memory.mapping.invented == []  # every Kinect v1 joint is an NTU joint
+    assert len(on_disk.split) == len(in_memory.split) > 0
+    for position in range(len(on_disk.split)):
+        assert on_disk.split.sequence(position).shape[2:] == (20, 1)
+        assert np.allclose(on_disk.split.sequence(position), in_memory.split.sequence(position), atol=1e-5)
+        assert np.array_equal(on_disk.split.frame_labels_of(position), in_memory.split.frame_labels_of(position))
+    assert np.array_equal(on_disk.split.instances(), in_memory.split.instances())
