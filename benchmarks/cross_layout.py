@@ -82,6 +82,40 @@ def table_lines(rows: dict[str, dict]) -> list[str]:
     return lines
 
 
+def markdown_table(rows: dict[str, dict]) -> list[str]:
+    """The table of docs/cross_layout.md: per condition, probe top-1 and kNN-1 in % as mean ± std, and the seeds."""
+    labels = {"synthetic_ntu25_pretrained_mapped": "synthetic NTU-25 pretrained, UTKinect mapped to ntu25",
+              "utkinect_native_pretrained": "UTKinect-native pretrained (kinect_v1)",
+              "random_init_mapped": "random init, UTKinect mapped to ntu25",
+              "random_init_native": "random init, native UTKinect"}
+    lines = ["| encoder | linear probe top-1 (%) | kNN-1 (%) | seeds |", "| --- | --- | --- | --- |"]
+    for name in CONDITIONS:
+        seeds = rows.get(name, {})
+        if seeds:
+            probe = summary_of([seed["probe_top1"] for seed in seeds.values()])
+            knn = summary_of([seed["knn1"] for seed in seeds.values()])
+            lines.append(f"| {labels[name]} | {100 * probe['mean']:.1f} ± {100 * probe['std']:.1f} | "
+                         f"{100 * knn['mean']:.1f} ± {100 * knn['std']:.1f} | {', '.join(sorted(seeds))} |")
+    return lines
+
+
+def merge(files: list[Path], out: Path) -> None:
+    """The rows of several results files of this script (seeds run by separate starts) in one, and its tables."""
+    contents = [json.loads(path.read_text()) for path in files]
+    rows: dict[str, dict] = {}
+    for content in contents:
+        for name, seeds in content["rows"].items():
+            rows.setdefault(name, {}).update(seeds)
+    summary = {name: {"probe_top1": summary_of([s["probe_top1"] for s in seeds.values()]),
+                      "knn1": summary_of([s["knn1"] for s in seeds.values()])} for name, seeds in rows.items()}
+    write_json_atomically(out, {**contents[0], "seeds": sorted({int(seed) for seeds in rows.values() for seed in seeds}),
+                                "rows": rows, "summary": summary, "merged_from": [str(path) for path in files],
+                                "seconds": {key: value for content in contents for key, value in content["seconds"].items()},
+                                "work": [content["work"] for content in contents]})
+    print("\n".join(table_lines(rows)))
+    print("\n".join(markdown_table(rows)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPOSITORY / "results" / "cross_layout.json")
@@ -90,7 +124,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--profile", default="demo")
     parser.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=list(ORDER))
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="RESULTS",
+                        help="merge results files of this script into --out and print the tables; nothing is run")
     arguments = parser.parse_args()
+    if arguments.merge:
+        merge(arguments.merge, arguments.out)
+        return
     started = time.perf_counter()
     work = arguments.work
     work.mkdir(parents=True, exist_ok=True)
@@ -136,6 +175,7 @@ def main() -> None:
             print(f"{name} seed {seed}: probe {probe['metrics']['top1']:.4f}, kNN-1 {knn['metrics']['knn1']:.4f} "
                   f"({timings[f'{name}_seed{seed}']:.0f} s)", flush=True)
     print("\n".join(table_lines(rows)))
+    print("\n".join(markdown_table(rows)))
     print(f"wall time {time.perf_counter() - started:.0f} s; {arguments.out}")
 
 
