@@ -1,7 +1,7 @@
 """Does pretraining on another skeleton layout help, through the joint-name mapping? Printed as a table and written
 as JSON.
 
-    python benchmarks/cross_layout.py --out results/cross_layout.json --work /tmp/usdrl_cross_layout
+    python benchmarks/cross_layout.py --out results/benchmarks/cross_layout.json --work /tmp/usdrl_cross_layout
 
 On UTKinect-Action3D (Kinect v1, 20 joints; cross-subject split xsub), with the demo profile's settings, for each
 seed (``pretrain.seed`` and ``probe.seed``):
@@ -109,7 +109,7 @@ def merge(files: list[Path], out: Path) -> None:
     summary = {name: {"probe_top1": summary_of([s["probe_top1"] for s in seeds.values()]),
                       "knn1": summary_of([s["knn1"] for s in seeds.values()])} for name, seeds in rows.items()}
     write_json_atomically(out, {**contents[0], "seeds": sorted({int(seed) for seeds in rows.values() for seed in seeds}),
-                                "rows": rows, "summary": summary, "merged_from": [str(path) for path in files],
+                                "rows": rows, "summary": summary, "merged_from": [path.name for path in files],
                                 "seconds": {key: value for content in contents for key, value in content["seconds"].items()},
                                 "work": [content["work"] for content in contents]})
     print("\n".join(table_lines(rows)))
@@ -118,7 +118,7 @@ def merge(files: list[Path], out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=REPOSITORY / "results" / "cross_layout.json")
+    parser.add_argument("--out", type=Path, default=REPOSITORY / "results" / "benchmarks" / "cross_layout.json")
     parser.add_argument("--work", type=Path, default=Path("/tmp/usdrl_cross_layout"))
     parser.add_argument("--raw", type=Path, default=REPOSITORY.parent / "shared" / "data" / "utkinect")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -136,7 +136,7 @@ def main() -> None:
     base = load_params(REPOSITORY / "params.yaml", arguments.profile, [f"evaluation.cache_dir={work / 'cache'}"])
     data = prepare_data(work, arguments.raw, base)
     previous = json.loads(arguments.out.read_text()) if arguments.out.is_file() else {}
-    rows: dict[str, dict] = previous.get("rows", {}) if previous.get("work") == str(work) else {}
+    rows: dict[str, dict] = previous.get("rows", {}) if previous.get("work") == work.name else {}
     timings: dict[str, float] = previous.get("seconds", {}) if rows else {}
     for seed in arguments.seeds:
         params = load_params(REPOSITORY / "params.yaml", arguments.profile,
@@ -164,7 +164,7 @@ def main() -> None:
                               "knn1": summary_of([s["knn1"] for s in seeds.values()])} for name, seeds in rows.items()}
             write_json_atomically(arguments.out, {
                 "benchmark": "cross_layout", "dataset": "UTKinect-Action3D actions, xsub (cross-subject)",
-                "profile": arguments.profile, "seeds": arguments.seeds, "work": str(work), "rows": rows,
+                "profile": arguments.profile, "seeds": arguments.seeds, "work": work.name, "rows": rows,
                 "summary": summary, "seconds": timings,
                 "wall_seconds_this_start": round(time.perf_counter() - started, 1),
                 "machine": {"platform": platform.platform(), "processor": platform.processor(),

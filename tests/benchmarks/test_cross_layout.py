@@ -10,7 +10,7 @@ import cross_layout  # noqa: E402
 
 
 def _results(path, rows, seconds):
-    path.write_text(json.dumps({"benchmark": "cross_layout", "work": str(path.parent), "rows": rows,
+    path.write_text(json.dumps({"benchmark": "cross_layout", "work": path.parent.name, "rows": rows,
                                 "seconds": seconds}))
     return path
 
