@@ -222,10 +222,13 @@ def test_bad_pose_input_is_one_line_naming_file_and_frame(coco_model, tmp_path, 
         error = capsys.readouterr().err.strip()
         assert message in error and len(error.splitlines()) == 1, error
     assert not (tmp_path / "store").exists()
-    write_openpose(tmp_path / "body", crossing_people(25))  # BODY_25 frames for a COCO-17 model
+    write_openpose(tmp_path / "body", crossing_people(19))  # 19 joints: no built-in layout, not the model's 17
     assert main(["embed", "--model", str(coco_model), str(tmp_path / "body"), "--out", str(tmp_path / "f.npz")]) == 2
     error = capsys.readouterr().err.strip()
-    assert "body_000000000000_keypoints.json: frame 1, person 1: 25 joints" in error and len(error.splitlines()) == 1
+    assert "body_000000000000_keypoints.json: frame 1, person 1: 19 joints" in error and len(error.splitlines()) == 1
+    write_openpose(tmp_path / "body25", crossing_people(25))  # BODY_25 frames for a COCO-17 model: mapped by names
+    assert main(["embed", "--model", str(coco_model), str(tmp_path / "body25"), "--out", str(tmp_path / "f.npz")]) == 0
+    assert "mapped body25 -> coco17: 17 joints copied, 0 derived" in capsys.readouterr().err
     with pytest.raises(DataError, match="frame 1, person 1: 17 joints"):
         read_pose_clip(other / "video.json", "mmpose", load_layout("body25"))
 

@@ -61,11 +61,12 @@ def add_prepare(commands: argparse._SubParsersAction) -> None:
 
 
 def add_import(commands: argparse._SubParsersAction) -> None:
-    """``usdrl import FORMAT``: processed arrays of other code bases (AGCN, CTR-GCN, plain arrays, pyskl) and the
-    output of pose estimators (poses)."""
+    """``usdrl import FORMAT``: processed arrays of other code bases (AGCN, CTR-GCN, plain arrays, pyskl), the
+    output of pose estimators (poses), and a prepared dataset in another layout (store)."""
     from usdrl.skeleton import BUILTIN_LAYOUTS
 
-    importer = commands.add_parser("import", help="import processed arrays (AGCN, CTR-GCN, plain arrays, pyskl annotations)")
+    importer = commands.add_parser("import", help="import processed arrays (AGCN, CTR-GCN, plain arrays, pyskl "
+                                   "annotations, pose estimator output) or map a prepared dataset to another layout")
     formats = importer.add_subparsers(dest="format", required=True, metavar="FORMAT")
     layouts = ", ".join(BUILTIN_LAYOUTS)
     normalise_help = ("SPEC normalisation as for NTU: pad null frames, subtract the layout's centre joint, rotate its "
@@ -105,7 +106,16 @@ def add_import(commands: argparse._SubParsersAction) -> None:
                        help="joints of lower confidence are missing and filled from their track (default 0.05)")
     poses.add_argument("--dataset", help="dataset name for the manifest (default: the folder name)")
     poses.add_argument("--normalise", action=argparse.BooleanOptionalAction, help=normalise_help)
+    poses.add_argument("--to-layout", metavar="LAYOUT", help=f"store the skeletons in this layout ({layouts} or a "
+                       f"YAML/JSON layout file), mapped by joint names: joints of the same body point copied, the "
+                       f"others derived from named neighbours (the manifest's layout_mapping lists them); 2D and 3D "
+                       f"are not mapped into each other")
     poses.add_argument("--quiet", action="store_true", help="no progress bar")
+    store = formats.add_parser("store", help="a prepared dataset written again in another layout (--to-layout)")
+    store.add_argument("path", type=Path, help="a prepared dataset folder (manifest.json)")
+    store.add_argument("--to-layout", required=True, metavar="LAYOUT",
+                       help=f"the layout to map to ({layouts} or a YAML/JSON layout file), by joint names")
+    store.add_argument("--out", required=True, type=Path, help="the new dataset folder")
     pyskl = formats.add_parser("pyskl", help="pyskl / MMAction2 annotation pickle (ntu60_3danno.pkl, ntu60_hrnet.pkl, ...)")
     pyskl.add_argument("path", type=Path, help="the .pkl: {'split': {name: [frame_dir, ...]}, 'annotations': [...]}")
     pyskl.add_argument("--out", required=True, type=Path)
@@ -181,7 +191,11 @@ def run_import(arguments: argparse.Namespace) -> dict:
 
         return import_poses(arguments.path, arguments.out, arguments.pose_format, arguments.labels, arguments.layout,
                             arguments.normalise, arguments.benchmark, arguments.min_confidence, arguments.dataset,
-                            progress=not arguments.quiet)
+                            progress=not arguments.quiet, to_layout=arguments.to_layout)
+    if arguments.format == "store":
+        from usdrl.data.mapped_store import map_store
+
+        return map_store(arguments.path, arguments.to_layout, arguments.out)
     if arguments.format == "pyskl":
         return import_pyskl(arguments.path, arguments.out, arguments.layout, arguments.normalise,
                                       arguments.max_frames, arguments.dataset)

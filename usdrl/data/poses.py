@@ -49,6 +49,7 @@ from usdrl.data.import_common import (
     position_channels,
     write_samples,
 )
+from usdrl.data.layout_mapping import layout_mapping
 from usdrl.data.writer import DatasetWriter, finish_dataset
 from usdrl.skeleton import SkeletonLayout, load_layout
 
@@ -484,7 +485,7 @@ def _subject_ids(subjects: list[str]) -> np.ndarray:
     return np.array([names.index(subject) + 1 for subject in subjects], dtype=np.int32)
 
 
-def _pick_layout(layout: str | Path | None, first_clip: Path, pose_format: str, min_confidence: float) -> SkeletonLayout:
+def pick_layout(layout: str | Path | None, first_clip: Path, pose_format: str) -> SkeletonLayout:
     """``layout``, else the built-in layout of the first detection's joint and coordinate counts."""
     if layout is not None:
         return load_layout(layout)
@@ -504,14 +505,16 @@ def _pick_layout(layout: str | Path | None, first_clip: Path, pose_format: str, 
 def import_poses(path: str | Path, out_dir: str | Path, pose_format: str, labels: str | Path | None = None,
                  layout: str | Path | None = None, normalise: bool | None = None, benchmark: str = "custom",
                  min_confidence: float = DEFAULT_MIN_CONFIDENCE, dataset: str | None = None,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, to_layout: str | Path | None = None) -> dict:
     """A folder of clips of ``pose_format`` (``POSE_FORMATS``) into the canonical store.
 
     ``labels``: LABELS.csv with columns clip, label, optional subject and split; split values (train, test, ...)
     become the splits ``<benchmark>/<value>``; without a split column the store has one split ``all/all`` and a
     split column must be added to train and probe on a benchmark. Without ``labels`` (Kinetics-skeleton only) the
     clips' own ``label``. Clips are zero-padded to the longest; clips without a label row are skipped (listed in
-    the manifest). ``normalise``: None = ``default_normalise(layout)`` (on for 3D, off for 2D).
+    the manifest). ``normalise``: None = ``default_normalise(layout)`` (on for 3D, off for 2D). ``to_layout``: the
+    store is in that layout, each clip mapped by joint names (``usdrl.data.layout_mapping``) before normalisation;
+    the manifest's ``layout_mapping`` records how.
     """
     path, out_dir = Path(path), Path(out_dir)
     if pose_format not in POSE_FORMATS:
@@ -520,14 +523,17 @@ def import_poses(path: str | Path, out_dir: str | Path, pose_format: str, labels
         raise DataError(f"--min-confidence must be 0 or more, got {min_confidence}")
     clips = _clip_paths(path, pose_format)
     table = read_labels(Path(labels)) if labels is not None else None
-    skeleton_layout = _pick_layout(layout, clips[0], pose_format, min_confidence)
-    normalise = default_normalise(skeleton_layout) if normalise is None else bool(normalise)
+    skeleton_layout = pick_layout(layout, clips[0], pose_format)
+    mapping = layout_mapping(skeleton_layout, load_layout(to_layout)) if to_layout is not None else None
+    stored_layout = mapping.target if mapping is not None else skeleton_layout
+    normalise = default_normalise(stored_layout) if normalise is None else bool(normalise)
     inputs = [*clips, *([Path(labels)] if labels is not None else []),
-              *([Path(layout)] if layout is not None and Path(str(layout)).is_file() else [])]
+              *(Path(name) for name in (layout, to_layout) if name is not None and Path(str(name)).is_file())]
     stamped = [file for clip in clips for file in (frame_files(clip) if clip.is_dir() else [clip])] + inputs[len(clips):]
     fingerprint = input_fingerprint(stamped, {"importer": "poses", "format": pose_format, "layout": skeleton_layout.to_dict(),
                                               "normalise": normalise, "benchmark": benchmark,
-                                              "min_confidence": min_confidence})
+                                              "min_confidence": min_confidence,
+                                              "to_layout": None if mapping is None else stored_layout.to_dict()})
     if is_up_to_date(out_dir, fingerprint):
         return {"up_to_date": True, "out": str(out_dir)}
     names = [clip.stem if clip.is_file() else clip.name for clip in clips]
@@ -545,7 +551,7 @@ def import_poses(path: str | Path, out_dir: str | Path, pose_format: str, labels
         row = table[name] if table is not None else {"label": read.label or ""}
         if not row["label"]:
             raise DataError(f"{clip}: no label in the file; pass --labels LABELS.csv (columns {LABELS_COLUMNS})")
-        samples.append(read.x)
+        samples.append(read.x if mapping is None else mapping.apply(read.x))
         rows.append((name, row))
     if not samples:
         raise DataError(f"{path}: none of the {len(clips)} clips has a row in {labels}")
@@ -560,13 +566,13 @@ def import_poses(path: str | Path, out_dir: str | Path, pose_format: str, labels
            if all(row.get("subject") for _, row in rows) else {})
 
     def block(start: int, stop: int) -> np.ndarray:  # (n, C, T, V, M), zero-padded to the longest clip
-        out = np.zeros((stop - start, skeleton_layout.num_coordinates, longest, skeleton_layout.num_joints,
-                        skeleton_layout.num_persons), dtype=np.float32)
+        out = np.zeros((stop - start, stored_layout.num_coordinates, longest, stored_layout.num_joints,
+                        stored_layout.num_persons), dtype=np.float32)
         for row_index in range(start, stop):
             out[row_index - start, :, :num_frames[row_index]] = samples[row_index]
-        return normalise_samples(out, num_frames[start:stop], skeleton_layout) if normalise else out
+        return normalise_samples(out, num_frames[start:stop], stored_layout) if normalise else out
 
-    preprocessing = normalisation_record(skeleton_layout, normalise, f"{pose_format} poses")
+    preprocessing = normalisation_record(stored_layout, normalise, f"{pose_format} poses")
     preprocessing.update({"num_frames": "the clip's frames; shorter clips zero-padded to the longest",
                           "min_confidence": min_confidence,
                           "tracking": "Hungarian assignment on joint distances; the tracks of highest summed "
@@ -574,17 +580,20 @@ def import_poses(path: str | Path, out_dir: str | Path, pose_format: str, labels
                           "missing_joints": "interpolated over time in their track; never seen: the parent's "
                                             "position; score 0 in a score channel"})
     with DatasetWriter(out_dir, inputs) as writer:
-        write_samples(writer, block, len(samples), (skeleton_layout.num_coordinates, longest,
-                                                     skeleton_layout.num_joints, skeleton_layout.num_persons))
-        finish_dataset(writer, kind="trimmed", layout=skeleton_layout, class_names=class_names, label=label,
+        write_samples(writer, block, len(samples), (stored_layout.num_coordinates, longest,
+                                                     stored_layout.num_joints, stored_layout.num_persons))
+        finish_dataset(writer, kind="trimmed", layout=stored_layout, class_names=class_names, label=label,
                        num_frames=num_frames, names=[name for name, _ in rows], ids=ids, splits=splits, details={
                            "dataset": dataset or path.name,
                            "sources": {"importer": "poses", "format": pose_format, "path": str(path.resolve()),
                                        "labels": str(Path(labels).resolve()) if labels is not None else None},
                            "excluded": [], "skipped": skipped, "preprocessing": preprocessing,
-                           "input_fingerprint": fingerprint})
-    summary = {"up_to_date": False, "out": str(out_dir), "samples": len(samples), "layout": skeleton_layout.name,
+                           "input_fingerprint": fingerprint,
+                           **({"layout_mapping": mapping.record()} if mapping is not None else {})})
+    summary = {"up_to_date": False, "out": str(out_dir), "samples": len(samples), "layout": stored_layout.name,
                "normalised": normalise, "splits": [f"{b}/{s}" for b, s in splits]}
+    if mapping is not None:
+        summary["mapping"] = mapping.summary_line()
     if not has_splits:
         summary["note"] = (f"no split column in the labels: one split all/all; add a split column (train / test) to "
                            f"LABELS.csv to pretrain and probe on benchmark {benchmark!r}")

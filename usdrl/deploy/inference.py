@@ -11,6 +11,7 @@ at a time: memory is bounded by the window, not the stream.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -153,12 +154,16 @@ class TrainedModel:
         return self.description["modality"]
 
     def read(self, skeletons: Skeletons, split: str | None = None) -> InputClips:
-        """``skeletons`` (a path, an array or clips already read) as input clips of the model's layout."""
+        """``skeletons`` (a path, an array or clips already read) as input clips of the model's layout; input of
+        another layout is mapped to it by joint names, and the mapping's one line is printed on stderr."""
         if isinstance(skeletons, InputClips):
             return skeletons
         if isinstance(skeletons, np.ndarray):
             return clips_from_array(skeletons, self.layout)
-        return read_input(skeletons, self.layout, split)
+        clips = read_input(skeletons, self.layout, split)
+        if clips.mapping is not None:
+            print(clips.mapping.summary_line(), file=sys.stderr)
+        return clips
 
     def clips(self, skeletons: Skeletons, split: str | None = None) -> SkeletonSplit:
         """The clips of ``skeletons`` in the training data's form (a DataError for streams; a warning for clips

@@ -16,15 +16,18 @@ Input kinds:
   or MediaPipe Pose JSON file; tracked into the layout's persons, missing joints filled.
 
 The kinds carry their layout (NTU and PKU-MMD: ``ntu25``; COCO JSON: ``coco17``, with scores ``coco17_score``;
-arrays and folders: their sizes and manifest; pose estimator output: the joints and coordinates it holds, which
-must be the model's); a model refuses skeletons of another layout, naming both.
+folders: their manifest; arrays: a ``layout`` member naming a built-in layout, else the built-in layout of their
+joints and coordinates; pose estimator output: the built-in layout of the joints and coordinates it holds).
+Skeletons of another layout than the model's are mapped to it by joint names (``usdrl.data.layout_mapping``;
+``InputClips.mapping`` says how); a layout that cannot be mapped (2D and 3D, a joint without a rule) is a
+DataError naming the input and the joint.
 """
 
 from __future__ import annotations
 
 import json
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +35,24 @@ import numpy as np
 
 from usdrl.data.dataset_format import MANIFEST_NAME
 from usdrl.data.errors import DataError
+from usdrl.data.import_common import position_channels
 from usdrl.data.importers import count_nonzero_frames, load_array, npz_members
+from usdrl.data.layout_mapping import LayoutMapping, layout_mapping
+from usdrl.data.mapped_store import is_normalised, map_samples, map_sequence
 from usdrl.data.ntu import read_skeleton_file, select_bodies
 from usdrl.data.pkummd import VALUES_PER_FRAME, read_pku_skeleton
-from usdrl.data.poses import detect_pose_format, read_pose_clip
+from usdrl.data.poses import detect_pose_format, pick_layout, read_pose_clip
 from usdrl.data.store import SkeletonSplit, available_splits, load_split, read_manifest
-from usdrl.skeleton import COCO17_JOINT_NAMES, NTU25_JOINT_NAMES, SkeletonLayout, layout_from_dict
+from usdrl.skeleton import (
+    BUILTIN_LAYOUTS,
+    COCO17_JOINT_NAMES,
+    NTU25_JOINT_NAMES,
+    SkeletonLayout,
+    coco17_layout,
+    layout_from_dict,
+    load_layout,
+    ntu25_layout,
+)
 
 COCO17_SCHEMA = ("a JSON list of frames; each frame a list of persons (possibly empty); each person a list of 17 "
                  "keypoints [x, y, score] in COCO-17 order (nose, left_eye, right_eye, left_ear, right_ear, "
@@ -60,6 +75,7 @@ class InputClips:
     kind: str
     preprocessed: bool
     normalised: bool | None = None  # a prepared dataset: whether its manifest says normalised
+    mapping: LayoutMapping | None = None  # how skeletons of another layout were mapped to the model's
 
     @property
     def untrimmed(self) -> bool:
@@ -85,9 +101,23 @@ def layout_mismatch(source: str, held: str, layout: SkeletonLayout) -> DataError
                      f"{held.split()[0]}")
 
 
-def _require_ntu25(source: str, layout: SkeletonLayout) -> None:
-    if tuple(layout.joint_names) != NTU25_JOINT_NAMES or layout.num_coordinates != 3:
-        raise layout_mismatch(source, "ntu25 (NTU RGB+D / Kinect v2, 25 joints, xyz)", layout)
+def mapping_to_model(source: SkeletonLayout, layout: SkeletonLayout, where: str) -> LayoutMapping | None:
+    """None when skeletons of ``source`` are the model's already (same joints and channels), else the mapping by
+    joint names; a DataError naming ``where`` when there is none."""
+    if tuple(source.joint_names) == tuple(layout.joint_names) and source.num_coordinates == layout.num_coordinates:
+        return None
+    try:
+        return layout_mapping(source, layout)
+    except DataError as error:
+        raise DataError(f"{where}: holds {source.name} skeletons and the model was trained on {layout.name}; "
+                        f"{error}") from None
+
+
+def _ntu25_mapping(source: str, layout: SkeletonLayout) -> LayoutMapping | None:
+    """None for a model of the ntu25 joints, else the mapping of NTU-25 skeletons (two persons) to its layout."""
+    if tuple(layout.joint_names) == NTU25_JOINT_NAMES and layout.num_coordinates == 3:
+        return None
+    return mapping_to_model(ntu25_layout(), layout, source)
 
 
 def _one_sequence(sequence: np.ndarray, name: str, source: str, layout: SkeletonLayout) -> SkeletonSplit:
@@ -106,19 +136,24 @@ def _fit_persons(sequence: np.ndarray, persons: int) -> np.ndarray:
 
 
 def read_ntu_file(path: Path, layout: SkeletonLayout) -> InputClips:
-    """An NTU RGB+D .skeleton file as one clip of all its frames (ntu25 layouts only)."""
-    _require_ntu25(str(path), layout)
+    """An NTU RGB+D .skeleton file as one clip of all its frames, mapped to the model's layout when it is not ntu25."""
+    mapping = _ntu25_mapping(str(path), layout)
+    persons = layout.num_persons if mapping is None else mapping.source.num_persons
     bodies = read_skeleton_file(path)  # (4, T, V, 3)
-    sequence = select_bodies(bodies, keep=min(layout.num_persons, len(bodies)))  # (C, T, V, M)
-    split = _one_sequence(_fit_persons(sequence, layout.num_persons), path.stem, str(path), layout)
-    return InputClips(split, "ntu_skeleton", preprocessed=False)
+    sequence = _fit_persons(select_bodies(bodies, keep=min(persons, len(bodies))), persons)  # (C, T, V, M)
+    sequence = sequence if mapping is None else mapping.apply(sequence)
+    split = _one_sequence(sequence, path.stem, str(path), layout)
+    return InputClips(split, "ntu_skeleton", preprocessed=False, mapping=mapping)
 
 
 def read_pku_file(path: Path, layout: SkeletonLayout) -> InputClips:
-    """A PKU-MMD skeleton .txt file as one clip of all its frames (ntu25 layouts only)."""
-    _require_ntu25(str(path), layout)
-    sequence = _fit_persons(read_pku_skeleton(path), layout.num_persons)  # (C, T, V, M)
-    return InputClips(_one_sequence(sequence, path.stem, str(path), layout), "pkummd_skeleton", preprocessed=False)
+    """A PKU-MMD skeleton .txt file as one clip of all its frames, mapped to the model's layout when it is not ntu25."""
+    mapping = _ntu25_mapping(str(path), layout)
+    persons = layout.num_persons if mapping is None else mapping.source.num_persons
+    sequence = _fit_persons(read_pku_skeleton(path), persons)  # (C, T, V, M)
+    sequence = sequence if mapping is None else mapping.apply(sequence)
+    return InputClips(_one_sequence(sequence, path.stem, str(path), layout), "pkummd_skeleton", preprocessed=False,
+                      mapping=mapping)
 
 
 def _coco_person(person: Any, where: str) -> np.ndarray:
@@ -154,9 +189,13 @@ def parse_coco_frames(frames: Any, source: str, persons: int) -> np.ndarray:
 
 
 def read_coco_json(path: Path, layout: SkeletonLayout) -> InputClips:
-    """COCO-17 keypoints JSON (``COCO17_SCHEMA``) as one clip of all its frames (coco17 layouts only)."""
+    """COCO-17 keypoints JSON (``COCO17_SCHEMA``) as one clip of all its frames, mapped to the model's layout
+    when it is not a COCO-17 one (keeping the score for a model with a score channel)."""
+    mapping = None
     if tuple(layout.joint_names) != COCO17_JOINT_NAMES:
-        raise layout_mismatch(str(path), "coco17 (COCO-17 2D keypoints)", layout)
+        scored = position_channels(layout) < layout.num_coordinates
+        source = replace(coco17_layout(with_scores=scored), num_persons=layout.num_persons)
+        mapping = mapping_to_model(source, layout, str(path))
     try:
         frames = json.loads(path.read_text())
     except UnicodeDecodeError as error:
@@ -165,15 +204,50 @@ def read_coco_json(path: Path, layout: SkeletonLayout) -> InputClips:
         raise DataError(f"{path}:{error.lineno}:{error.colno}: malformed JSON ({error.msg}); expected "
                         f"{COCO17_SCHEMA}") from None
     sequence = parse_coco_frames(frames, str(path), layout.num_persons)  # (3, T, 17, M): x, y, score
-    if layout.num_coordinates == 2:  # coco17: positions only; coco17_score keeps the score as a third channel
+    if mapping is not None:
+        sequence = mapping.apply(sequence[:mapping.source.num_coordinates])
+    elif layout.num_coordinates == 2:  # coco17: positions only; coco17_score keeps the score as a third channel
         sequence = sequence[:2]
-    return InputClips(_one_sequence(sequence, path.stem, str(path), layout), "coco17_json", preprocessed=False)
+    return InputClips(_one_sequence(sequence, path.stem, str(path), layout), "coco17_json", preprocessed=False,
+                      mapping=mapping)
 
 
 def read_pose_estimator_output(path: Path, layout: SkeletonLayout, pose_format: str) -> InputClips:
-    """One clip of pose estimator output (``usdrl.data.poses``) for a model trained on ``layout``."""
-    clip = read_pose_clip(path, pose_format, layout)
-    return InputClips(_one_sequence(clip.x, clip.name, str(path), layout), f"{pose_format}_poses", preprocessed=False)
+    """One clip of pose estimator output (``usdrl.data.poses``) for a model trained on ``layout``: read in the
+    model's layout when it holds the model's number of joints, else in the built-in layout of its joints and
+    coordinates (the score variant for a model with scores) and mapped to the model's."""
+    try:
+        detected = pick_layout(None, path, pose_format)
+    except DataError:  # no built-in layout of these joints: read as the model's, whose reader names the problem
+        detected = layout
+    mapping = None
+    if detected.num_joints != layout.num_joints:
+        scored = position_channels(layout) < layout.num_coordinates
+        if scored and f"{detected.name}_score" in BUILTIN_LAYOUTS:
+            detected = load_layout(f"{detected.name}_score")
+        mapping = mapping_to_model(replace(detected, num_persons=layout.num_persons), layout, str(path))
+    clip = read_pose_clip(path, pose_format, layout if mapping is None else mapping.source)
+    x = clip.x if mapping is None else mapping.apply(clip.x)
+    return InputClips(_one_sequence(x, clip.name, str(path), layout), f"{pose_format}_poses", preprocessed=False,
+                      mapping=mapping)
+
+
+ARRAY_LAYOUTS = ("ntu25", "kinect_v1", "coco17", "body25", "coco18", "mediapipe33", "h36m17")  # by their V and C
+
+
+def arrays_layout(path: Path, members: list[str], shape: tuple[int, ...]) -> SkeletonLayout | None:
+    """The layout of a .npz of arrays x of ``shape`` (N, C, T, V, M): its member ``layout`` (a built-in layout's
+    name), else the one of ``ARRAY_LAYOUTS`` with its V and C; None when none has them."""
+    if "layout" in members:
+        name = str(load_array(path, "layout", kinds="U", ndim=0))
+        if name not in BUILTIN_LAYOUTS:
+            raise DataError(f"{path}: layout {name!r} is not a built-in layout; name one of {', '.join(BUILTIN_LAYOUTS)}")
+        return load_layout(name)
+    for name in ARRAY_LAYOUTS:
+        layout = load_layout(name)
+        if (layout.num_coordinates, layout.num_joints) == (shape[1], shape[3]):
+            return layout
+    return None
 
 
 def read_arrays(path: Path, layout: SkeletonLayout) -> InputClips:
@@ -188,10 +262,18 @@ def read_arrays(path: Path, layout: SkeletonLayout) -> InputClips:
         raise DataError(f"{path}: x has shape {x.shape}; expected (N, C, T, V, M) or one sample (C, T, V, M)")
     if len(x) == 0 or x.shape[2] == 0:
         raise DataError(f"{path}: x holds no samples (shape {x.shape}); nothing to recognise")
-    if x.shape[1] != layout.num_coordinates or x.shape[3] != layout.num_joints or x.shape[4] > layout.num_persons:
+    mapping = None
+    if x.shape[1] != layout.num_coordinates or x.shape[3] != layout.num_joints or "layout" in members:
+        source = arrays_layout(path, members, x.shape)
+        if source is None or (source.num_coordinates, source.num_joints) != (x.shape[1], x.shape[3]):
+            raise layout_mismatch(str(path), f"(C={x.shape[1]}, V={x.shape[3]}, M={x.shape[4]})", layout)
+        mapping = mapping_to_model(replace(source, num_persons=min(max(x.shape[4], 1), 16)), layout, str(path))
+    if mapping is None and x.shape[4] > layout.num_persons:
         raise layout_mismatch(str(path), f"(C={x.shape[1]}, V={x.shape[3]}, M={x.shape[4]})", layout)
     if not np.all(np.isfinite(x)):
         raise DataError(f"{path}: x holds NaN or inf; fix or drop those samples")
+    if mapping is not None:
+        x = mapping.apply(x)
     x = np.stack([_fit_persons(sample, layout.num_persons) for sample in x])
     counted = count_nonzero_frames(x)
     num_frames = load_array(path, "num_frames", kinds="iu", ndim=1) if "num_frames" in members else counted
@@ -204,25 +286,29 @@ def read_arrays(path: Path, layout: SkeletonLayout) -> InputClips:
     empty = np.flatnonzero(np.minimum(num_frames, counted) == 0)
     if empty.size:
         raise DataError(f"{path}: sample {empty[0]} ({names[empty[0]]}) has no skeleton in any frame; drop it")
-    return InputClips(_in_memory_split(x, num_frames, names, str(path), layout), "arrays", preprocessed=False)
+    return InputClips(_in_memory_split(x, num_frames, names, str(path), layout), "arrays", preprocessed=False,
+                      mapping=mapping)
 
 
 def read_prepared(root: Path, layout: SkeletonLayout, split: str | None) -> InputClips:
-    """A prepared dataset: one split (``benchmark/split``) or all samples, memory-mapped."""
+    """A prepared dataset: one split (``benchmark/split``) or all samples, memory-mapped; a dataset of another
+    layout is mapped to the model's in memory (``mapped_split``)."""
     manifest = read_manifest(root)
     stored = layout_from_dict(manifest["layout"], source=str(root / MANIFEST_NAME))
+    mapping = None
     if (tuple(stored.joint_names), stored.num_coordinates, stored.num_persons) != (
             tuple(layout.joint_names), layout.num_coordinates, layout.num_persons):
-        raise layout_mismatch(str(root), f"{stored.name} (V={stored.num_joints}, C={stored.num_coordinates}, "
-                                         f"M={stored.num_persons})", layout)
-    preprocessing = manifest.get("preprocessing") or {}
-    normalised = bool(preprocessing.get("normalised", isinstance(preprocessing.get("version"), int)))
+        mapping = mapping_to_model(stored, layout, str(root)) or layout_mapping(stored, layout)
+    normalised = is_normalised(manifest)
     if split is not None:
         benchmark, _, part = split.partition("/")
         if not part:
             known = ", ".join(f"{b}/{s}" for b, s in available_splits(root))
             raise DataError(f"split {split!r}: name it benchmark/split, one of {known}")
-        return InputClips(load_split(root, benchmark, part), "prepared", True, normalised)
+        chosen = load_split(root, benchmark, part)
+        if mapping is not None:
+            chosen = mapped_split(chosen, mapping, normalised)
+        return InputClips(chosen, "prepared", True, normalised, mapping)
     untrimmed = manifest.get("kind") == "untrimmed"
     count = int(manifest["num_samples"])
     names = json.loads((root / "names.json").read_text())
@@ -231,7 +317,29 @@ def read_prepared(root: Path, layout: SkeletonLayout, split: str | None) -> Inpu
                           x=None if untrimmed else np.load(root / "x.npy", mmap_mode="r"),
                           frames=np.load(root / "frames.npy", mmap_mode="r") if untrimmed else None,
                           offsets=np.load(root / "offsets.npy") if untrimmed else None)
-    return InputClips(whole, "prepared", True, normalised)
+    if mapping is not None:
+        whole = mapped_split(whole, mapping, normalised)
+    return InputClips(whole, "prepared", True, normalised, mapping)
+
+
+def mapped_split(split: SkeletonSplit, mapping: LayoutMapping, normalised: bool) -> SkeletonSplit:
+    """A split of a prepared dataset in the mapping's target layout, in memory (normalised again with the target's
+    joints when the dataset is normalised, as ``usdrl import store`` writes it). Untrimmed: the split's streams
+    only; the offsets give the other streams no frames, so sample rows (and ``instances``) keep their numbers."""
+    manifest = {**split.manifest, "layout": mapping.target.to_dict()}
+    if not split.untrimmed:
+        x = map_samples(split.batch(np.arange(len(split))), split.num_frames, mapping, normalised)  # (n, C, T, V, M)
+        return replace(split, manifest=manifest, indices=np.arange(len(split)), x=x)
+    lengths = np.zeros(len(split.offsets) - 1, dtype=np.int64)
+    sequences, labels = [], []
+    for position in sorted(range(len(split)), key=lambda place: split.indices[place]):
+        sequences.append(map_sequence(split.sequence(position), mapping, normalised).transpose(1, 0, 2, 3))
+        if split.frame_labels is not None:
+            labels.append(split.frame_labels_of(position))
+        lengths[split.indices[position]] = len(sequences[-1])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    return replace(split, manifest=manifest, frames=np.concatenate(sequences), offsets=offsets,
+                   frame_labels=np.concatenate(labels) if labels else None)
 
 
 def input_kind(path: Path) -> str:
