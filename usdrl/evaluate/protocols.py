@@ -8,7 +8,6 @@ row that shows what pretraining adds.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 from usdrl.data.atomic_files import atomic_file, check_overwritable, is_npz_holding
 from usdrl.data.dataset_format import MANIFEST_NAME
 from usdrl.data.errors import DataError
+from usdrl.data.fingerprint import file_sha256
 from usdrl.data.store import SkeletonSplit, load_split
 from usdrl.evaluate.ensemble import ensemble_scores
 from usdrl.evaluate.features import cached_features, checkpoint_identity, open_encoder
@@ -224,6 +224,6 @@ def run_ensemble(score_files: list[str | Path], out: str | Path, weights: list[f
 
     write_results(out, "ensemble", metrics, {"score_files": [str(p) for p in score_files], "dataset": dataset,
                                              "benchmark": benchmark},
-                  {"scores_sha256": [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in score_files]},
+                  {"scores_sha256": [file_sha256(Path(p)) for p in score_files]},
                   torch.device("cpu"), started)
     return {"metrics": metrics, "out": str(out)}
