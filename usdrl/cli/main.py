@@ -22,8 +22,7 @@ from pathlib import Path
 from usdrl.data.atomic_files import write_json_atomically
 from usdrl.data.dataset_format import MANIFEST_NAME
 from usdrl.data.errors import DataError
-from usdrl.nn.encoders import BACKBONES
-from usdrl.settings.sections import ConfigError
+from usdrl.settings.sections import BACKBONE_NAMES, ENSEMBLE_NORMALISATIONS, PRECISIONS, ConfigError
 from usdrl.skeleton import MODALITIES, LayoutError
 from usdrl.training.checkpoint_files import CheckpointError
 from usdrl.training.loop import TrainingError
@@ -53,9 +52,9 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     shortcuts.add_argument("--epochs", type=int, help="pretrain.epochs, exactly (pretrain.minimum_steps off)")
     shortcuts.add_argument("--batch-size", type=int, help="pretrain.batch_size (per process)")
     shortcuts.add_argument("--modality", choices=MODALITIES, help="pretrain.modality")
-    shortcuts.add_argument("--backbone", choices=tuple(BACKBONES), help="model.backbone")
+    shortcuts.add_argument("--backbone", choices=BACKBONE_NAMES, help="model.backbone")
     shortcuts.add_argument("--device", help="pretrain.device: auto, cpu, cuda, cuda:1")
-    shortcuts.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="pretrain.precision")
+    shortcuts.add_argument("--precision", choices=PRECISIONS, help="pretrain.precision")
     shortcuts.add_argument("--seed", type=int, help="pretrain.seed")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_params_arguments(parser)
@@ -131,7 +130,7 @@ def _add_evaluation(commands: argparse._SubParsersAction) -> None:
     ensemble.add_argument("scores", nargs="+", type=Path, help="score files written by usdrl probe (*.scores.npz)")
     ensemble.add_argument("--weights", type=float, nargs="+", help="one per score file (default: ensemble.weights, "
                           "the score files given in the order of ensemble.streams)")
-    ensemble.add_argument("--normalise", choices=("none", "softmax"), help="ensemble.normalise")
+    ensemble.add_argument("--normalise", choices=ENSEMBLE_NORMALISATIONS, help="ensemble.normalise")
     ensemble.add_argument("--out", required=True, type=Path)
     ensemble.add_argument("--dataset", help="recorded in the results (for the tables)")
     ensemble.add_argument("--benchmark", help="recorded in the results (for the tables)")
