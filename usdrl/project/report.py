@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from usdrl.data.atomic_files import atomic_file, check_overwritable
+from usdrl.evaluate.results import results_provenance, write_project_json
 from usdrl.project.pipeline import run_checkpoint
 
 LOSS_COLUMNS = ("epoch", "total", "similarity", "variance_covariance", "cross_correlation")  # dvc.yaml plots
@@ -327,8 +328,6 @@ def write_with_provenance(path: str | Path, content: dict[str, Any], checkpoint:
                           benchmark: str) -> Path:
     """``content`` with its ``provenance`` (``usdrl.evaluate.results.results_provenance``: the same as a protocol's
     results file) as a JSON file, written atomically (paths inside the project relative to its root)."""
-    from usdrl.evaluate.results import results_provenance, write_project_json  # torch, only when one is written
-
     return write_project_json(path, {**content, "provenance": results_provenance(checkpoint, data_root, benchmark)})
 
 

@@ -48,6 +48,7 @@ from usdrl.settings.sections import (
     UTKinectSection,
 )
 from usdrl.skeleton import MODALITIES
+from usdrl.validation import load_yaml
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")  # read when no params file is named and it exists
 
@@ -316,8 +317,6 @@ def _apply_override(raw: dict, assignment: str) -> str:
 
 
 def _read_yaml(path: Path) -> dict:
-    from usdrl.validation import load_yaml
-
     try:
         raw = load_yaml(path.read_text(), str(path), ConfigError)
     except UnicodeDecodeError:
