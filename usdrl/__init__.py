@@ -10,8 +10,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> Any:
     """``usdrl.load_model`` is ``usdrl.deploy.bundle.load_model``, imported on first use: importing ``usdrl`` stays cheap
-    and runs nothing, and a module that never loads a bundle does not depend on the bundle code (dvc.yaml lists
-    each stage's code from its imports)."""
+    and runs nothing."""
     if name == "load_model":
         return importlib.import_module("usdrl.deploy.bundle").load_model
     raise AttributeError(f"module 'usdrl' has no attribute {name!r}")

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from usdrl.validation import load_yaml
+
 MODALITIES = ("joint", "bone", "motion")
 
 NTU25_JOINT_NAMES = (
@@ -357,8 +359,6 @@ def load_layout(path_or_name: str | Path) -> SkeletonLayout:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
         else:
-            from usdrl.validation import load_yaml
-
             data = load_yaml(text, f"layout file {path}", LayoutError)
     except LayoutError:
         raise

@@ -6,8 +6,9 @@ import json
 import torch
 from conftest import TINY_MODEL
 
-from usdrl.evaluate.ablation import ablation_params, reusable_checkpoint
-from usdrl.settings.sections import AblationSection, Params, PretrainSection
+from usdrl.evaluate.ablation import LOSS_VARIANTS, ablation_params, reusable_checkpoint
+from usdrl.settings.params import ALLOWED
+from usdrl.settings.sections import LOSS_VARIANT_NAMES, AblationSection, Params, PretrainSection
 from usdrl.training.checkpoint_files import load_checkpoint
 from usdrl.training.pretrain import pretrain
 
@@ -38,3 +39,8 @@ def test_the_main_run_stands_in_for_the_variant_with_its_settings_and_only_for_i
         assert reusable_checkpoint([tmp_path / "main"], different, fingerprint, "xview") is None
     assert reusable_checkpoint([tmp_path / "main"], variant, "another dataset", "xview") is None
     assert reusable_checkpoint([tmp_path / "main"], variant, fingerprint, "xsub") is None
+
+
+def test_the_loss_variants_that_params_yaml_may_name_are_those_the_ablation_runs():
+    assert tuple(LOSS_VARIANTS) == LOSS_VARIANT_NAMES == AblationSection().loss_variants
+    assert ALLOWED[(AblationSection, "loss_variants")].choices == LOSS_VARIANT_NAMES

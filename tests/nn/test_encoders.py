@@ -105,9 +105,10 @@ def test_drop_path_only_in_training():
 def test_the_backbone_names_are_the_registry_everywhere():
     from usdrl.nn.encoders import BACKBONES
     from usdrl.settings.params import ALLOWED
+    from usdrl.settings.sections import BACKBONE_NAMES
 
-    # config.py sits below model.py (no upward import), so its check is compared with the registry here
-    assert ALLOWED[(ModelSection, "backbone")].choices == tuple(BACKBONES)
+    # usdrl.settings sits below usdrl.nn (no upward import), so its names are compared with the registry here
+    assert BACKBONE_NAMES == tuple(BACKBONES) and ALLOWED[(ModelSection, "backbone")].choices == BACKBONE_NAMES
     with pytest.raises(ValueError, match="choose dste or sttr"):
         SkeletonModel(ModelSection(backbone="xyz", hidden_size=16))
 

@@ -266,12 +266,14 @@ def test_open_run_gives_what_an_evaluation_notebook_needs_in_one_call(tmp_path):
 
 def test_a_run_without_run_json_takes_the_backbone_asked_for(tmp_path):
     from usdrl.project import pipeline
+    from usdrl.training.loop import TrainingError
 
     assert pipeline.recorded_run_settings(tmp_path / "absent") == {}
     (tmp_path / "run.json").write_text(json.dumps({"model": "not a section", "pretrain": {"modality": "bone"}}))
     assert pipeline.recorded_run_settings(tmp_path) == {"modality": "bone"}
-    (tmp_path / "run.json").write_text("not json")
-    assert pipeline.recorded_run_settings(tmp_path) == {}
+    (tmp_path / "run.json").write_text("not json")  # a damaged record is named, never read as no record
+    with pytest.raises(TrainingError, match=r"run.json cannot be read .*pretrain again into a new --out"):
+        pipeline.recorded_run_settings(tmp_path)
 
 
 def test_overrides_given_as_text_are_read_as_a_yaml_list(tmp_path):

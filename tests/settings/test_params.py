@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPOSITORY
 
 from usdrl.cli.main import load_settings, main
@@ -25,6 +26,45 @@ def test_the_package_defaults_and_the_repository_params_pass_their_own_checks():
     assert demo.model.hidden_size == 64 and demo.augment.crop_scale == (0.1, 1.0)
     assert isinstance(demo.pretrain.learning_rate, float) and demo.pretrain.milestones == (5,)
     assert load_params(REPOSITORY / "params.yaml", "paper").model.hidden_size == 1024
+
+
+# Where params.yaml's default (non-profile) sections deliberately differ from the sections' defaults, with the
+# value params.yaml holds there; every other setting must be the same in both.
+PARAMS_YAML_DIFFERENCES = {
+    "profile": "demo",  # the repository runs the demo by default; the package's default profile is paper
+    "model.clip_frames": "auto",  # resolved from the training split; the package's default is the released 64
+    "augment.minimum_crop": "auto",  # resolved from the training split; the package's default is the released 64
+}
+PARAMS_YAML_OWN_SECTIONS = ("pipeline",)  # the demo's stage lists (what dvc.yaml runs); the package lists none
+
+
+def _settings(values, prefix=""):
+    """Every setting of a (nested) mapping of sections by its dotted name; a mapping setting by its own keys."""
+    found = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        found.update(_settings(value, f"{name}.") if isinstance(value, dict) and value else {name: value})
+    return found
+
+
+def test_params_yaml_holds_every_default_of_the_sections_and_only_them(tmp_path):
+    raw = yaml.safe_load((REPOSITORY / "params.yaml").read_text())
+    raw.pop("profiles")
+    written, defaults = _settings(raw), _settings(dataclasses.asdict(Params()))
+    assert {name: written[name] for name in PARAMS_YAML_DIFFERENCES} == PARAMS_YAML_DIFFERENCES
+    assert all(defaults[name] != value for name, value in PARAMS_YAML_DIFFERENCES.items())  # still differences
+
+    def shared(names):
+        return {name for name in names if name.split(".")[0] not in PARAMS_YAML_OWN_SECTIONS}
+
+    assert shared(written) == shared(defaults)  # every setting of the sections is written out, and no other
+    # the values as the sections take them (lists as tuples, 1e-5 as a float), with params.yaml's differences
+    del raw["profile"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**raw, **{section: {} for section in PARAMS_YAML_OWN_SECTIONS}}))
+    loaded = _settings(dataclasses.asdict(load_params(tmp_path / "params.yaml")))
+    changed = {name: (value, defaults[name]) for name, value in loaded.items()
+               if name not in PARAMS_YAML_DIFFERENCES and value != defaults[name]}
+    assert changed == {}, "params.yaml (first) and usdrl/settings/sections.py (second) differ: change both"
 
 
 def test_a_missing_params_file_given_explicitly_is_an_error(tmp_path, monkeypatch, capsys):

@@ -19,14 +19,26 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from usdrl.cli.data import add_data_commands, run_import, run_inspect, run_prepare
+from usdrl.cli.model import add_detect_run, add_export, add_use, run_detect_stream, run_embed, run_export, run_recognize
 from usdrl.data.atomic_files import write_json_atomically
 from usdrl.data.dataset_format import MANIFEST_NAME
 from usdrl.data.errors import DataError
-from usdrl.nn.encoders import BACKBONES
-from usdrl.settings.sections import ConfigError
+from usdrl.data.store import load_split
+from usdrl.evaluate import protocols
+from usdrl.evaluate.detection_metrics import dataset_action_classes, detection_metrics, read_proposals
+from usdrl.evaluate.detector import ground_truth_of, run_detection
+from usdrl.evaluate.folds import run_folds
+from usdrl.evaluate.gain import describe_gain, pretraining_gain
+from usdrl.project.report import build_tables
+from usdrl.settings.params import DEFAULT_PARAMS_FILE, load_params
+from usdrl.settings.sections import BACKBONE_NAMES, ENSEMBLE_NORMALISATIONS, PRECISIONS, ConfigError
 from usdrl.skeleton import MODALITIES, LayoutError
+from usdrl.training.checkpoint import convert_checkpoint
 from usdrl.training.checkpoint_files import CheckpointError
 from usdrl.training.loop import TrainingError
+from usdrl.training.pretrain import pretrain
+from usdrl.training.settings_from_data import resolve_for_data
 
 OVERWRITE_HELP = "replace existing files at --out that usdrl did not write (by default they are refused)"
 JSON_HELP = ("print the whole result as JSON, accuracies as fractions as in the results file (by default: one line, "
@@ -53,9 +65,9 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     shortcuts.add_argument("--epochs", type=int, help="pretrain.epochs, exactly (pretrain.minimum_steps off)")
     shortcuts.add_argument("--batch-size", type=int, help="pretrain.batch_size (per process)")
     shortcuts.add_argument("--modality", choices=MODALITIES, help="pretrain.modality")
-    shortcuts.add_argument("--backbone", choices=tuple(BACKBONES), help="model.backbone")
+    shortcuts.add_argument("--backbone", choices=BACKBONE_NAMES, help="model.backbone")
     shortcuts.add_argument("--device", help="pretrain.device: auto, cpu, cuda, cuda:1")
-    shortcuts.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="pretrain.precision")
+    shortcuts.add_argument("--precision", choices=PRECISIONS, help="pretrain.precision")
     shortcuts.add_argument("--seed", type=int, help="pretrain.seed")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_params_arguments(parser)
@@ -65,9 +77,6 @@ def load_settings(arguments: argparse.Namespace, shortcuts: dict[str, str], from
                   extra: list[str] | tuple[str, ...] = ()):
     """params.yaml (if present) + profile + --set + the named shortcut flags; with ``from_data``, the settings
     that follow from the data (``auto``) resolved from the training split of ``--data`` / ``--benchmark``."""
-    from usdrl.settings.params import DEFAULT_PARAMS_FILE, load_params
-    from usdrl.training.settings_from_data import resolve_for_data
-
     overrides = [*extra, *arguments.set]
     for attribute, key in shortcuts.items():
         value = getattr(arguments, attribute, None)
@@ -85,8 +94,6 @@ def load_settings(arguments: argparse.Namespace, shortcuts: dict[str, str], from
 
 
 def _run_pretrain(arguments: argparse.Namespace) -> dict:
-    from usdrl.training.pretrain import pretrain
-
     params = load_settings(arguments, {"epochs": "pretrain.epochs", "batch_size": "pretrain.batch_size",
                                        "modality": "pretrain.modality", "backbone": "model.backbone",
                                        "device": "pretrain.device", "precision": "pretrain.precision",
@@ -97,9 +104,6 @@ def _run_pretrain(arguments: argparse.Namespace) -> dict:
     summary["final"] = summary["history"][-1] if summary["history"] else None
     summary.pop("history")
     if params.pretrain.gain_check_seeds > 0 and int(os.environ.get("RANK", "0")) == 0:
-        from usdrl.evaluate.gain import describe_gain, pretraining_gain
-        from usdrl.training.settings_from_data import resolve_for_data
-
         resolved, _ = resolve_for_data(params, arguments.data, arguments.benchmark)
         summary["gain"] = pretraining_gain(arguments.data, arguments.benchmark, arguments.out, resolved,
                                            params.pretrain.gain_check_seeds)
@@ -131,7 +135,7 @@ def _add_evaluation(commands: argparse._SubParsersAction) -> None:
     ensemble.add_argument("scores", nargs="+", type=Path, help="score files written by usdrl probe (*.scores.npz)")
     ensemble.add_argument("--weights", type=float, nargs="+", help="one per score file (default: ensemble.weights, "
                           "the score files given in the order of ensemble.streams)")
-    ensemble.add_argument("--normalise", choices=("none", "softmax"), help="ensemble.normalise")
+    ensemble.add_argument("--normalise", choices=ENSEMBLE_NORMALISATIONS, help="ensemble.normalise")
     ensemble.add_argument("--out", required=True, type=Path)
     ensemble.add_argument("--dataset", help="recorded in the results (for the tables)")
     ensemble.add_argument("--benchmark", help="recorded in the results (for the tables)")
@@ -153,8 +157,6 @@ def ensemble_weights(score_files: Sequence[Path], section) -> list[float]:
 
 
 def _run_evaluation(arguments: argparse.Namespace) -> dict:
-    from usdrl.evaluate import protocols
-
     if arguments.command == "ensemble":
         settings = load_settings(arguments, {"normalise": "ensemble.normalise"}).ensemble
         weights = arguments.weights or ensemble_weights(arguments.scores, settings)
@@ -193,26 +195,16 @@ def _add_detection(commands: argparse._SubParsersAction) -> None:
     score.add_argument("--thetas", type=float, nargs="+", default=[0.1, 0.3, 0.5])
     score.add_argument("--out", type=Path, help="also write the metrics to this JSON file")
     score.add_argument("--json", action="store_true", help=JSON_HELP)
-    from usdrl.cli.model import add_detect_run
-
     add_detect_run(actions)
 
 
 def _run_detection(arguments: argparse.Namespace) -> dict:
     if arguments.action == "run":
-        from usdrl.cli.model import run_detect_stream
-
         return run_detect_stream(arguments)
     if arguments.action == "train":
-        from usdrl.evaluate.detector import run_detection
-
         params = load_settings(arguments, {"device": "evaluation.device"})
         return run_detection(arguments.data, arguments.benchmark, arguments.checkpoint, arguments.out, params,
                              arguments.modality, arguments.figures, progress=not arguments.quiet)
-    from usdrl.data.store import load_split
-    from usdrl.evaluate.detection_metrics import dataset_action_classes, detection_metrics, read_proposals
-    from usdrl.evaluate.detector import ground_truth_of
-
     if not arguments.proposals.is_dir():
         state = "is a file" if arguments.proposals.exists() else "does not exist"
         raise DataError(f"--proposals {arguments.proposals} {state}; pass the folder of <video>.txt proposal files")
@@ -239,8 +231,6 @@ def _add_folds(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_folds(arguments: argparse.Namespace) -> dict:
-    from usdrl.evaluate.folds import run_folds
-
     params = load_settings(arguments, {})
     return run_folds(arguments.data, arguments.family, arguments.out, params, arguments.folds,
                      progress=not arguments.quiet)
@@ -256,8 +246,6 @@ def _add_report(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_report(arguments: argparse.Namespace) -> dict:
-    from usdrl.project.report import build_tables
-
     return {"tables": [str(p) for p in build_tables(arguments.results, arguments.out, arguments.profile,
                                                                 arguments.overwrite)]}
 
@@ -275,16 +263,12 @@ def _add_convert(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_convert(arguments: argparse.Namespace) -> dict:
-    from usdrl.training.checkpoint import convert_checkpoint
-
     return convert_checkpoint(arguments.old, arguments.out, trust_this_file=arguments.trust_this_file,
                               overwrite=arguments.overwrite)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``usdrl`` parser: one subcommand per command, in the order ``usdrl --help`` lists them."""
-    from usdrl.cli.data import add_data_commands
-
     parser = argparse.ArgumentParser(prog="usdrl", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_data_commands(commands)
@@ -294,8 +278,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_folds(commands)
     _add_report(commands)
     _add_convert(commands)
-    from usdrl.cli.model import add_export, add_use
-
     add_export(commands)
     add_use(commands)
     return parser
@@ -303,17 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_data_command(arguments: argparse.Namespace) -> dict | str:
     """prepare, import, inspect: datasets into the canonical form, and a look at one (usdrl/cli/data.py)."""
-    from usdrl.cli import data as cli_data
-
-    handlers = {"prepare": cli_data.run_prepare, "import": cli_data.run_import, "inspect": cli_data.run_inspect}
+    handlers = {"prepare": run_prepare, "import": run_import, "inspect": run_inspect}
     return handlers[arguments.command](arguments)
 
 
 def _run_model_command(arguments: argparse.Namespace) -> dict | str:
     """export, embed, recognize: a trained model outside the pipeline (usdrl/cli/model.py)."""
-    from usdrl.cli import model as cli_model
-
-    handlers = {"export": cli_model.run_export, "embed": cli_model.run_embed, "recognize": cli_model.run_recognize}
+    handlers = {"export": run_export, "embed": run_embed, "recognize": run_recognize}
     return handlers[arguments.command](arguments)
 
 

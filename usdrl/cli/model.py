@@ -12,7 +12,7 @@ import numpy as np
 
 from usdrl.data.atomic_files import atomic_file, check_overwritable, is_npz_holding
 from usdrl.data.errors import DataError
-from usdrl.nn.encoders import BACKBONES
+from usdrl.settings.sections import BACKBONE_NAMES, BUNDLE_PRECISIONS
 from usdrl.skeleton import MODALITIES
 
 INPUT_HELP = ("a prepared dataset folder, a .npz (x (N, C, T, V, M), optional num_frames, names), an NTU .skeleton "
@@ -34,7 +34,7 @@ def add_export(commands: argparse._SubParsersAction) -> None:
                         "(its manifest describes the preprocessing)")
     export.add_argument("--modality", choices=MODALITIES,
                         help="released checkpoints only (ours record it); default joint")
-    export.add_argument("--backbone", choices=tuple(BACKBONES), default="dste", help="released checkpoints only")
+    export.add_argument("--backbone", choices=BACKBONE_NAMES, default="dste", help="released checkpoints only")
     export.add_argument("--onnx", action="store_true", help="also model.onnx (needs pip install 'usdrl[onnx]')")
 
 
@@ -49,7 +49,7 @@ def add_use(commands: argparse._SubParsersAction) -> None:
                             "xview/test (default: every sample)")
         parser.add_argument("--device", default="cpu", help="cpu, cuda, auto")
         parser.add_argument("--batch-size", type=int, default=256, help="clips per forward pass")
-        parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+        parser.add_argument("--precision", choices=BUNDLE_PRECISIONS, default="auto",
                             help="autocast as the pipeline's evaluation.precision (default auto, as the pipeline)")
         if name == "embed":
             parser.add_argument("--out", required=True, type=Path, help="features .npz: names, features (, dense)")
@@ -73,7 +73,7 @@ def add_detect_run(actions: argparse._SubParsersAction) -> None:
     run.add_argument("--figures", type=int, default=4, help="timeline pictures of the first streams")
     run.add_argument("--device", default="cpu")
     run.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (bounds the memory)")
-    run.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    run.add_argument("--precision", choices=BUNDLE_PRECISIONS, default="auto")
 
 
 def run_export(arguments: argparse.Namespace) -> dict:

@@ -35,7 +35,9 @@ from usdrl.data.errors import DataError
 from usdrl.data.fingerprint import file_sha256
 from usdrl.data.import_common import position_channels
 from usdrl.data.project_paths import paths_relative_to_project, project_root_of
+from usdrl.deploy.card import render_card
 from usdrl.deploy.inference import TrainedModel
+from usdrl.deploy.onnx_export import export_onnx
 from usdrl.evaluate.detector import DETECTOR_FILE, DenseDetector
 from usdrl.evaluate.features import open_encoder
 from usdrl.evaluate.protocols import probe_head_path
@@ -299,8 +301,6 @@ def export_bundle(checkpoint: str | Path, out: str | Path, probe: str | Path | N
         # a bundle inside a project names the project's files relative to its root, as results files do
         description = paths_relative_to_project(description, project_root_of(out))
         if onnx:
-            from usdrl.deploy.onnx_export import export_onnx
-
             description["onnx"] = export_onnx(assemble(temporary, description, torch.device("cpu")),
                                               temporary / ONNX_FILE)
         (temporary / CARD_FILE).write_text(model_card(description))
@@ -398,6 +398,4 @@ def load_model(path: str | Path, device: str = "cpu", precision: str = "auto") -
 
 def model_card(description: dict[str, Any]) -> str:
     """README.md of a bundle: what the model is, what it expects, how well it did, where it came from."""
-    from usdrl.deploy.card import render_card
-
     return render_card(description)

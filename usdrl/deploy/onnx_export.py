@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from usdrl.deploy.inference import TrainedModel
+from usdrl.settings.sections import ConfigError
 
 OPSET = 17
 
@@ -76,8 +77,6 @@ def export_onnx(model: TrainedModel, path: str | Path) -> dict[str, Any]:
         import onnx  # noqa: F401  (the exporter needs it)
         import onnxruntime  # noqa: F401
     except ImportError:
-        from usdrl.settings.sections import ConfigError
-
         raise ConfigError("ONNX export needs onnx and onnxruntime: pip install 'usdrl[onnx]'") from None
     exported = ExportedModel(model).cpu().eval()  # eval: tracing in train mode would bake in drop_path
     names = output_names(model)

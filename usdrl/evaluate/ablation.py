@@ -18,6 +18,7 @@ from usdrl.evaluate.protocols import run_linear_probe, run_retrieval
 from usdrl.evaluate.results import write_results
 from usdrl.settings.sections import Params
 from usdrl.training.pretrain import learning_rate_at, pretrain
+from usdrl.training.run_record import read_run_record
 from usdrl.training.runtime import autocast_settings, resolve_device
 from usdrl.training.settings_from_data import resolve_for_data
 
@@ -57,9 +58,9 @@ def reusable_checkpoint(candidates: list[Path], variant: Params, manifest_finger
     rates = [learning_rate_at(epoch, settings) for epoch in range(settings.epochs)]
     for run_dir in candidates:
         checkpoint = Path(run_dir) / "checkpoints" / f"checkpoint_{settings.epochs:04d}.pt"
-        if not (checkpoint.is_file() and (Path(run_dir) / "run.json").is_file()):
+        run = read_run_record(run_dir, missing_ok=True) if checkpoint.is_file() else None
+        if run is None:
             continue
-        run = json.loads((Path(run_dir) / "run.json").read_text())
         recorded = {"model": run.get("model"), "augment": run.get("augment"), "loss": run.get("loss"),
                     "precision": run.get("precision"), "world_size": run.get("world_size"),
                     "pretrain": {k: v for k, v in run.get("pretrain", {}).items() if k not in SCHEDULE_ONLY},

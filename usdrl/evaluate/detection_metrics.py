@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from usdrl.data.atomic_files import atomic_file
+from usdrl.data.errors import DataError
+
 Segment = tuple  # (label, start, end, score, video)
 
 
@@ -206,8 +209,6 @@ def frame_labels_to_segments(frame_labels: np.ndarray, video, score: float = 1.0
 
 def write_proposals(proposals: Sequence[Segment], directory: str | Path) -> list[Path]:
     """One text file per video in the official format ``label,start,end,score`` (written atomically)."""
-    from usdrl.data.atomic_files import atomic_file
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     by_video = defaultdict(list)
@@ -224,8 +225,6 @@ def write_proposals(proposals: Sequence[Segment], directory: str | Path) -> list
 
 def read_proposals(directory: str | Path) -> list[Segment]:
     """Proposals of every ``<video>.txt`` in a directory (the official format)."""
-    from usdrl.data.errors import DataError
-
     proposals = []
     for path in sorted(Path(directory).glob("*.txt")):
         for number, line in enumerate(path.read_text().splitlines(), start=1):

@@ -10,6 +10,7 @@ cross-entropy over frames, padding ignored. Test sequences are tiled with non-ov
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import time
@@ -24,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from usdrl.data.atomic_files import check_replaceable, claim_entries, replace_folder
+from usdrl.data.errors import DataError
 from usdrl.data.store import SkeletonSplit, load_split
 from usdrl.evaluate.detection_metrics import (
     dataset_action_classes,
@@ -38,6 +40,7 @@ from usdrl.nn.encoders import SkeletonModel, initialise_head
 from usdrl.plots import plot_timeline
 from usdrl.settings.sections import DetectionSection as DetectionSettings
 from usdrl.settings.sections import Params
+from usdrl.training.checkpoint_files import save_tensors_atomically
 from usdrl.training.loop import MixedPrecision, RunningTotals, progress_bar
 from usdrl.training.runtime import autocast_context, autocast_settings, resolve_device
 
@@ -189,8 +192,6 @@ def run_detection(data_root: str | Path, benchmark: str, checkpoint: str | Path 
     started = time.perf_counter()
     train, test = load_split(data_root, benchmark, "train"), load_split(data_root, benchmark, "test")
     if not train.untrimmed:
-        from usdrl.data.errors import DataError
-
         raise DataError(f"{data_root} holds trimmed clips; detection needs untrimmed sequences "
                         f"(usdrl prepare pku1, or the synthetic streams: data/synthetic/streams)")
     check_replaceable(out_dir)  # before training, not after
@@ -240,10 +241,6 @@ DETECTOR_FILE = "detector.safetensors"
 def save_detector(model: DenseDetector, out_dir: str | Path, class_names: list[str], modality: str) -> Path:
     """The fine-tuned encoder and frame head as safetensors in the detection folder (what ``usdrl export
     --detector`` puts in a model bundle); the pretraining projectors, unused here, are left out."""
-    import json
-
-    from usdrl.training.checkpoint_files import save_tensors_atomically
-
     weights = {name: value for name, value in model.state_dict().items() if "_projector." not in name}
     return save_tensors_atomically(weights, Path(out_dir) / DETECTOR_FILE,
                                    {"class_names": json.dumps(list(class_names)), "modality": modality})

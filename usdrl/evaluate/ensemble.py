@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from usdrl.data.errors import DataError
+from usdrl.settings.sections import ENSEMBLE_NORMALISATIONS
 
 
 def load_scores(path: str | Path) -> dict[str, np.ndarray]:
@@ -62,7 +63,7 @@ def ensemble_scores(score_files: list[str | Path], weights: list[float] | None =
             scores = np.exp(scores - scores.max(axis=1, keepdims=True))
             scores /= scores.sum(axis=1, keepdims=True)
         elif normalise != "none":
-            raise ValueError(f"unknown normalisation {normalise!r}; choose none or softmax")
+            raise ValueError(f"unknown normalisation {normalise!r}; choose {' or '.join(ENSEMBLE_NORMALISATIONS)}")
         combined += weight * scores
     labels = reference["labels"]
     per_stream = [float((s["scores"].argmax(1) == labels).mean()) for s in streams]

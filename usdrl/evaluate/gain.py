@@ -19,6 +19,7 @@ from usdrl.evaluate.features import RANDOM, cached_features, checkpoint_identity
 from usdrl.evaluate.linear import train_linear_probe
 from usdrl.evaluate.retrieval import knn_accuracy
 from usdrl.settings.sections import Params
+from usdrl.training.run_record import read_run_record
 from usdrl.training.runtime import resolve_device
 from usdrl.training.settings_from_data import describe, resolve_for_data, valid_lengths
 
@@ -108,7 +109,7 @@ def pretraining_gain(data_root: str | Path, benchmark: str, run_dir: str | Path,
     result = {"held_out": f"held-out training subjects, {rows[0]['folds']} folds (never the test split)",
               "seeds": rows, **summary, "helped": helped, "reason": None}
     if not helped:
-        run = json.loads((run_dir / "run.json").read_text())
+        run = read_run_record(run_dir)
         history = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
         history = [record for record in history if "total" in record]
         result["reason"] = likely_reason(run, history, valid_lengths(split))
@@ -131,7 +132,7 @@ def pretraining_check(run_dir: str | Path, data_root: str | Path, benchmark: str
     """What to read after pretraining: the settings that followed from the data (run.json's ``automatic``, with
     their rules) and, with ``pretrain.gain_check_seeds`` > 0, the pretrained encoder against random init on
     held-out training subjects (``usdrl.evaluate.gain``; never the test split). Prints both; returns them."""
-    run = json.loads((Path(run_dir) / "run.json").read_text())
+    run = read_run_record(run_dir)
     automatic = run.get("automatic", {})
     print(f"settings from the data:\n{describe(automatic)}" if automatic else "no setting followed from the data")
     gain = None

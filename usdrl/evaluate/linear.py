@@ -14,11 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from usdrl.nn.encoders import initialise_head
-from usdrl.settings.sections import ProbeSection
+from usdrl.settings.sections import FEATURE_NORMALIZATIONS, ProbeSection
 from usdrl.training.loop import MixedPrecision, RunningTotals, set_learning_rate, step_decay_rate
-
-# ProbeSection.feature_normalization's choices; what each does is said beside that setting
-FEATURE_NORMALIZATIONS = ("none", "standardize", "center_scale")
 
 
 def feature_statistics(features: torch.Tensor, normalization: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,17 +8,19 @@ row that shows what pretraining adds.
 
 from __future__ import annotations
 
-import hashlib
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from usdrl.data.atomic_files import atomic_file, check_overwritable, is_npz_holding
 from usdrl.data.dataset_format import MANIFEST_NAME
 from usdrl.data.errors import DataError
+from usdrl.data.fingerprint import file_sha256
 from usdrl.data.store import SkeletonSplit, load_split
 from usdrl.evaluate.ensemble import ensemble_scores
 from usdrl.evaluate.features import cached_features, checkpoint_identity, open_encoder
@@ -27,6 +29,7 @@ from usdrl.evaluate.linear import train_linear_probe, validation_split
 from usdrl.evaluate.results import is_results_file, provenance, write_results
 from usdrl.evaluate.retrieval import knn_accuracy
 from usdrl.settings.sections import Params, ProbeSection
+from usdrl.training.checkpoint_files import load_tensors, save_tensors_atomically
 from usdrl.training.runtime import resolve_device
 
 
@@ -48,8 +51,6 @@ def refuse_folders(*paths: str | Path) -> None:
 
 def is_probe_head(path: Path) -> bool:
     """Whether ``path`` is a probe head of ``save_probe_head``: safetensors with class names and modality."""
-    from usdrl.training.checkpoint_files import load_tensors
-
     tensors, metadata = load_tensors(path)
     return {"class_names", "modality"} <= set(metadata) and "weight" in tensors
 
@@ -145,10 +146,6 @@ def probe_head_path(results: str | Path) -> Path:
 def save_probe_head(head: dict[str, Any], results: str | Path, class_names: list[str], modality: str) -> Path:
     """The probe's Linear(2H, classes) and the feature statistics it was trained on, as safetensors beside the
     results file (what ``usdrl export --probe`` puts in a model bundle); class names and modality as metadata."""
-    import json
-
-    from usdrl.training.checkpoint_files import save_tensors_atomically
-
     return save_tensors_atomically(head, probe_head_path(results),
                                    {"class_names": json.dumps(list(class_names)), "modality": modality})
 
@@ -220,10 +217,8 @@ def run_ensemble(score_files: list[str | Path], out: str | Path, weights: list[f
     refuse_folders(out)
     refuse_foreign_outputs(out, overwrite)
     metrics = ensemble_scores(score_files, weights, normalise)
-    import torch
-
     write_results(out, "ensemble", metrics, {"score_files": [str(p) for p in score_files], "dataset": dataset,
                                              "benchmark": benchmark},
-                  {"scores_sha256": [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in score_files]},
+                  {"scores_sha256": [file_sha256(Path(p)) for p in score_files]},
                   torch.device("cpu"), started)
     return {"metrics": metrics, "out": str(out)}

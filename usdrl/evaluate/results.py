@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import subprocess
@@ -14,8 +13,9 @@ import torch
 
 from usdrl.data.atomic_files import write_json_atomically
 from usdrl.data.dataset_format import MANIFEST_NAME
+from usdrl.data.fingerprint import file_sha256
 from usdrl.data.project_paths import paths_relative_to_project, project_root_of
-from usdrl.data.store import SkeletonSplit
+from usdrl.data.store import SkeletonSplit, load_split
 from usdrl.evaluate.features import RANDOM
 
 RESULTS_FIELDS = ("protocol", "metrics", "settings", "provenance", "device", "elapsed_seconds")  # write_results'
@@ -54,10 +54,23 @@ def provenance(checkpoint: str | Path | None, identity: str, split: SkeletonSpli
     random = checkpoint in (None, RANDOM)
     return {"checkpoint": RANDOM if random else str(checkpoint), "checkpoint_sha256": None if random else identity,
             "data_root": str(split.root),
-            "data_manifest_sha256": hashlib.sha256((split.root / MANIFEST_NAME).read_bytes()).hexdigest(),
+            "data_manifest_sha256": file_sha256(split.root / MANIFEST_NAME),
             "dataset": split.manifest.get("dataset"), "benchmark": split.benchmark,
             "samples": {name: split.manifest.get("counts", {}).get(f"{split.benchmark}/{name}", {}).get("total")
                         for name in ("train", "test")}}  # the benchmark's split sizes, for the tables
+
+
+def recorded_provenance(provenance: dict[str, Any]) -> dict[str, Any]:
+    """The provenance every results file records: where the result came from (``provenance``, with what else a
+    protocol adds), the git revision and the torch version."""
+    return {**provenance, "git_revision": git_revision(), "torch": torch.__version__}
+
+
+def results_provenance(checkpoint: str | Path, data_root: str | Path, benchmark: str) -> dict[str, Any]:
+    """The recorded provenance (``recorded_provenance``) of a result computed from a checkpoint of ours and the
+    ``train`` split of a prepared dataset: the fields a protocol's results file holds."""
+    return recorded_provenance(provenance(checkpoint, file_sha256(Path(checkpoint)),
+                                          load_split(data_root, benchmark, "train")))
 
 
 def write_results(path: str | Path, protocol: str, metrics: dict[str, Any], settings: dict[str, Any],
@@ -67,7 +80,7 @@ def write_results(path: str | Path, protocol: str, metrics: dict[str, Any], sett
         "protocol": protocol,
         "metrics": metrics,
         "settings": settings,
-        "provenance": {**provenance, "git_revision": git_revision(), "torch": torch.__version__},
+        "provenance": recorded_provenance(provenance),
         "device": device_description(device),
         "elapsed_seconds": round(time.perf_counter() - started, 3),
     }

@@ -19,10 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from usdrl.nn.distributed import GlobalBatchNorm
-from usdrl.settings.sections import ConfigError, ModelSection
+from usdrl.settings.sections import MAX_TEMPORAL_POSITIONS, ConfigError, ModelSection
 from usdrl.skeleton import SkeletonLayout, apply_modality, ntu25_layout, spatial_tokens, temporal_tokens
-
-MAX_TEMPORAL_POSITIONS = 200
 
 # The layout's sizes that an encoder record holds beside the model section (checkpoints: "encoder_config",
 # bundles: "encoder"); the model itself takes them from its SkeletonLayout.
@@ -239,7 +237,8 @@ class Backbone:
     positions_every_layer: bool  # DSTE adds the positions before every layer, STTR once (as released)
 
 
-# The backbones, registered once: ModelSection.backbone, the CLI's --backbone and the checkpoint checks use it.
+# The backbones, registered once under the names of usdrl.settings.sections.BACKBONE_NAMES (which params.yaml's
+# checks and the CLI's --backbone take, below this layer).
 BACKBONES: dict[str, Backbone] = {
     "dste": Backbone(dense_spatio_temporal_layer, positions_every_layer=True),
     "sttr": Backbone(transformer_layer, positions_every_layer=False),

@@ -25,9 +25,8 @@ from usdrl.data.errors import DataError
 from usdrl.data.project_paths import PROJECT_MARKERS
 from usdrl.settings.params import load_params
 from usdrl.settings.sections import ConfigError, Params
+from usdrl.training.run_record import read_run_record, run_record_path
 from usdrl.training.settings_from_data import resolve_for_data
-
-RUN_SETTINGS_FILE = "run.json"  # beside checkpoints/ in a run folder: what usdrl pretrain was given (train.py)
 
 DEFAULT_BENCHMARK = {"synthetic": "xview", "utkinect": "xsub", "ntu60": "xsub", "ntu120": "xsub", "pku1": "xsub",
                      "pku2": "xsub"}
@@ -171,15 +170,13 @@ class PretrainedRun:
 
 
 def recorded_run_settings(run_folder: str | Path) -> dict[str, str]:
-    """The backbone and modality a pretraining run was started with (its run.json, as usdrl pretrain writes it);
-    empty for a folder without one (a checkpoint put there by hand)."""
-    try:
-        settings = json.loads((Path(run_folder) / RUN_SETTINGS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
+    """The backbone and modality a pretraining run was started with (its run record, as usdrl pretrain writes it);
+    empty for a folder without one (a checkpoint put there by hand). A damaged run record is a TrainingError
+    naming it (``read_run_record``)."""
+    settings = read_run_record(run_folder, missing_ok=True) or {}
     recorded = {}
     for name, section in (("backbone", "model"), ("modality", "pretrain")):
-        values = settings.get(section) if isinstance(settings, dict) else None
+        values = settings.get(section)
         value = values.get(name) if isinstance(values, dict) else None
         if isinstance(value, str):
             recorded[name] = value
@@ -210,7 +207,7 @@ def open_run(root: str | Path, params: Params, dataset: str, benchmark: str | No
     for name, asked in (("backbone", backbone), ("modality", modality)):
         if asked is not None and recorded.get(name, asked) != asked:
             raise ConfigError(f"run {pretrain_run} was pretrained with {name} {recorded[name]!r} "
-                              f"({run_folder / RUN_SETTINGS_FILE}), not {asked!r}: pass {name}={recorded[name]!r}, "
+                              f"({run_record_path(run_folder)}), not {asked!r}: pass {name}={recorded[name]!r}, "
                               f"or the run pretrained with {asked!r}")
     backbone = backbone or recorded.get("backbone") or params.model.backbone
     params = dataclasses.replace(params, model=dataclasses.replace(params.model, backbone=backbone))

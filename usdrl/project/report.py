@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from usdrl.data.atomic_files import atomic_file, check_overwritable
-from usdrl.data.fingerprint import file_sha256
+from usdrl.evaluate.results import results_provenance, write_project_json
 from usdrl.project.pipeline import run_checkpoint
 
 LOSS_COLUMNS = ("epoch", "total", "similarity", "variance_covariance", "cross_correlation")  # dvc.yaml plots
@@ -324,25 +324,10 @@ def build_tables(results_dir: str | Path, out_dir: str | Path, profile: str, ove
     return [out_dir / f"{name}.md" for _, name, _, _ in tables]
 
 
-def results_provenance(checkpoint: str | Path, data_root: str | Path, benchmark: str) -> dict[str, Any]:
-    """Where a result computed from a checkpoint of ours and the ``train`` split of a prepared dataset came
-    from: the same fields a protocol's results file holds (``usdrl.evaluate.results``: the checkpoint and its
-    sha256, the data and its manifest's sha256, the split sizes), the git revision and the torch version."""
-    import torch
-
-    from usdrl.data.store import load_split
-    from usdrl.evaluate.results import git_revision, provenance
-
-    where = provenance(checkpoint, file_sha256(Path(checkpoint)), load_split(data_root, benchmark, "train"))
-    return {**where, "git_revision": git_revision(), "torch": torch.__version__}
-
-
 def write_with_provenance(path: str | Path, content: dict[str, Any], checkpoint: str | Path, data_root: str | Path,
                           benchmark: str) -> Path:
-    """``content`` with its ``provenance`` (``results_provenance``) as a JSON file, written atomically (paths inside
-    the project relative to its root)."""
-    from usdrl.evaluate.results import write_project_json  # torch, as results_provenance
-
+    """``content`` with its ``provenance`` (``usdrl.evaluate.results.results_provenance``: the same as a protocol's
+    results file) as a JSON file, written atomically (paths inside the project relative to its root)."""
     return write_project_json(path, {**content, "provenance": results_provenance(checkpoint, data_root, benchmark)})
 
 

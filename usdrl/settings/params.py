@@ -25,6 +25,12 @@ from typing import Any
 import yaml
 
 from usdrl.settings.sections import (
+    BACKBONE_NAMES,
+    ENSEMBLE_NORMALISATIONS,
+    FEATURE_NORMALIZATIONS,
+    LOSS_VARIANT_NAMES,
+    MAX_TEMPORAL_POSITIONS,
+    PRECISIONS,
     AblationSection,
     AugmentSection,
     ConfigError,
@@ -42,10 +48,10 @@ from usdrl.settings.sections import (
     UTKinectSection,
 )
 from usdrl.skeleton import MODALITIES
+from usdrl.validation import load_yaml
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")  # read when no params file is named and it exists
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUTO = "auto"  # a setting resolved from the training split (usdrl.training.settings_from_data)
 
 
@@ -112,10 +118,10 @@ ALLOWED: dict[tuple[type, str], Allowed] = {
     (ModelSection, "num_heads"): Allowed(low=1, high=64),
     (ModelSection, "num_layers"): Allowed(low=1, high=64),
     **{(ModelSection, name): Allowed(low=1, high=200) for name in ("gap", "kernel_size")},
-    (ModelSection, "backbone"): Allowed(choices=("dste", "sttr")),
+    (ModelSection, "backbone"): Allowed(choices=BACKBONE_NAMES),
     (ModelSection, "alpha"): _fraction(),
     (ModelSection, "drop_path"): _fraction(high_included=False),
-    (ModelSection, "clip_frames"): Allowed(low=1, high=200, auto=True),  # usdrl.nn.encoders.MAX_TEMPORAL_POSITIONS
+    (ModelSection, "clip_frames"): Allowed(low=1, high=MAX_TEMPORAL_POSITIONS, auto=True),
     (AugmentSection, "views"): _at_least(2),
     (AugmentSection, "crop_scale"): _fraction(low_included=False),
     (AugmentSection, "minimum_crop"): Allowed(low=1, auto=True),
@@ -144,7 +150,7 @@ ALLOWED: dict[tuple[type, str], Allowed] = {
     **{(ProbeSection, name): _at_least(0) for name in ("weight_decay", "milestones", "learning_rate_decay")},
     (ProbeSection, "momentum"): _fraction(),
     (ProbeSection, "validation_fraction"): _fraction(high_included=False),
-    (ProbeSection, "feature_normalization"): Allowed(choices=("none", "center_scale", "standardize")),
+    (ProbeSection, "feature_normalization"): Allowed(choices=FEATURE_NORMALIZATIONS),
     (RetrievalSection, "k"): _at_least(1),
     (RetrievalSection, "chunk_size"): _at_least(1),
     (FinetuneSection, "fractions"): _fraction(low_included=False),
@@ -154,7 +160,7 @@ ALLOWED: dict[tuple[type, str], Allowed] = {
     (FinetuneSection, "label_smoothing"): _fraction(high_included=False),
     (FinetuneSection, "crop_scale"): _fraction(low_included=False),
     (EnsembleSection, "streams"): Allowed(choices=MODALITIES),
-    (EnsembleSection, "normalise"): Allowed(choices=("none", "softmax")),
+    (EnsembleSection, "normalise"): Allowed(choices=ENSEMBLE_NORMALISATIONS),
     (DetectionSection, "epochs"): _at_least(0),  # 0: the untrained detector, a baseline
     (DetectionSection, "minimum_steps"): _at_least(0),
     **{(DetectionSection, name): _at_least(1) for name in ("batch_size", "stride", "smoothing_window")},
@@ -164,7 +170,7 @@ ALLOWED: dict[tuple[type, str], Allowed] = {
     (DetectionSection, "thetas"): _fraction(low_included=False),
     (DetectionSection, "modality"): Allowed(choices=MODALITIES),
     (AblationSection, "alphas"): _fraction(),
-    (AblationSection, "loss_variants"): Allowed(choices=("none", "vac_mg", "vac_xc", "all")),
+    (AblationSection, "loss_variants"): Allowed(choices=LOSS_VARIANT_NAMES),
     (AblationSection, "epochs"): _at_least(1),
     (AblationSection, "milestones"): _at_least(0),
     (UTKinectSection, "labels"): Allowed(choices=("original", "modified")),
@@ -311,8 +317,6 @@ def _apply_override(raw: dict, assignment: str) -> str:
 
 
 def _read_yaml(path: Path) -> dict:
-    from usdrl.validation import load_yaml
-
     try:
         raw = load_yaml(path.read_text(), str(path), ConfigError)
     except UnicodeDecodeError:

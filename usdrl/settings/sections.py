@@ -13,13 +13,24 @@ class ConfigError(ValueError):
     """A params file or override that cannot be used; the message names the key."""
 
 
+# The allowed values of settings that more than one place names: params.yaml's checks (usdrl.settings.params
+# ALLOWED), the CLI's choices and the code that applies them take them from here.
+BACKBONE_NAMES = ("dste", "sttr")  # the registry usdrl.nn.encoders.BACKBONES has one backbone of each name
+MAX_TEMPORAL_POSITIONS = 200  # the encoder's temporal position table: the longest clip (model.clip_frames)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # pretrain.precision, evaluation.precision (usdrl.training.runtime)
+BUNDLE_PRECISIONS = ("auto", "fp32", "bf16")  # a model bundle applied by usdrl embed, recognize and detect run
+FEATURE_NORMALIZATIONS = ("none", "standardize", "center_scale")  # probe.feature_normalization (usdrl.evaluate.linear)
+ENSEMBLE_NORMALISATIONS = ("none", "softmax")  # ensemble.normalise (usdrl.evaluate.ensemble)
+LOSS_VARIANT_NAMES = ("none", "vac_mg", "vac_xc", "all")  # ablation.loss_variants (usdrl.evaluate.ablation.LOSS_VARIANTS)
+
+
 @dataclass(frozen=True)
 class ModelSection:
     """The encoder's architecture: backbone, sizes, DSA gap, drop path, clip length.
 
     The encoder is built from this section and the dataset's skeleton layout (usdrl.nn.encoders.SkeletonModel)."""
 
-    backbone: str = "dste"  # a name in usdrl.nn.encoders.BACKBONES
+    backbone: str = "dste"  # one of BACKBONE_NAMES
     hidden_size: int = 1024
     num_heads: int = 1
     num_layers: int = 2
@@ -102,7 +113,7 @@ class ProbeSection:
     # every dimension by one scale (the root mean variance), keeping their relative sizes; "standardize" scales
     # each dimension to unit variance (a BatchNorm without affine parameters), which also amplifies dimensions
     # that hardly vary (docs/benchmarks.md compares them).
-    # Applied by usdrl.evaluate.linear (FEATURE_NORMALIZATIONS).
+    # One of FEATURE_NORMALIZATIONS, applied by usdrl.evaluate.linear.
     feature_normalization: str = "none"
 
     def learning_rate(self, backbone: str, dataset: str, benchmark: str) -> float:
@@ -174,7 +185,7 @@ class AblationSection:
     """The alpha and loss-term ablations: the values tried and their shorter pretraining schedule."""
 
     alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-    loss_variants: tuple[str, ...] = ("none", "vac_mg", "vac_xc", "all")
+    loss_variants: tuple[str, ...] = LOSS_VARIANT_NAMES
     epochs: int = 451
     milestones: tuple[int, ...] = (351,)
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from usdrl.data.atomic_files import check_overwritable
 from usdrl.nn.encoders import LAYOUT_SIZES, encoder_record, model_section_of_record
 from usdrl.settings.sections import AugmentSection, LossSection, ModelSection, PretrainSection
 from usdrl.skeleton import MOST_JOINTS, MOST_PERSONS, SkeletonLayout, ntu25_layout
@@ -169,8 +170,6 @@ def convert_checkpoint(old: str | Path, new: str | Path, trust_this_file: bool =
     ``trust_this_file``; without it the file is refused (or reported as already safe). ``new`` may be ``old``
     itself, absent, or another checkpoint; any other existing file is refused unless ``overwrite``.
     """
-    from usdrl.data.atomic_files import check_overwritable
-
     old, new = Path(old), Path(new)
     if not (new.exists() and old.exists() and new.resolve() == old.resolve()):
         check_overwritable(new, is_checkpoint_file, overwrite, "a checkpoint")

@@ -58,12 +58,12 @@ from usdrl.training.loop import (
 from usdrl.training.resume import (
     check_resumed_settings,
     check_run_folder,
-    read_run_record,
     remove_stale_temporary_files,
     restore_rng_states,
     rng_states,
     run_folder_lock,
 )
+from usdrl.training.run_record import read_run_record, run_record_path
 from usdrl.training.runtime import peak_memory_megabytes, resolve_device, seed_everything
 from usdrl.training.settings_from_data import describe, resolve_for_split
 
@@ -392,7 +392,7 @@ class Pretrainer:
         once ``pretrain.last_checkpoint_seconds`` have passed since the previous one, and at numbered ones)."""
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomically(self.out_dir / "run.json", self.run_info)
+            write_json_atomically(run_record_path(self.out_dir), self.run_info)
             self.truncate_log()
         history, saved_at = [], time.perf_counter()
         for epoch in range(self.start_epoch, self.settings.epochs):
@@ -463,8 +463,9 @@ def pretrain(data_root: str | Path, benchmark: str, out_dir: str | Path, model: 
         with run_folder_lock(out_dir) if trainer.rank == 0 else contextlib.nullcontext():
             if trainer.rank == 0:
                 check_run_folder(out_dir, resume)  # again, now that no other run can change the folder
-            if trainer.rank == 0 and resume and (Path(out_dir) / "run.json").is_file():
-                trainer.check_same_data(Path(out_dir) / "run.json", read_run_record(out_dir))
+            recorded = read_run_record(out_dir, missing_ok=True) if trainer.rank == 0 and resume else None
+            if recorded is not None:
+                trainer.check_same_data(run_record_path(out_dir), recorded)
                 check_resumed_settings(out_dir, trainer.run_info)
             trainer.clean_interrupted_writes()
             if resume:

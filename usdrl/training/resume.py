@@ -25,6 +25,7 @@ import torch
 from usdrl.data.atomic_files import json_text
 from usdrl.training.checkpoint import plain_numpy_random_state
 from usdrl.training.loop import TrainingError
+from usdrl.training.run_record import RUN_RECORD_FILE, is_run_record, read_run_record
 
 LOCK_NAME = ".usdrl-pretrain.lock"  # the lock file of a run folder; no part of the run
 # settings a resume may change: how the run saves, logs and where it runs, and its length (extending a run)
@@ -45,7 +46,7 @@ def process_is_alive(pid: int) -> bool:
 
 
 # the temporary names of a pretraining run's atomic writes (checkpoints, log, run info): NAME.tmp-PID
-OUR_TEMPORARY_FILE = re.compile(r"(checkpoint_\d+\.pt|last\.pt|log\.jsonl|run\.json)\.tmp-(\d+)")
+OUR_TEMPORARY_FILE = re.compile(rf"(checkpoint_\d+\.pt|last\.pt|log\.jsonl|{re.escape(RUN_RECORD_FILE)})\.tmp-(\d+)")
 
 
 def remove_stale_temporary_files(folder: Path) -> list[Path]:
@@ -60,12 +61,12 @@ def remove_stale_temporary_files(folder: Path) -> list[Path]:
 
 
 def is_pretraining_run(folder: Path) -> bool:
-    """Whether a folder holds a run of usdrl pretrain: its run.json, as ``Pretrainer`` writes it."""
+    """Whether a folder holds a run of usdrl pretrain: its run record (run.json), as ``Pretrainer`` writes it."""
     try:
-        info = json.loads((folder / "run.json").read_text())
-    except (OSError, ValueError):  # absent, unreadable, not UTF-8 or not JSON
+        record = read_run_record(folder, missing_ok=True)
+    except TrainingError:  # unreadable, not UTF-8, not JSON or not a mapping
         return False
-    return isinstance(info, dict) and {"data", "model", "pretrain"} <= set(info)
+    return is_run_record(record)
 
 
 def check_run_folder(out_dir: str | Path, resume: bool | str | Path) -> None:
@@ -118,18 +119,6 @@ def run_folder_lock(out_dir: str | Path) -> Iterator[None]:
 def _plain(value: Any) -> Any:
     """A setting as run.json records it (tuples as lists, paths as strings)."""
     return json.loads(json_text(value))
-
-
-def read_run_record(out_dir: str | Path) -> dict[str, Any]:
-    """run.json of a pretraining run folder; a TrainingError in one line when it is not a JSON mapping."""
-    path = Path(out_dir) / "run.json"
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise TrainingError(f"{path} cannot be read ({type(error).__name__}: {error}); start a new --out") from None
-    if not isinstance(record, dict):
-        raise TrainingError(f"{path} holds {type(record).__name__}, not the record of a run; start a new --out")
-    return record
 
 
 def check_resumed_settings(out_dir: str | Path, run_info: dict[str, Any]) -> None:
