@@ -12,6 +12,7 @@ from pathlib import Path
 
 from usdrl.data.atomic_files import write_json_atomically
 from usdrl.data.errors import DataError
+from usdrl.data.poses import POSE_FORMATS
 
 
 def add_data_commands(commands: argparse._SubParsersAction) -> None:
@@ -93,7 +94,7 @@ def add_import(commands: argparse._SubParsersAction) -> None:
     poses.add_argument("path", type=Path, help="folder of clips: one subfolder (OpenPose frames, MMPose per-image "
                        "files) or one .json file per clip")
     poses.add_argument("--format", required=True, dest="pose_format",
-                       choices=("openpose", "kinetics", "mmpose", "mediapipe"))
+                       choices=POSE_FORMATS)
     poses.add_argument("--labels", type=Path, help="CSV with columns clip,label and optionally subject and split "
                        "(train/test...: the splits of --benchmark; without it one split all/all); optional for "
                        "kinetics, whose files hold a label")

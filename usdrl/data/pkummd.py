@@ -11,7 +11,6 @@ per line ``label,start,end,confidence`` with start 0-based and end exclusive.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -26,7 +25,7 @@ from tqdm.auto import tqdm
 from usdrl.data.classes import PKUMMD_CLASS_NAMES
 from usdrl.data.dataset_format import MANIFEST_NAME
 from usdrl.data.errors import DataError
-from usdrl.data.fingerprint import input_fingerprint, is_up_to_date
+from usdrl.data.fingerprint import file_sha256, input_fingerprint, is_up_to_date
 from usdrl.data.normalize import PREPROCESSING_VERSION, normalize_batch
 from usdrl.data.text_tables import LineProblems, line_error, parse_table, read_text
 from usdrl.data.writer import (
@@ -215,7 +214,7 @@ def _load_video(pair: tuple[str, Path, Path], skip_bad: bool) -> tuple[str, np.n
     """Worker: read, normalise (no padding: untrimmed), and read labels of one video."""
     name, skeleton_path, label_path = pair
     try:
-        digest = hashlib.sha256(skeleton_path.read_bytes()).hexdigest()
+        digest = file_sha256(skeleton_path)
         sequence = read_pku_skeleton(skeleton_path)
         instances, notes = read_pku_labels(label_path)
     except DataError as error:

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 from tqdm.auto import tqdm
 
 from usdrl.data.errors import DataError
@@ -311,6 +310,8 @@ def track_people(frames: Frames | list[tuple[str, Frame]], joints: int, position
     distances (``linear_sum_assignment``); the tracks and the frame count. A detection of another joint count or
     coordinate count than the layout's is a DataError naming the frame; detections without a confident joint
     are dropped."""
+    from scipy.optimize import linear_sum_assignment  # here, not at the top: scipy would slow every usdrl command
+
     tracks: list[Track] = []
     count = 0
     for index, (where, frame) in enumerate(frames):

@@ -5,7 +5,6 @@ per recording. What ``usdrl.data.utkinect`` makes of them is decided and documen
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from usdrl.data.errors import DataError
+from usdrl.data.fingerprint import file_sha256
 from usdrl.data.text_tables import LineProblems, line_error, parse_table, read_text
 
 READER_VERSION = 1
@@ -126,6 +126,6 @@ def read_recordings(raw_dir: Path, skip_bad: bool, progress: bool) -> tuple[list
                 raise
             skipped.append({"name": name, "reason": str(error)})
             continue
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = file_sha256(path)
         recordings.append(Recording(name, int(subject), int(replication), frame_ids, joints, repeated, digest))
     return recordings, skipped
