@@ -153,29 +153,33 @@ def test_import_without_split_column_says_what_to_add(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def coco_model(tmp_path_factory):
-    """A tiny encoder pretrained on COCO-17 2D keypoints (one person), exported without heads."""
+    """A tiny encoder pretrained on COCO-17 2D keypoints (one person), exported with its linear probe's classifier
+    (classes "wave" and "jump")."""
     import torch
 
     from usdrl.deploy.bundle import export_bundle
+    from usdrl.evaluate.protocols import run_linear_probe
     from usdrl.settings.params import load_params
     from usdrl.training.pretrain import pretrain
 
     root = tmp_path_factory.mktemp("coco")
     x = np.random.default_rng(3).normal(size=(8, 2, 20, 17, 1)).astype(np.float32) * 20 + 200
     np.savez(root / "coco.npz", x=x, label=np.arange(8) % 2, split_xsub_train=np.arange(6),
-             split_xsub_test=np.arange(6, 8))
+             split_xsub_test=np.arange(6, 8), class_names=np.array(["wave", "jump"]))
     assert main(["import", "arrays", str(root / "coco.npz"), "--layout", "coco17", "--out", str(root / "data")]) == 0
     params = load_params(None, overrides=["model.hidden_size=16", "model.num_layers=1", "pretrain.epochs=1",
                                           "pretrain.batch_size=4", "pretrain.workers=0", "pretrain.device=cpu",
-                                          "evaluation.device=cpu", "augment.corrupted_joints=5", "augment.minimum_crop=8"])
+                                          "evaluation.device=cpu", "augment.corrupted_joints=5", "augment.minimum_crop=8",
+                                          "probe.epochs=2", f"evaluation.cache_dir={root / 'cache'}"])
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         pretrain(root / "data", "xsub", root / "run", params.model, params.augment, params.loss, params.pretrain,
                  progress=False)
+        run_linear_probe(root / "data", "xsub", root / "run/checkpoints/last.pt", root / "probe.json", params)
     finally:
         torch.set_num_threads(previous)
-    export_bundle(root / "run/checkpoints/last.pt", root / "model")
+    export_bundle(root / "run/checkpoints/last.pt", root / "model", probe=root / "probe.json")
     return root / "model"
 
 
@@ -192,6 +196,19 @@ def test_embed_reads_mmpose_output_directly(coco_model, tmp_path):
     assert np.allclose(model.embed(tmp_path / "video.json")["features"], expected, atol=1e-5)
     assert main(["embed", "--model", str(coco_model), str(frames), "--out", str(tmp_path / "f.npz")]) == 0
     assert np.allclose(np.load(tmp_path / "f.npz")["features"], expected, atol=1e-5)
+
+
+def test_recognize_prints_classes_of_an_openpose_folder_for_a_2d_coco_model(coco_model, tmp_path, capsys):
+    """OpenPose's COCO-18 output (18 keypoints per person) to a model of COCO-17 keypoints: mapped by joint names."""
+    write_openpose(tmp_path / "walk", crossing_people(18))
+    assert main(["recognize", "--model", str(coco_model), str(tmp_path / "walk"), "--top-k", "2", "--format", "jsonl"]) == 0
+    captured = capsys.readouterr()
+    assert "mapped coco18 -> coco17: 17 joints copied, 0 derived" in captured.err
+    rows = [json.loads(line) for line in captured.out.splitlines() if line.strip()]
+    assert [row["name"] for row in rows] == ["walk"]
+    top = rows[0]["top"]
+    assert sorted(entry["class"] for entry in top) == ["jump", "wave"]
+    assert abs(sum(entry["probability"] for entry in top) - 1) < 1e-5  # the two classes' softmax
 
 
 def test_bad_pose_input_is_one_line_naming_file_and_frame(coco_model, tmp_path, capsys):
