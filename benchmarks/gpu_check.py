@@ -245,7 +245,9 @@ def part_cli_demo(device: torch.device, sizes: dict) -> dict:
         report["pretrain_epochs"] = [{key: record[key] for key in ("epoch", "total", "samples_per_second",
                                                                    "peak_memory_mb") if key in record}
                                      for record in log]
-        report["pretrain_device"] = json.loads((folder / "run" / "run.json").read_text())["device"]
+        from usdrl.training.run_record import read_run_record
+
+        report["pretrain_device"] = read_run_record(folder / "run")["device"]
         report["probe_seconds"] = usdrl_command(
             ["probe", "--data", data, "--benchmark", "xsub", "--checkpoint",
              str(folder / "run" / "checkpoints" / "last.pt"), "--out", str(folder / "probe.json"), "--profile",

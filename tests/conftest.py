@@ -70,7 +70,7 @@ def standing_body(rng: np.random.Generator, frames: int, moving: float = 0.05, o
 
 TINY_MODEL = ModelSection(hidden_size=16, num_layers=1)  # the tiny test encoder; TINY_SETTINGS as overrides
 
-TINY_SETTINGS = ["model.hidden_size=16", "model.num_layers=1", "pretrain.epochs=1", "pretrain.batch_size=16",
+TINY_SETTINGS = [f"model.hidden_size={TINY_MODEL.hidden_size}", f"model.num_layers={TINY_MODEL.num_layers}", "pretrain.epochs=1", "pretrain.batch_size=16",
                  "pretrain.workers=0", "pretrain.device=cpu", "evaluation.device=cpu", "probe.epochs=2",
                  "probe.learning_rates={default: 0.5}", "detection.epochs=1", "detection.batch_size=32"]
 

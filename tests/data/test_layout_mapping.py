@@ -11,7 +11,9 @@ from test_poses import FRAMES, crossing_people, write_kinetics, write_openpose
 from usdrl import load_model
 from usdrl.cli.main import main
 from usdrl.data.errors import DataError
+from usdrl.data.import_common import normalise_samples
 from usdrl.data.layout_mapping import layout_mapping
+from usdrl.data.mapped_store import map_samples
 from usdrl.data.store import load_split, read_manifest
 from usdrl.deploy.inputs import read_input
 from usdrl.skeleton import SkeletonLayout, load_layout
@@ -52,9 +54,9 @@ def test_kinect_v1_to_ntu25_copies_the_same_points_and_records_the_invented_join
 
 
 def test_spine_mid_is_the_mean_of_hips_and_shoulders_and_missing_joints_stay_missing():
-    mapping = layout_mapping(load_layout("mediapipe33"), load_layout("ntu25"))
-    x = random_skeletons("mediapipe33", samples=1)
-    sources = [joint("mediapipe33", name) for name in ("left_hip", "right_hip", "left_shoulder", "right_shoulder")]
+    mapping = layout_mapping(load_layout("mediapipe33_world"), load_layout("ntu25"))
+    x = random_skeletons("mediapipe33_world", samples=1)
+    sources = [joint("mediapipe33_world", name) for name in ("left_hip", "right_hip", "left_shoulder", "right_shoulder")]
     x[0, :, 2, sources[0], 0] = np.nan  # the left hip unseen in frame 2
     x[0, :, 4] = 0.0  # the person absent in frame 4
     y = mapping.apply(x)
@@ -70,6 +72,8 @@ def test_spine_mid_is_the_mean_of_hips_and_shoulders_and_missing_joints_stay_mis
 def test_impossible_mappings_are_clear_errors():
     with pytest.raises(DataError, match=r"cannot map coco17 \(2D positions\) to ntu25 \(3D\)"):
         layout_mapping(load_layout("coco17"), load_layout("ntu25"))
+    with pytest.raises(DataError, match="MediaPipe's image landmarks .* are not metric 3D; .*mediapipe33_world"):
+        layout_mapping(load_layout("mediapipe33"), load_layout("ntu25"))
     with pytest.raises(DataError, match="the target has a score channel and the source has no scores"):
         layout_mapping(load_layout("coco17"), load_layout("coco18_score"))
     tail = SkeletonLayout(name="with_tail", joint_names=("left_shoulder", "right_shoulder", "tail"), bones=((2, 0),),
@@ -83,10 +87,10 @@ def test_a_score_channel_maps_to_the_lowest_score_of_the_joints_used():
     x = np.abs(random_skeletons("coco17_score", samples=1))
     y = mapping.apply(x)
     assert mapping.invented == ["neck"]
-    used = [joint("coco17", name) for name in ("left_shoulder", "right_shoulder", "nose")]
+    used = [joint("coco17", name) for name in ("left_shoulder", "right_shoulder")]  # OpenPose's neck: their midpoint
     neck = joint("coco18", "neck")
     assert np.allclose(y[0, 2, :, neck, 0], x[0, 2][:, used, 0].min(axis=-1))
-    assert np.allclose(y[0, :2, :, neck, 0], x[0, :2][:, :, used, 0] @ np.array([0.375, 0.375, 0.25]), atol=1e-6)
+    assert np.allclose(y[0, :2, :, neck, 0], x[0, :2][:, :, used, 0].mean(axis=-1), atol=1e-6)
     dropped = layout_mapping(load_layout("coco17_score"), load_layout("coco18")).apply(x)
     assert dropped.shape[1] == 2 and dropped.shape[-1] == 2 and np.all(dropped[..., 1] == 0)
 
@@ -97,6 +101,41 @@ def _kinect_v1_store(root, samples: int = 6):
              split_xsub_train=np.arange(samples - 2), split_xsub_test=np.arange(samples - 2, samples))
     assert main(["import", "arrays", str(root / "kinect.npz"), "--layout", "kinect_v1", "--out", str(root / "v1")]) == 0
     return root / "v1"
+
+
+@pytest.mark.parametrize("source_name, target_name", [("ntu25", "h36m17"), ("h36m17", "ntu25"), ("kinect_v1", "h36m17")])
+def test_a_normalised_dataset_maps_as_if_normalised_after_the_mapping(source_name, target_name):
+    """The source's centre joint sits at the origin of a normalised clip; mapped and normalised again it is a
+    present joint (e.g. NTU's spine_mid, H36M's spine), not one taken for absent."""
+    source, target = load_layout(source_name), load_layout(target_name)
+    x = random_skeletons(source_name, samples=3, frames=10, seed=4) + np.array([0, 0, 3.0])[:, None, None, None]
+    x[..., 1:] = 0  # one person
+    frames = np.full(3, 10)
+    mapping = layout_mapping(source, target)
+    mapped_then_normalised = normalise_samples(mapping.apply(x), frames, target)
+    normalised_then_mapped = map_samples(normalise_samples(x.copy(), frames, source), frames, mapping, True)
+    assert np.abs(mapped_then_normalised).max() > 0.1
+    assert np.allclose(normalised_then_mapped, mapped_then_normalised, atol=1e-5)
+
+
+def test_a_joint_derived_from_an_absent_joint_is_absent():
+    """COCO marks an unlabelled keypoint (0, 0): OpenPose's mid_hip from a hip at (0, 0) would lie halfway to the
+    image corner; it is absent instead."""
+    mapping = layout_mapping(load_layout("coco17"), load_layout("body25"))
+    x = np.abs(random_skeletons("coco17", samples=1)) + 100
+    x[0, :, 3, joint("coco17", "left_hip"), 0] = 0  # unlabelled in frame 3
+    y = mapping.apply(x)
+    mid_hip = y[0, :, :, joint("body25", "mid_hip"), 0]
+    assert np.all(mid_hip[:, 3] == 0)
+    hips = x[0][:, :, [joint("coco17", "left_hip"), joint("coco17", "right_hip")], 0].mean(axis=-1)
+    assert np.allclose(mid_hip[:, [0, 1, 2, 4, 5]], hips[:, [0, 1, 2, 4, 5]], atol=1e-4)
+
+
+def test_a_mapped_store_has_its_own_fingerprint(tmp_path):
+    source = _kinect_v1_store(tmp_path)
+    assert main(["import", "store", str(source), "--to-layout", "ntu25", "--out", str(tmp_path / "ntu")]) == 0
+    fingerprints = {read_manifest(path)["input_fingerprint"] for path in (source, tmp_path / "ntu")}
+    assert len(fingerprints) == 2  # the mapped data is not taken for its source by up-to-date or resume checks
 
 
 def test_import_store_to_layout_maps_every_clip_and_records_the_mapping(tmp_path, capsys):
@@ -140,8 +179,7 @@ def test_import_poses_to_layout_stores_the_target_layout(tmp_path):
     assert np.all(stored[..., 1] == 0)  # coco18's second person: absent
     assert np.array_equal(stored[..., joint("coco18", "left_knee"), :1], coco[..., joint("coco17", "left_knee"), :])
     shoulders = coco[..., [joint("coco17", "left_shoulder"), joint("coco17", "right_shoulder")], :].mean(axis=-2)
-    expected_neck = 0.75 * shoulders + 0.25 * coco[..., joint("coco17", "nose"), :]
-    assert np.allclose(stored[..., joint("coco18", "neck"), :1], expected_neck, atol=1e-3)
+    assert np.allclose(stored[..., joint("coco18", "neck"), :1], shoulders, atol=1e-3)
 
 
 def test_openpose_body25_input_is_read_in_its_own_layout_for_a_coco18_model(tmp_path):

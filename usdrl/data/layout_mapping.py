@@ -8,8 +8,8 @@ joints the source has (NTU's spine_mid from the hips and shoulders, the head fro
 invented: the mapping records which they are and from what (``LayoutMapping.record``). A target joint that can be
 neither copied nor derived is a DataError naming it.
 
-Values: a NaN source joint gives a NaN (missing) target joint, never a zero; an absent person (all zeros, as the
-store keeps it) stays all zeros, since copies and means of zeros are zeros. Positions keep their channel count:
+Values: a NaN source joint gives a NaN (missing) target joint, never a zero; an absent joint or person (all zeros,
+as the store and COCO keep them) stays all zeros, and a joint derived from an absent one is absent. Positions keep their channel count:
 2D and 3D layouts are not mapped into each other. A ``*_score`` layout's score channel maps to a ``*_score``
 target (a derived joint takes the lowest score of its sources) or is dropped for a target without scores; a target
 with scores is refused for a source without them. Persons: the first M of the target kept, absent persons (zeros)
@@ -77,6 +77,18 @@ DERIVATION_RULES: dict[str, tuple[dict[str, float], ...]] = {
 }
 
 
+# rules of one target layout (its name without ``_score``), tried before DERIVATION_RULES: OpenPose's neck is the
+# midpoint of the shoulders (NTU's Kinect neck lies above it, towards the head).
+TARGET_RULES: dict[str, dict[str, tuple[dict[str, float], ...]]] = {
+    "body25": {"neck": ({"left_shoulder": 0.5, "right_shoulder": 0.5},)},
+    "coco18": {"neck": ({"left_shoulder": 0.5, "right_shoulder": 0.5},)},
+}
+
+# a source layout whose positions are not in the metric space of other 3D layouts -> what to use instead
+NOT_METRIC_3D = {"mediapipe33": "MediaPipe's image landmarks (x, y in 0..1 of the image, z relative to the hips) are "
+                                "not metric 3D; read pose_world_landmarks with --layout mediapipe33_world"}
+
+
 def equivalent_names(name: str) -> tuple[str, ...]:
     """The names of the body point ``name``, itself first."""
     for group in EQUIVALENT_JOINTS:
@@ -93,10 +105,12 @@ def find_joint(name: str, layout: SkeletonLayout) -> int | None:
     return None
 
 
-def derivation_of(name: str, source: SkeletonLayout) -> dict[int, float] | None:
-    """{source joint index: weight} of the first rule for ``name`` whose joints ``source`` has, None if none."""
+def derivation_of(name: str, source: SkeletonLayout, target: str = "") -> dict[int, float] | None:
+    """{source joint index: weight} of the first rule for ``name`` whose joints ``source`` has (the rules of the
+    target layout named ``target`` first), None if none."""
+    target_rules = TARGET_RULES.get(target.removesuffix("_score"), {})
     for candidate in equivalent_names(name):
-        for rule in DERIVATION_RULES.get(candidate, ()):
+        for rule in (*target_rules.get(candidate, ()), *DERIVATION_RULES.get(candidate, ())):
             found = {joint: find_joint(joint, source) for joint in rule}
             if all(index is not None for index in found.values()):
                 weights: dict[int, float] = {}
@@ -144,8 +158,11 @@ class LayoutMapping:
         for joint, weights in enumerate(self.sources):
             indices = list(weights)
             values = kept[..., :positions, :, indices, :]  # (..., P, T, k, M')
-            out[..., :positions, :, joint, :persons] = np.tensordot(values, np.array(list(weights.values()),
-                                                                                     dtype=np.float32), ([-2], [0]))
+            mean = np.tensordot(values, np.array(list(weights.values()), dtype=np.float32), ([-2], [0]))
+            if len(indices) > 1:  # a source joint absent (all zeros) makes the derived joint absent, not pulled to 0
+                absent = np.any(np.all(values == 0, axis=-4), axis=-2)  # (..., T, M')
+                mean = np.where(absent[..., None, :, :], np.float32(0), mean)
+            out[..., :positions, :, joint, :persons] = mean
             if scored:  # the source's last channel is its score: the lowest of the joints used
                 out[..., -1:, :, joint, :persons] = kept[..., -1:, :, indices, :].min(axis=-2)
         return out
@@ -187,6 +204,8 @@ def layout_mapping(source: SkeletonLayout, target: SkeletonLayout) -> LayoutMapp
         raise DataError(f"cannot map {source.name} ({source_positions}D positions) to {target.name} "
                         f"({target_positions}D): 2D and 3D skeletons are not mapped into each other; use a model or "
                         f"layout of {source_positions}D positions")
+    if source.name in NOT_METRIC_3D and target_positions == 3 and not target.name.startswith(source.name):
+        raise DataError(f"cannot map {source.name} to {target.name}: {NOT_METRIC_3D[source.name]}")
     if target_positions < target.num_coordinates and source_positions == source.num_coordinates:
         raise DataError(f"cannot map {source.name} to {target.name}: the target has a score channel and the source "
                         f"has no scores; map to {target.name.removesuffix('_score')} instead")
@@ -197,7 +216,7 @@ def layout_mapping(source: SkeletonLayout, target: SkeletonLayout) -> LayoutMapp
             sources.append({index: 1.0})
             copied.append(True)
             continue
-        weights = derivation_of(name, source)
+        weights = derivation_of(name, source, target.name)
         if weights is None:
             raise DataError(f"cannot map {source.name} to {target.name}: target joint {name!r} has no joint of the "
                             f"same name in {source.name} and no rule of DERIVATION_RULES "

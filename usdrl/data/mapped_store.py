@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from usdrl.data.dataset_format import MANIFEST_NAME, SPLITS_FOLDER
+from usdrl.data.fingerprint import input_fingerprint
 from usdrl.data.import_common import normalise_samples, position_channels
 from usdrl.data.layout_mapping import LayoutMapping, layout_mapping
 from usdrl.data.normalize import normalize_batch
@@ -36,19 +37,33 @@ def is_normalised(manifest: dict[str, Any]) -> bool:
     return bool(preprocessing.get("normalised", isinstance(preprocessing.get("version"), int)))
 
 
+def with_centre_present(x: np.ndarray, mapping: LayoutMapping) -> np.ndarray:
+    """Normalised source clips x (n, C, T, V, M) with every present joint moved by +1 on each position channel, the
+    source's centre joint included: it sits at the origin, where normalising again would take it for absent. A
+    shift of every present joint leaves the next centring's result unchanged."""
+    positions = position_channels(mapping.source)
+    x = np.array(x, dtype=np.float32)
+    present = np.any(x[:, :positions] != 0, axis=1, keepdims=True)  # (n, 1, T, V, M)
+    present[..., mapping.source.center_joint, :] = np.any(present, axis=-2)  # frames and persons of the clip
+    x[:, :positions] += present
+    return x
+
+
 def map_samples(x: np.ndarray, num_frames: np.ndarray, mapping: LayoutMapping, normalise: bool) -> np.ndarray:
     """Clips x (n, C, T, V, M) of the source -> the target's, normalised again with the target's joints if asked."""
-    mapped = mapping.apply(x)
-    return normalise_samples(mapped, num_frames, mapping.target) if normalise else mapped
+    if not normalise:
+        return mapping.apply(x)
+    return normalise_samples(mapping.apply(with_centre_present(x, mapping)), num_frames, mapping.target)
 
 
 def map_sequence(sequence: np.ndarray, mapping: LayoutMapping, normalise: bool) -> np.ndarray:
     """One stream (C, L, V, M) of the source -> the target's; normalised again as a whole stream (no padding)."""
-    mapped = mapping.apply(sequence)[None]  # (1, C, L, V, M)
-    if normalise:
-        positions = position_channels(mapping.target)
-        mapped[:, :positions] = normalize_batch(mapped[:, :positions], mapping.target.center_joint,
-                                                mapping.target.shoulder_pair, pad_frames=False)
+    if not normalise:
+        return mapping.apply(sequence)
+    mapped = mapping.apply(with_centre_present(sequence[None], mapping))  # (1, C, L, V, M)
+    positions = position_channels(mapping.target)
+    mapped[:, :positions] = normalize_batch(mapped[:, :positions], mapping.target.center_joint,
+                                            mapping.target.shoulder_pair, pad_frames=False)
     return mapped[0]
 
 
@@ -91,7 +106,10 @@ def map_store(root: str | Path, to_layout: str | Path | SkeletonLayout, out_dir:
                                            + ("; normalised again with the target's centre joint and shoulders"
                                               if normalise else "; stored as given"))
         details = {key: value for key, value in manifest.items() if key not in ("format_version", "layout")}
-        writer.finish({**details, "layout": target.to_dict(), "preprocessing": preprocessing,
+        fingerprint = input_fingerprint([root / MANIFEST_NAME], {"importer": "store", "to_layout": target.to_dict(),
+                                                                 "source": manifest.get("input_fingerprint")})
+        writer.finish({**details, "input_fingerprint": fingerprint, "layout": target.to_dict(),
+                       "preprocessing": preprocessing,
                        "layout_mapping": mapping.record(),
                        "mapped_from": {"path": str(root.resolve()), "layout": source.name,
                                        "dataset": manifest.get("dataset")}})
