@@ -173,7 +173,7 @@ def embed_in_plane(features: np.ndarray, method: str, seed: int = 0) -> np.ndarr
         import umap
 
         cache_compiled_umap()
-        return umap.UMAP(n_neighbors=15, random_state=seed).fit_transform(features)
+        return umap.UMAP(n_neighbors=15, random_state=seed, n_jobs=1).fit_transform(features)  # seeded: one job
     raise ValueError(f"unknown embedding method {method!r}; one of {', '.join(EMBEDDING_METHODS)}")
 
 

@@ -156,6 +156,10 @@ def test_the_series_writes_nothing_into_notebooks_names_no_checkout_path_and_bui
     from test_results_paths import absolute_paths_in
 
     assert not absolute_paths_in(project / "results"), "results name the checkout's folder"
+    for executed in sorted((project / "executed").glob("*.ipynb")):  # what the cells printed names no machine folder
+        printed = json.dumps([cell.get("outputs", []) for cell in json.loads(executed.read_text())["cells"]])
+        for folder in (str(REPOSITORY), sys.prefix, str(project)):
+            assert folder not in printed, f"{executed.name} prints the folder {folder}"
     # as dvc.yaml runs them: papermill's command from the project root, the kernel started in notebooks/, into
     # results/notebooks/ (made by the stage's mkdir -p: papermill writes only into a folder that exists)
     (project / f"results/retrieval/{RUN}.json").unlink()
