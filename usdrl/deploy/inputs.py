@@ -232,18 +232,17 @@ def read_pose_estimator_output(path: Path, layout: SkeletonLayout, pose_format: 
                       mapping=mapping)
 
 
-ARRAY_LAYOUTS = ("ntu25", "kinect_v1", "coco17", "body25", "coco18", "mediapipe33", "h36m17")  # by their V and C
-
-
 def arrays_layout(path: Path, members: list[str], shape: tuple[int, ...]) -> SkeletonLayout | None:
     """The layout of a .npz of arrays x of ``shape`` (N, C, T, V, M): its member ``layout`` (a built-in layout's
-    name), else the one of ``ARRAY_LAYOUTS`` with its V and C; None when none has them."""
+    name), else the first built-in layout without a score or world variant of its V and C; None when none has them."""
     if "layout" in members:
         name = str(load_array(path, "layout", kinds="U", ndim=0))
         if name not in BUILTIN_LAYOUTS:
             raise DataError(f"{path}: layout {name!r} is not a built-in layout; name one of {', '.join(BUILTIN_LAYOUTS)}")
         return load_layout(name)
-    for name in ARRAY_LAYOUTS:
+    for name in BUILTIN_LAYOUTS:
+        if name.endswith(("_score", "_world")):
+            continue
         layout = load_layout(name)
         if (layout.num_coordinates, layout.num_joints) == (shape[1], shape[3]):
             return layout
